@@ -1,0 +1,1 @@
+"""The ``urbanvis`` command line (installed as the ``urbanvis_cli`` package)."""

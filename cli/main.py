@@ -1,0 +1,82 @@
+"""Entry point: the ``urbanvis`` click group, logging, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from urbanvis import __version__
+from urbanvis._errors import UrbanvisError, one_line
+
+from .demo import demo
+from .sample import sample
+
+_state = {"verbose": False}
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    logger = logging.getLogger("urbanvis")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="urbanvis")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging; show tracebacks on errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def cli(verbose: bool, quiet: bool) -> None:
+    """Street-view imagery to urban representations, predictions and maps.
+
+    \b
+    The pipeline, one command per stage, all writing into one study folder:
+      urbanvis sample    points every 15 m along the road network   -> points layer
+    \b
+    Start with the offline demo:
+      urbanvis demo --out demo-study
+    \b
+    Every command takes --study DIR (default: the current folder) and --help.
+    """
+    _state["verbose"] = verbose
+    _configure_logging(verbose, quiet)
+
+
+cli.add_command(sample)
+cli.add_command(demo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; an UrbanvisError becomes one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="urbanvis", standalone_mode=False)
+    except UrbanvisError as exc:
+        if _state["verbose"]:
+            traceback.print_exc()
+        click.echo(f"error: {one_line(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished work is kept, rerun to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,29 @@
+"""urbanvis: street-view imagery to urban representations, predictions and maps.
+
+``import urbanvis`` stays light: submodules load on first use, torch only inside
+``urbanvis.engine`` and QGIS only inside the plugin.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+
+_SUBMODULES = ("areas", "demo", "network", "sampling", "study")
+
+__all__ = ["__version__", *_SUBMODULES]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import areas, demo, network, sampling, study
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'urbanvis' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

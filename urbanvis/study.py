@@ -1,0 +1,331 @@
+"""The study folder: one GeoPackage, images, pairs, checkpoints, reports and provenance.
+
+A study is a folder holding::
+
+    study.gpkg        layers: points, captures, embeddings, zones_<level>, predictions_<level>
+    images/           harvested images
+    pairs/            pair tables (Parquet) and WebDataset shards
+    checkpoints/      pretraining checkpoints
+    reports/          evaluation tables, plots, maps
+    study.toml        what was run, with which parameters and versions
+
+Layers are written and read through pyogrio. GDAL writes each layer's features inside one
+SQLite transaction, so a killed process leaves a valid GeoPackage; urbanvis records a run in
+``study.toml`` only after its layers are committed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import platform
+import sqlite3
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ._errors import InputError, SchemaVersionError, StudyError
+from ._version import __version__
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+"""Version of the study.gpkg layout this urbanvis writes and the newest it can read."""
+
+META_LAYER = "urbanvis_meta"
+_GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"
+_SUBFOLDERS = ("images", "pairs", "checkpoints", "reports")
+_SECRET_WORDS = ("key", "secret", "token", "password", "signature")
+_VERSIONED_PACKAGES = (
+    "numpy", "pandas", "shapely", "pyproj", "geopandas", "pyogrio", "osmnx", "pyrosm", "scipy",
+)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study folder. Create or open one with :func:`open_study`."""
+
+    root: Path
+
+    @property
+    def gpkg(self) -> Path:
+        """The study's GeoPackage."""
+        return self.root / "study.gpkg"
+
+    @property
+    def toml(self) -> Path:
+        """The provenance file."""
+        return self.root / "study.toml"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / "pairs"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    # ------------------------------------------------------------------ layers
+    def layers(self) -> list[str]:
+        """Names of the data layers in study.gpkg (the metadata table excluded)."""
+        if not self.gpkg.exists():
+            return []
+        import pyogrio
+
+        names = [str(row[0]) for row in pyogrio.list_layers(self.gpkg)]
+        return [n for n in names if n != META_LAYER]
+
+    def has_layer(self, name: str) -> bool:
+        return name in self.layers()
+
+    def read_layer(self, name: str, **kwargs: Any):
+        """Read a layer as a GeoDataFrame (or DataFrame for tables) through pyogrio.
+
+        Extra keyword arguments go to :func:`pyogrio.read_dataframe` (``columns``,
+        ``where``, ``bbox``...).
+        """
+        import pyogrio
+
+        if not self.has_layer(name):
+            have = ", ".join(self.layers()) or "none"
+            raise InputError(
+                f"study {self.root} has no '{name}' layer (it has: {have}); "
+                f"run the stage that writes it first"
+            )
+        return pyogrio.read_dataframe(self.gpkg, layer=name, **kwargs)
+
+    def write_layer(self, name: str, frame, *, append: bool = False) -> None:
+        """Write a (Geo)DataFrame as layer ``name``, replacing it unless ``append``.
+
+        Geometry is stored in the frame's CRS (urbanvis layers use EPSG:4326). GDAL writes
+        the features in one transaction.
+        """
+        import pyogrio
+
+        if name == META_LAYER:
+            raise InputError(f"'{META_LAYER}' is reserved for urbanvis; choose another layer name")
+        geometry = getattr(frame, "geometry", None) if hasattr(frame, "geometry") else None
+        if geometry is not None and frame.crs is None:
+            raise InputError(f"layer '{name}' has no CRS; set one (e.g. frame.set_crs(4326))")
+        _ensure_writable(self.root)
+        try:
+            pyogrio.write_dataframe(
+                frame, self.gpkg, layer=name, driver="GPKG", append=append and self.has_layer(name)
+            )
+        except OSError as exc:  # disk full, permissions changed under us
+            raise StudyError(f"could not write layer '{name}' to {self.gpkg}: {exc}") from exc
+        log.debug("wrote %d rows to %s:%s", len(frame), self.gpkg.name, name)
+
+    # -------------------------------------------------------------- provenance
+    def runs(self) -> list[dict[str, Any]]:
+        """The provenance records in study.toml, oldest first."""
+        return list(_read_toml(self.toml).get("runs", []))
+
+    def record_run(self, command: str, parameters: Mapping[str, Any], **outputs: Any) -> None:
+        """Append one run (command, parameters, versions, time, outputs) to study.toml.
+
+        Parameters whose names look like secrets (key, token, secret...) are never written.
+        """
+        doc = _read_toml(self.toml)
+        doc.setdefault("study", {"schema_version": SCHEMA_VERSION, "created": _now()})
+        run = {
+            "command": command,
+            "time": _now(),
+            "urbanvis": __version__,
+            "parameters": _tomlable(_drop_secrets(parameters)),
+            "outputs": _tomlable(dict(outputs)),
+            "versions": package_versions(),
+        }
+        doc.setdefault("runs", []).append(run)
+        _atomic_write_text(self.toml, _dump_toml(doc))
+
+
+def open_study(root: str | os.PathLike[str] = ".", *, create: bool = True) -> Study:
+    """Open the study in folder ``root``, creating the folder layout when ``create``.
+
+    Raises
+    ------
+    StudyError
+        The folder cannot be created or written, or study.gpkg is not a GeoPackage.
+    SchemaVersionError
+        study.gpkg was written by a newer urbanvis.
+    """
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise StudyError(f"study path {root} is a file, not a folder; pass a folder to --study")
+    if not create and not (root / "study.gpkg").exists():
+        raise StudyError(
+            f"{root} is not a study (no study.gpkg); run 'urbanvis sample --study {root}' first"
+        )
+    study = Study(root)
+    if study.gpkg.exists():
+        _check_schema(study.gpkg)
+    if create:
+        _ensure_writable(root)
+        for sub in _SUBFOLDERS:
+            (root / sub).mkdir(exist_ok=True)
+        if not study.gpkg.exists():
+            _write_meta(study)
+    return study
+
+
+def check_writable(root: str | os.PathLike[str]) -> None:
+    """Fail early, creating nothing, if a study could not be written at ``root``.
+
+    Use it before long work so that a bad ``--study`` is reported before, not after. Also
+    checks that an existing study.gpkg is one this urbanvis can read.
+    """
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise StudyError(f"study path {root} is a file, not a folder; pass a folder to --study")
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise StudyError(
+            f"study folder {root} is not writable (permission denied on {probe}); choose "
+            f"another --study folder or fix its permissions"
+        )
+    if (root / "study.gpkg").exists():
+        _check_schema(root / "study.gpkg")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python, urbanvis and the geospatial stack, for provenance."""
+    versions = {"python": platform.python_version(), "urbanvis": __version__}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+# ---------------------------------------------------------------------- helpers
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _ensure_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".urbanvis-write-test-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StudyError(
+            f"study folder {root} is not writable ({reason}); choose another --study folder "
+            f"or fix its permissions"
+        ) from exc
+
+
+def _write_meta(study: Study) -> None:
+    import pyogrio
+
+    meta = pd.DataFrame(
+        {
+            "key": ["schema_version", "created", "created_by"],
+            "value": [str(SCHEMA_VERSION), _now(), f"urbanvis {__version__}"],
+        }
+    )
+    try:
+        pyogrio.write_dataframe(meta, study.gpkg, layer=META_LAYER, driver="GPKG")
+    except OSError as exc:
+        raise StudyError(f"could not create {study.gpkg}: {exc}") from exc
+
+
+def read_schema_version(gpkg: str | os.PathLike[str]) -> int | None:
+    """The schema version recorded in a study.gpkg, or None if it has no urbanvis metadata."""
+    try:
+        con = sqlite3.connect(f"file:{os.fspath(gpkg)}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StudyError(f"cannot open {gpkg}: {exc}; is it a GeoPackage?") from exc
+    try:
+        app_id = con.execute("PRAGMA application_id").fetchone()[0]
+        if app_id != _GPKG_APPLICATION_ID:
+            raise StudyError(f"{gpkg} is not a GeoPackage; move it away or pick another --study")
+        row = con.execute(
+            f"SELECT value FROM {META_LAYER} WHERE key = 'schema_version'"  # noqa: S608
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    except sqlite3.DatabaseError as exc:
+        raise StudyError(f"{gpkg} is not a GeoPackage ({exc}); move it away or pick another --study") from exc
+    finally:
+        con.close()
+    return int(row[0]) if row else None
+
+
+def _check_schema(gpkg: Path) -> None:
+    version = read_schema_version(gpkg)
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{gpkg} uses study schema {version} but urbanvis {__version__} reads up to "
+            f"schema {SCHEMA_VERSION}; upgrade urbanvis (pip install -U urbanvis)"
+        )
+
+
+def _drop_secrets(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: v for k, v in parameters.items() if not any(w in k.lower() for w in _SECRET_WORDS)
+    }
+
+
+def _tomlable(value: Any) -> Any:
+    """Convert a value to something TOML can hold (paths to str, None dropped)."""
+    if isinstance(value, Mapping):
+        return {str(k): _tomlable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple | set):
+        return [_tomlable(v) for v in value if v is not None]
+    if isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"{path} is not valid TOML ({exc}); fix or remove it") from exc
+
+
+def _dump_toml(doc: dict[str, Any]) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(doc)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StudyError(f"could not write {path}: {exc}") from exc
+
