@@ -193,14 +193,19 @@ def check_writable(root: str | os.PathLike[str]) -> None:
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise StudyError(f"study path {root} is a file, not a folder; pass a folder to --study")
-    probe = root
+    probe = root.absolute()
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir():
+        raise StudyError(f"study folder {root} cannot be created: {probe} is a file; choose another --study folder")
+    try:  # os.access says yes to root even on read-only mounts: try for real
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".urbanvis-write-test-"):
+            pass
+    except OSError as exc:
         raise StudyError(
-            f"study folder {root} is not writable (permission denied on {probe}); choose "
-            f"another --study folder or fix its permissions"
-        )
+            f"study folder {root} is not writable ({exc.strerror or type(exc).__name__} in "
+            f"{probe}); choose another --study folder or fix its permissions"
+        ) from exc
     if (root / "study.gpkg").exists():
         _check_schema(root / "study.gpkg")
 

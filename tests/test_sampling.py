@@ -1,0 +1,210 @@
+"""Road sampling: spacing, bearings, one-way vs two-way, merging, CRS, grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from pyproj import Geod
+from scipy.spatial import cKDTree
+
+from urbanvis._errors import InputError
+from urbanvis.network import edges_from_osm_file, normalize_edges
+from urbanvis.sampling import (
+    merge_close_points,
+    points_from_grid,
+    points_from_network,
+    sample_lines,
+)
+
+from .data.osm import ORIGIN_UTM, UTM, lonlat
+
+GEOD = Geod(ellps="WGS84")
+
+
+def _utm(frame):
+    return frame.to_crs(frame.estimate_utm_crs())
+
+
+def test_helsinki_spacing_is_15m_along_every_edge(helsinki_edges, helsinki_points):
+    edges = _utm(helsinki_edges)
+    points = helsinki_points.to_crs(edges.crs)
+    assert len(points) > 1000
+    checked = merged = 0
+    for edge_id, group in points.groupby("edge_id"):
+        line = edges.geometry.iloc[edge_id]
+        along = np.sort(shapely.line_locate_point(line, group.geometry.values))
+        inner = along[(along > 0.5) & (along < line.length - 0.5)]
+        # every interior point sits on the 15 m lattice measured from the edge's start ...
+        lattice = inner - 15.0 * np.round(inner / 15.0)
+        assert np.all(np.abs(lattice) <= 0.5), (edge_id, inner)
+        # ... consecutive points from the start are 15 +- 0.5 m apart, and the remainder to the
+        # edge's end is under 15 m plus the 1 m merge distance (a point closer than that to
+        # the end node would be merged into it)
+        gaps = np.diff(np.concatenate(([0.0], inner, [line.length])))
+        regular = np.all(np.abs(gaps[:-1] - 15.0) <= 0.5) and 0 < gaps[-1] < 15.0 + 1.0
+        if not regular:
+            assert _merged_away(line, points), edge_id
+            merged += 1
+        checked += len(inner)
+    assert checked > 0.5 * len(points)
+    assert merged <= 0.02 * len(edges)
+
+
+def _merged_away(line, points) -> bool:
+    """True if the lattice gap on ``line`` is filled by another edge's point within 1 m."""
+    near = points.geometry.values[shapely.dwithin(points.geometry.values, line, 1.0)]
+    along = np.sort(shapely.line_locate_point(line, near))
+    stops = np.concatenate(([0.0], along, [line.length]))
+    return bool(np.diff(stops).max() <= 15.0 + 1.0)
+
+
+def test_helsinki_no_two_points_closer_than_merge_distance(helsinki_points):
+    xy = shapely.get_coordinates(_utm(helsinki_points).geometry.values)
+    assert len(cKDTree(xy).query_pairs(1.0)) == 0
+    assert helsinki_points["point_id"].is_unique
+
+
+def test_helsinki_bearing_matches_geodesic_azimuth_of_its_segment(helsinki_edges, helsinki_points):
+    errors = []
+    for row in helsinki_points.iloc[::5].itertuples():
+        coords = np.asarray(helsinki_edges.geometry.iloc[row.edge_id].coords)
+        segments = shapely.linestrings(np.stack([coords[:-1], coords[1:]], axis=1))
+        j = int(np.argmin(shapely.distance(segments, row.geometry)))
+        azimuth = GEOD.inv(*coords[j], *coords[j + 1])[0] % 360
+        errors.append(abs((row.bearing - azimuth + 180) % 360 - 180))
+    assert max(errors) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [((0, 0), (0, 500)), ((0, 0), (500, 0)), ((0, 0), (300, 400)), ((0, 0), (-250, -250))],
+)
+def test_bearing_of_a_hand_computed_straight_edge(start, end):
+    import geopandas as gpd
+
+    a, b = lonlat(*start), lonlat(*end)
+    edges = normalize_edges(gpd.GeoDataFrame(geometry=[shapely.LineString([a, b])], crs=4326))
+    points = points_from_network(edges, spacing=15.0)
+    # the geodesic azimuth from each point towards the edge's end, by hand with pyproj.Geod
+    lon, lat = points.geometry.x.to_numpy(), points.geometry.y.to_numpy()
+    inner = np.hypot(lon - b[0], lat - b[1]) > 1e-6
+    expected = np.asarray(GEOD.inv(lon[inner], lat[inner], np.full(inner.sum(), b[0]),
+                                   np.full(inner.sum(), b[1]))[0]) % 360
+    got = points["bearing"].to_numpy()[inner]
+    assert np.all(np.abs((got - expected + 180) % 360 - 180) < 0.02)
+    # and it is the straight line's direction measured in the plane, up to grid convergence
+    plane = np.degrees(np.arctan2(end[0] - start[0], end[1] - start[1])) % 360
+    assert abs(((got[0] - plane) + 180) % 360 - 180) < 2.5
+
+
+def test_two_way_street_sampled_once_one_way_carriageways_each(town_osm):
+    edges = edges_from_osm_file(town_osm, network="drive")
+    names = sorted(edges["name"])
+    # Main Street is split at the T-junction; each part appears once, not once per direction
+    assert names == ["Divided East", "Divided West", "Main Street", "Main Street", "North Road"]
+    points = points_from_network(edges, spacing=15.0).to_crs(UTM)
+    x = points.geometry.x.to_numpy() - ORIGIN_UTM[0]
+    y = points.geometry.y.to_numpy() - ORIGIN_UTM[1]
+    on_main = np.abs(y) < 0.01
+    assert on_main.sum() == 300 // 15 + 1  # 0, 15, ..., 300: no doubled points
+    assert np.allclose(np.sort(x[on_main]), np.arange(0, 301, 15), atol=0.01)
+    east = np.abs(y - 200) < 0.01
+    west = np.abs(y - 220) < 0.01
+    assert east.sum() == west.sum() == 150 // 15 + 1
+    # travel direction: eastbound ~90 deg, westbound ~270 deg (UTM convergence ~ -1.8 deg here)
+    assert np.allclose(points["bearing"][east], 88.2, atol=0.2)
+    assert np.allclose(points["bearing"][west], 268.2, atol=0.2)
+    # the footway (y = -50) and the broken way (x = 300, y in 0..100) are not sampled
+    assert not np.any(np.abs(y + 50) < 1)
+    assert not np.any((np.abs(x - 300) < 0.01) & (y > 1))
+
+
+def test_reversed_duplicate_edges_are_one_edge():
+    import geopandas as gpd
+
+    line = shapely.LineString([lonlat(0, 0), lonlat(100, 0), lonlat(100, 50)])
+    twin = shapely.reverse(line)
+    other = shapely.LineString([lonlat(0, 20), lonlat(100, 20)])
+    edges = normalize_edges(gpd.GeoDataFrame(geometry=[line, twin, other], crs=4326))
+    assert len(edges) == 2
+    assert edges["edge_id"].tolist() == [0, 1]
+
+
+def test_junction_points_merge_into_one():
+    import geopandas as gpd
+
+    centre = lonlat(0, 0)
+    arms = [shapely.LineString([centre, lonlat(dx, dy)]) for dx, dy in
+            [(100, 0), (-100, 0), (0, 100), (0.4, -100)]]
+    edges = normalize_edges(gpd.GeoDataFrame(geometry=arms, crs=4326))
+    points = points_from_network(edges, spacing=15.0).to_crs(UTM)
+    xy = shapely.get_coordinates(points.geometry.values) - ORIGIN_UTM
+    at_centre = np.hypot(xy[:, 0], xy[:, 1]) < 1.0
+    assert at_centre.sum() == 1
+    assert len(points) == 1 + 4 * (6 + 1)  # centre + per arm: 15..90 and the far end
+
+
+def test_merge_close_points_against_brute_force():
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 30, 400)
+    y = rng.uniform(0, 30, 400)
+    keep = merge_close_points(x, y, 1.0)
+    kept = np.column_stack((x[keep], y[keep]))
+    d = np.hypot(*(kept[:, None, :] - kept[None, :, :]).transpose(2, 0, 1))
+    np.fill_diagonal(d, np.inf)
+    assert d.min() >= 1.0
+    # every dropped point has a chain of < 1 m neighbours to a kept one (it was merged, not lost)
+    full = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :]) < 1.0
+    from scipy.sparse.csgraph import connected_components
+
+    _, labels = connected_components(full, directed=False)
+    assert set(labels[keep]) == set(labels)
+    assert len(keep) == len(set(labels))
+
+
+def test_sample_lines_on_a_curve_follows_the_arc():
+    theta = np.linspace(0, np.pi / 2, 200)
+    arc = shapely.LineString(np.column_stack((100 * np.cos(theta), 100 * np.sin(theta))))
+    samples = sample_lines(np.array([arc]), 15.0, merge_distance=1.0)
+    order = np.argsort(samples.along)
+    along = samples.along[order]
+    assert np.allclose(along[:-1], np.arange(0, 15 * len(along[:-1]), 15))
+    assert along[-1] == pytest.approx(arc.length)
+    radius = np.hypot(samples.x, samples.y)
+    assert np.allclose(radius, 100, atol=0.02)  # on the polyline, close to the circle
+
+
+def test_points_are_stored_in_epsg4326_and_round_trip_through_utm(helsinki_points):
+    assert helsinki_points.crs.to_epsg() == 4326
+    back = helsinki_points.to_crs(32635).to_crs(4326)
+    assert np.allclose(shapely.get_coordinates(back.geometry.values),
+                       shapely.get_coordinates(helsinki_points.geometry.values), atol=1e-9)
+    expected_columns = {"point_id", "bearing", "edge_id", "osmid", "highway", "source", "geometry"}
+    assert expected_columns <= set(helsinki_points.columns)
+    assert (helsinki_points["osmid"] > 0).all()
+
+
+def test_grid_method_covers_the_area_at_the_spacing():
+    import geopandas as gpd
+
+    square = shapely.Polygon([lonlat(0, 0), lonlat(200, 0), lonlat(200, 200), lonlat(0, 200)])
+    points = points_from_grid(gpd.GeoDataFrame(geometry=[square], crs=4326), spacing=20)
+    assert (points["source"] == "grid").all()
+    assert points["bearing"].isna().all()
+    xy = shapely.get_coordinates(points.to_crs(points.estimate_utm_crs()).geometry.values)
+    nearest, _ = cKDTree(xy).query(xy, k=2)
+    assert np.allclose(nearest[:, 1], 20.0, atol=0.01)
+    assert 90 <= len(points) <= 110  # ~ (200/20)^2
+    assert shapely.contains(square.buffer(1e-9), points.geometry.values).all()
+
+
+@pytest.mark.parametrize("spacing", [0, -5, float("nan"), float("inf")])
+def test_bad_spacing_is_refused(helsinki_edges, spacing):
+    with pytest.raises(InputError, match="spacing"):
+        points_from_network(helsinki_edges, spacing=spacing)
+
+
+def test_spacing_must_exceed_merge_distance(helsinki_edges):
+    with pytest.raises(InputError, match="merge distance"):
+        points_from_network(helsinki_edges, spacing=1.0, merge_distance=1.0)

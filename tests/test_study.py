@@ -1,0 +1,118 @@
+"""The study folder: layout, layers through pyogrio, provenance, schema versions."""
+
+from __future__ import annotations
+
+import sqlite3
+import tomllib
+
+import numpy as np
+import pyogrio
+import pytest
+
+from urbanvis._errors import InputError, SchemaVersionError, StudyError
+from urbanvis.study import META_LAYER, SCHEMA_VERSION, check_writable, open_study
+
+
+def test_open_creates_the_layout(tmp_path):
+    study = open_study(tmp_path / "s")
+    for sub in ("images", "pairs", "checkpoints", "reports"):
+        assert (study.root / sub).is_dir()
+    assert study.gpkg.exists()
+    assert study.layers() == []  # the metadata table is not a data layer
+    with sqlite3.connect(study.gpkg) as con:
+        assert con.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+        version = con.execute(f"SELECT value FROM {META_LAYER} WHERE key='schema_version'")
+        assert version.fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_points_layer_round_trips_through_pyogrio(tmp_path, helsinki_points):
+    study = open_study(tmp_path)
+    study.write_layer("points", helsinki_points)
+    back = pyogrio.read_dataframe(study.gpkg, layer="points")
+    assert back.crs.to_epsg() == 4326
+    assert list(back.columns) == list(helsinki_points.columns)
+    assert back["point_id"].dtype == np.int64
+    assert np.array_equal(back["point_id"], helsinki_points["point_id"])
+    assert np.allclose(back["bearing"], helsinki_points["bearing"])
+    assert (back.geometry.geom_equals_exact(helsinki_points.geometry, tolerance=1e-12)).all()
+    info = pyogrio.read_info(study.gpkg, layer="points")
+    assert info["geometry_type"] == "Point"
+    assert info["features"] == len(helsinki_points)
+    assert study.read_layer("points", columns=["point_id"]).shape == (len(helsinki_points), 2)
+
+
+def test_write_replaces_and_appends(tmp_path, helsinki_points):
+    study = open_study(tmp_path)
+    study.write_layer("points", helsinki_points.iloc[:10])
+    study.write_layer("points", helsinki_points.iloc[:5])
+    assert len(study.read_layer("points")) == 5
+    study.write_layer("points", helsinki_points.iloc[5:8], append=True)
+    assert len(study.read_layer("points")) == 8
+
+
+def test_reading_a_missing_layer_names_the_stage(tmp_path):
+    study = open_study(tmp_path)
+    with pytest.raises(InputError, match="no 'captures' layer"):
+        study.read_layer("captures")
+
+
+def test_layer_without_crs_is_refused(tmp_path, helsinki_points):
+    study = open_study(tmp_path)
+    with pytest.raises(InputError, match="no CRS"):
+        study.write_layer("points", helsinki_points.set_crs(None, allow_override=True))
+
+
+def test_provenance_records_runs_without_secrets(tmp_path):
+    study = open_study(tmp_path)
+    study.record_run("sample", {"spacing": 15.0, "osm": tmp_path / "x.pbf", "api_key": "SECRET1",
+                                "signing_secret": "SECRET2", "city": None}, points=12)
+    study.record_run("sample", {"spacing": 30.0}, points=6)
+    text = study.toml.read_text()
+    assert "SECRET" not in text
+    doc = tomllib.loads(text)
+    assert doc["study"]["schema_version"] == SCHEMA_VERSION
+    first, second = doc["runs"]
+    assert first["command"] == "sample"
+    assert first["parameters"] == {"spacing": 15.0, "osm": str(tmp_path / "x.pbf")}
+    assert first["outputs"] == {"points": 12}
+    assert {"python", "urbanvis", "geopandas", "shapely"} <= set(first["versions"])
+    assert second["parameters"]["spacing"] == 30.0
+    assert len(study.runs()) == 2
+
+
+def test_newer_schema_is_refused(tmp_path):
+    study = open_study(tmp_path)
+    with sqlite3.connect(study.gpkg) as con:
+        con.execute(f"UPDATE {META_LAYER} SET value='{SCHEMA_VERSION + 1}' WHERE key='schema_version'")
+    with pytest.raises(SchemaVersionError, match="upgrade urbanvis"):
+        open_study(tmp_path)
+    with pytest.raises(SchemaVersionError):
+        check_writable(tmp_path)
+
+
+def test_a_file_that_is_not_a_geopackage_is_refused(tmp_path):
+    (tmp_path / "study.gpkg").write_text("not sqlite at all " * 100)
+    with pytest.raises(StudyError, match="not a GeoPackage"):
+        open_study(tmp_path)
+
+
+def test_study_path_that_is_a_file(tmp_path):
+    path = tmp_path / "file.txt"
+    path.write_text("x")
+    with pytest.raises(StudyError, match="is a file"):
+        open_study(path)
+    with pytest.raises(StudyError):
+        check_writable(path / "below")
+
+
+def test_unwritable_folder_is_reported_without_creating_anything(tmp_path):
+    # /proc refuses new entries even to root, unlike a chmod'ed folder
+    with pytest.raises(StudyError, match="not writable"):
+        check_writable("/proc/urbanvis-study")
+    with pytest.raises(StudyError, match="not writable"):
+        open_study("/proc/urbanvis-study")
+
+
+def test_open_without_create_needs_a_study(tmp_path):
+    with pytest.raises(StudyError, match="not a study"):
+        open_study(tmp_path, create=False)
