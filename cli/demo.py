@@ -6,8 +6,14 @@ import click
 
 
 @click.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default="demo-study",
-              show_default=True, help="Folder for the demo study.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default="demo-study",
+    show_default=True,
+    help="Folder for the demo study.",
+)
 def demo(out_dir):
     """Run urbanvis on the bundled offline data (no network): a study in --out.
 

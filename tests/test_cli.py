@@ -39,8 +39,11 @@ def tree(path: Path) -> dict[str, str]:
     """Every file under path with its sha256, to prove nothing was written."""
     if not path.exists():
         return {}
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ---------------------------------------------------------------------- success
@@ -60,8 +63,15 @@ def test_sample_osm_xml_into_a_study(tmp_path, town_osm):
 def test_sample_pbf_clipped_to_bbox(tmp_path):
     study = tmp_path / "hel"
     bbox = (24.935, 60.160, 24.950, 60.170)
-    result = run_cli("sample", "--study", str(study), "--osm", str(helsinki_pbf()),
-                     "--bbox", ",".join(map(str, bbox)))
+    result = run_cli(
+        "sample",
+        "--study",
+        str(study),
+        "--osm",
+        str(helsinki_pbf()),
+        "--bbox",
+        ",".join(map(str, bbox)),
+    )
     assert result.returncode == 0, result.stderr
     points = pyogrio.read_dataframe(study / "study.gpkg", layer="points")
     assert 50 < len(points) < 1697
@@ -71,13 +81,26 @@ def test_sample_pbf_clipped_to_bbox(tmp_path):
 def test_sample_clipped_to_a_polygon_file_in_another_crs(tmp_path, town_osm):
     # a polygon around Main Street only, stored in UTM metres
     area = gpd.GeoDataFrame(
-        geometry=[shapely.box(osm.ORIGIN_UTM[0] - 5, osm.ORIGIN_UTM[1] - 10,
-                              osm.ORIGIN_UTM[0] + 305, osm.ORIGIN_UTM[1] + 10)],
+        geometry=[
+            shapely.box(
+                osm.ORIGIN_UTM[0] - 5,
+                osm.ORIGIN_UTM[1] - 10,
+                osm.ORIGIN_UTM[0] + 305,
+                osm.ORIGIN_UTM[1] + 10,
+            )
+        ],
         crs=osm.UTM,
     )
     area.to_file(tmp_path / "area.gpkg")
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm),
-                     "--area", str(tmp_path / "area.gpkg"))
+    result = run_cli(
+        "sample",
+        "--study",
+        str(tmp_path / "s"),
+        "--osm",
+        str(town_osm),
+        "--area",
+        str(tmp_path / "area.gpkg"),
+    )
     assert result.returncode == 0, result.stderr
     points = pyogrio.read_dataframe(tmp_path / "s" / "study.gpkg", layer="points")
     # Main Street 0..300 m (21 points) and North Road cut at the area's edge, 10 m north
@@ -96,23 +119,35 @@ def test_sample_graphml(tmp_path, town_osm):
     graph = ox.graph_from_xml(filtered, simplify=True, retain_all=True)
     Path(filtered).unlink()
     ox.save_graphml(graph, tmp_path / "town.graphml")
-    result = run_cli("sample", "--study", str(tmp_path / "g"), "--osm", str(tmp_path / "town.graphml"))
+    result = run_cli(
+        "sample", "--study", str(tmp_path / "g"), "--osm", str(tmp_path / "town.graphml")
+    )
     assert result.returncode == 0, result.stderr
     points = pyogrio.read_dataframe(tmp_path / "g" / "study.gpkg", layer="points")
     assert len(points) == 50
 
 
 def test_walk_network_includes_footways(tmp_path, town_osm):
-    result = run_cli("sample", "--study", str(tmp_path / "w"), "--osm", str(town_osm),
-                     "--network", "walk")
+    result = run_cli(
+        "sample", "--study", str(tmp_path / "w"), "--osm", str(town_osm), "--network", "walk"
+    )
     assert result.returncode == 0, result.stderr
     points = pyogrio.read_dataframe(tmp_path / "w" / "study.gpkg", layer="points")
     assert "footway" in set(points["highway"])
 
 
 def test_grid_method(tmp_path):
-    result = run_cli("sample", "--study", str(tmp_path / "grid"), "--method", "grid",
-                     "--spacing", "50", "--bbox", "24.93,60.16,24.94,60.165")
+    result = run_cli(
+        "sample",
+        "--study",
+        str(tmp_path / "grid"),
+        "--method",
+        "grid",
+        "--spacing",
+        "50",
+        "--bbox",
+        "24.93,60.16,24.94,60.165",
+    )
     assert result.returncode == 0, result.stderr
     points = pyogrio.read_dataframe(tmp_path / "grid" / "study.gpkg", layer="points")
     assert (points["source"] == "grid").all() and 100 < len(points) < 150  # ~555 m x 556 m
@@ -122,14 +157,16 @@ def test_demo_never_touches_the_network(tmp_path):
     # every socket connection in the demo process raises: the demo must not need one
     guard = tmp_path / "guard"
     guard.mkdir()
-    (guard / "sitecustomize.py").write_text(textwrap.dedent("""
+    (guard / "sitecustomize.py").write_text(
+        textwrap.dedent("""
         import socket
         def _refuse(*args, **kwargs):
             raise OSError("network used by the demo")
         socket.socket.connect = _refuse
         socket.create_connection = _refuse
         socket.getaddrinfo = _refuse
-    """))
+    """)
+    )
     import os
     import subprocess
     import sys
@@ -137,8 +174,9 @@ def test_demo_never_touches_the_network(tmp_path):
     exe = Path(sys.executable).with_name("urbanvis")
     env = dict(os.environ, PYTHONPATH=str(guard))
     out = tmp_path / "demo"
-    result = subprocess.run([str(exe), "demo", "--out", str(out)], capture_output=True,
-                            text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [str(exe), "demo", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert "layer points: 1,697 features" in result.stdout
     points = pyogrio.read_dataframe(out / "study.gpkg", layer="points")
@@ -152,8 +190,16 @@ def test_help_teaches():
     assert "sample" in result.stdout and "demo" in result.stdout
     result = run_cli("sample", "--help")
     assert result.returncode == 0
-    for option in ("--city", "--area", "--bbox", "--osm", "--network", "--spacing", "--method",
-                   "Examples"):
+    for option in (
+        "--city",
+        "--area",
+        "--bbox",
+        "--osm",
+        "--network",
+        "--spacing",
+        "--method",
+        "Examples",
+    ):
         assert option in result.stdout
 
 
@@ -176,14 +222,17 @@ def test_bbox_not_numbers(tmp_path):
 
 @pytest.mark.parametrize("spacing", ["0", "-15"])
 def test_spacing_not_positive(tmp_path, town_osm, spacing):
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm),
-                     "--spacing", spacing)
+    result = run_cli(
+        "sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm), "--spacing", spacing
+    )
     assert_one_line_error(result, "spacing", "--spacing")
     assert not (tmp_path / "s").exists()
 
 
 def test_osm_file_missing(tmp_path):
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(tmp_path / "nope.osm.pbf"))
+    result = run_cli(
+        "sample", "--study", str(tmp_path / "s"), "--osm", str(tmp_path / "nope.osm.pbf")
+    )
     assert_one_line_error(result, "does not exist", "--osm")
     assert not (tmp_path / "s").exists()
 
@@ -200,7 +249,9 @@ def test_osm_file_empty(tmp_path, name):
 def test_osm_file_corrupt(tmp_path, name):
     (tmp_path / name).write_bytes(np.random.default_rng(1).bytes(4096))
     result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(tmp_path / name))
-    assert_one_line_error(result, "cannot read" if "pbf" in name or "graphml" in name else "not valid")
+    assert_one_line_error(
+        result, "cannot read" if "pbf" in name or "graphml" in name else "not valid"
+    )
     assert not (tmp_path / "s").exists()
 
 
@@ -218,16 +269,30 @@ def test_osm_file_without_drivable_roads(tmp_path):
 
 
 def test_area_outside_the_osm_file(tmp_path, town_osm):
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm),
-                     "--bbox", "10,50,10.01,50.01")
+    result = run_cli(
+        "sample",
+        "--study",
+        str(tmp_path / "s"),
+        "--osm",
+        str(town_osm),
+        "--bbox",
+        "10,50,10.01,50.01",
+    )
     assert_one_line_error(result, "inside the area")
 
 
 def test_area_file_without_polygons(tmp_path, town_osm):
     pts = gpd.GeoDataFrame(geometry=[shapely.Point(lonlat(0, 0))], crs=4326)
     pts.to_file(tmp_path / "points.geojson")
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm),
-                     "--area", str(tmp_path / "points.geojson"))
+    result = run_cli(
+        "sample",
+        "--study",
+        str(tmp_path / "s"),
+        "--osm",
+        str(town_osm),
+        "--area",
+        str(tmp_path / "points.geojson"),
+    )
     assert_one_line_error(result, "no polygons", "Point")
     assert not (tmp_path / "s").exists()
 
@@ -237,15 +302,29 @@ def test_area_file_without_crs(tmp_path, town_osm):
     poly = gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1)], crs=None)
     poly.to_file(tmp_path / "nocrs.shp")
     assert not (tmp_path / "nocrs.prj").exists()
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm),
-                     "--area", str(tmp_path / "nocrs.shp"))
+    result = run_cli(
+        "sample",
+        "--study",
+        str(tmp_path / "s"),
+        "--osm",
+        str(town_osm),
+        "--area",
+        str(tmp_path / "nocrs.shp"),
+    )
     assert_one_line_error(result, "no CRS", ".prj")
     assert not (tmp_path / "s").exists()
 
 
 def test_area_file_missing(tmp_path, town_osm):
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm),
-                     "--area", str(tmp_path / "nope.gpkg"))
+    result = run_cli(
+        "sample",
+        "--study",
+        str(tmp_path / "s"),
+        "--osm",
+        str(town_osm),
+        "--area",
+        str(tmp_path / "nope.gpkg"),
+    )
     assert_one_line_error(result, "does not exist", "--area")
 
 
@@ -255,14 +334,16 @@ def test_no_area_given(tmp_path):
 
 
 def test_two_areas_given(tmp_path):
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--city", "Helsinki",
-                     "--bbox", "24,60,25,61")
+    result = run_cli(
+        "sample", "--study", str(tmp_path / "s"), "--city", "Helsinki", "--bbox", "24,60,25,61"
+    )
     assert_one_line_error(result, "only one")
 
 
 def test_unknown_network_is_a_usage_error(tmp_path, town_osm):
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm),
-                     "--network", "boat")
+    result = run_cli(
+        "sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm), "--network", "boat"
+    )
     assert result.returncode == 2
     assert "drive" in result.stderr and "Traceback" not in result.stderr
 

@@ -89,8 +89,14 @@ def test_bearing_of_a_hand_computed_straight_edge(start, end):
     # the geodesic azimuth from each point towards the edge's end, by hand with pyproj.Geod
     lon, lat = points.geometry.x.to_numpy(), points.geometry.y.to_numpy()
     inner = np.hypot(lon - b[0], lat - b[1]) > 1e-6
-    expected = np.asarray(GEOD.inv(lon[inner], lat[inner], np.full(inner.sum(), b[0]),
-                                   np.full(inner.sum(), b[1]))[0]) % 360
+    expected = (
+        np.asarray(
+            GEOD.inv(
+                lon[inner], lat[inner], np.full(inner.sum(), b[0]), np.full(inner.sum(), b[1])
+            )[0]
+        )
+        % 360
+    )
     got = points["bearing"].to_numpy()[inner]
     assert np.all(np.abs((got - expected + 180) % 360 - 180) < 0.02)
     # and it is the straight line's direction measured in the plane, up to grid convergence
@@ -135,8 +141,10 @@ def test_junction_points_merge_into_one():
     import geopandas as gpd
 
     centre = lonlat(0, 0)
-    arms = [shapely.LineString([centre, lonlat(dx, dy)]) for dx, dy in
-            [(100, 0), (-100, 0), (0, 100), (0.4, -100)]]
+    arms = [
+        shapely.LineString([centre, lonlat(dx, dy)])
+        for dx, dy in [(100, 0), (-100, 0), (0, 100), (0.4, -100)]
+    ]
     edges = normalize_edges(gpd.GeoDataFrame(geometry=arms, crs=4326))
     points = points_from_network(edges, spacing=15.0).to_crs(UTM)
     xy = shapely.get_coordinates(points.geometry.values) - ORIGIN_UTM
@@ -178,8 +186,11 @@ def test_sample_lines_on_a_curve_follows_the_arc():
 def test_points_are_stored_in_epsg4326_and_round_trip_through_utm(helsinki_points):
     assert helsinki_points.crs.to_epsg() == 4326
     back = helsinki_points.to_crs(32635).to_crs(4326)
-    assert np.allclose(shapely.get_coordinates(back.geometry.values),
-                       shapely.get_coordinates(helsinki_points.geometry.values), atol=1e-9)
+    assert np.allclose(
+        shapely.get_coordinates(back.geometry.values),
+        shapely.get_coordinates(helsinki_points.geometry.values),
+        atol=1e-9,
+    )
     expected_columns = {"point_id", "bearing", "edge_id", "osmid", "highway", "source", "geometry"}
     assert expected_columns <= set(helsinki_points.columns)
     assert (helsinki_points["osmid"] > 0).all()

@@ -64,8 +64,17 @@ def test_layer_without_crs_is_refused(tmp_path, helsinki_points):
 
 def test_provenance_records_runs_without_secrets(tmp_path):
     study = open_study(tmp_path)
-    study.record_run("sample", {"spacing": 15.0, "osm": tmp_path / "x.pbf", "api_key": "SECRET1",
-                                "signing_secret": "SECRET2", "city": None}, points=12)
+    study.record_run(
+        "sample",
+        {
+            "spacing": 15.0,
+            "osm": tmp_path / "x.pbf",
+            "api_key": "SECRET1",
+            "signing_secret": "SECRET2",
+            "city": None,
+        },
+        points=12,
+    )
     study.record_run("sample", {"spacing": 30.0}, points=6)
     text = study.toml.read_text()
     assert "SECRET" not in text
@@ -83,7 +92,9 @@ def test_provenance_records_runs_without_secrets(tmp_path):
 def test_newer_schema_is_refused(tmp_path):
     study = open_study(tmp_path)
     with sqlite3.connect(study.gpkg) as con:
-        con.execute(f"UPDATE {META_LAYER} SET value='{SCHEMA_VERSION + 1}' WHERE key='schema_version'")
+        con.execute(
+            f"UPDATE {META_LAYER} SET value='{SCHEMA_VERSION + 1}' WHERE key='schema_version'"
+        )
     with pytest.raises(SchemaVersionError, match="upgrade urbanvis"):
         open_study(tmp_path)
     with pytest.raises(SchemaVersionError):

@@ -16,7 +16,7 @@ _SUBMODULES = ("areas", "demo", "network", "sampling", "study")
 __all__ = ["__version__", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import areas, demo, network, sampling, study
+    from . import areas, demo, network, sampling, study  # noqa: F401
 
 
 def __getattr__(name: str):

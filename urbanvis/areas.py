@@ -11,7 +11,14 @@ from pathlib import Path
 import geopandas as gpd
 import shapely
 
-from ._errors import first_line, CRSError, InputError, InputFileError, OfflineError, PlaceNotFoundError
+from ._errors import (
+    CRSError,
+    InputError,
+    InputFileError,
+    OfflineError,
+    PlaceNotFoundError,
+    first_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +46,12 @@ def area_from_bbox(bbox: Sequence[float] | str) -> gpd.GeoDataFrame:
     if not west < east:
         raise InputError(f"bbox west ({west}) must be less than east ({east}); write it as W,S,E,N")
     if not south < north:
-        raise InputError(f"bbox south ({south}) must be less than north ({north}); write it as W,S,E,N")
-    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90):
+        raise InputError(
+            f"bbox south ({south}) must be less than north ({north}); write it as W,S,E,N"
+        )
+    if not (
+        -180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90
+    ):
         raise InputError(
             f"bbox {values} is outside longitude -180..180 / latitude -90..90; "
             f"give it in degrees (EPSG:4326) as W,S,E,N"
@@ -91,8 +102,14 @@ def osm_endpoints(
 
     saved = {
         k: getattr(ox.settings, k)
-        for k in ("nominatim_url", "overpass_url", "requests_timeout", "doh_url_template",
-                  "use_cache", "overpass_rate_limit")
+        for k in (
+            "nominatim_url",
+            "overpass_url",
+            "requests_timeout",
+            "doh_url_template",
+            "use_cache",
+            "overpass_rate_limit",
+        )
     }
     try:
         if nominatim_url:
@@ -143,4 +160,3 @@ def area_from_place(
         ) from exc
     frame = frame.to_crs(WGS84)
     return gpd.GeoDataFrame({"name": [name]}, geometry=[frame.union_all()], crs=WGS84)
-

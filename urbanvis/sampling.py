@@ -46,13 +46,13 @@ class LineSamples:
         return len(self.x)
 
     def take(self, index: np.ndarray) -> LineSamples:
-        return LineSamples(*(a[index] for a in (self.x, self.y, self.bearing, self.line, self.along)))
+        return LineSamples(
+            *(a[index] for a in (self.x, self.y, self.bearing, self.line, self.along))
+        )
 
 
-def sample_lines(
-    lines: np.ndarray, spacing: float, *, merge_distance: float = 1.0
-) -> LineSamples:
-    """Points every ``spacing`` along each line, both ends included, merged within ``merge_distance``.
+def sample_lines(lines: np.ndarray, spacing: float, *, merge_distance: float = 1.0) -> LineSamples:
+    """Points every ``spacing`` along each line, ends included, merged within ``merge_distance``.
 
     ``lines`` is an array of shapely LineStrings in a projected CRS (metres). Each line gets
     its start, points at ``spacing, 2*spacing, ...`` that lie at least ``merge_distance``
@@ -61,8 +61,9 @@ def sample_lines(
     the first kept, so no two returned points are closer than ``merge_distance``.
     """
     _check_spacing(spacing, merge_distance)
-    coords, vertex_line = shapely.get_coordinates(np.asarray(lines, dtype=object), return_index=True)
-    n_lines = len(lines)
+    coords, vertex_line = shapely.get_coordinates(
+        np.asarray(lines, dtype=object), return_index=True
+    )
     if len(coords) == 0:
         empty = np.empty(0)
         return LineSamples(empty, empty, empty, empty.astype(np.int64), empty)
@@ -101,8 +102,11 @@ def sample_lines(
     end_bearing[single] = np.nan  # a one-vertex line has no direction
     distinct = ~pd.Series(x0[end_vertex] + 1j * y0[end_vertex]).duplicated().to_numpy()
     ends = LineSamples(
-        x0[end_vertex][distinct], y0[end_vertex][distinct], end_bearing[distinct],
-        end_line[distinct].astype(np.int64), end_along[distinct],
+        x0[end_vertex][distinct],
+        y0[end_vertex][distinct],
+        end_bearing[distinct],
+        end_line[distinct].astype(np.int64),
+        end_along[distinct],
     )
 
     # Interior points at k*spacing (k >= 1), at least merge_distance before the line's end.
@@ -115,15 +119,23 @@ def sample_lines(
     seg = np.searchsorted(cum, travelled, side="right") - 1
     t = (travelled - cum[seg]) / seg_len[seg]
     interior = LineSamples(
-        x0[seg] + t * dx[seg], y0[seg] + t * dy[seg], seg_bearing[seg],
-        present[owner].astype(np.int64), along,
+        x0[seg] + t * dx[seg],
+        y0[seg] + t * dy[seg],
+        seg_bearing[seg],
+        present[owner].astype(np.int64),
+        along,
     )
 
-    samples = LineSamples(*(np.concatenate(pair) for pair in zip(
-        (ends.x, ends.y, ends.bearing, ends.line, ends.along),
-        (interior.x, interior.y, interior.bearing, interior.line, interior.along),
-        strict=True,
-    )))
+    samples = LineSamples(
+        *(
+            np.concatenate(pair)
+            for pair in zip(
+                (ends.x, ends.y, ends.bearing, ends.line, ends.along),
+                (interior.x, interior.y, interior.bearing, interior.line, interior.along),
+                strict=True,
+            )
+        )
+    )
     keep = merge_close_points(samples.x, samples.y, merge_distance)
     return samples if len(keep) == len(samples) else samples.take(keep)
 
@@ -225,7 +237,9 @@ def points_from_grid(
     Grid points have no road, so ``bearing`` is NaN and headings are taken as absolute.
     """
     _check_spacing(spacing, 0.0)
-    frame = area if isinstance(area, gpd.GeoDataFrame) else gpd.GeoDataFrame(geometry=[area], crs=WGS84)
+    frame = (
+        area if isinstance(area, gpd.GeoDataFrame) else gpd.GeoDataFrame(geometry=[area], crs=WGS84)
+    )
     if frame.crs is None:
         raise InputError("the area has no CRS; set one (EPSG:4326 for degrees)")
     crs = frame.estimate_utm_crs()
@@ -286,7 +300,9 @@ def sample(
     if len(given) > 1:
         raise InputError(f"give only one of --city, --area, --bbox (got {' and '.join(given)})")
     if not given and osm is None:
-        raise InputError("say where to sample: --city NAME, --area FILE, --bbox W,S,E,N or --osm FILE")
+        raise InputError(
+            "say where to sample: --city NAME, --area FILE, --bbox W,S,E,N or --osm FILE"
+        )
     if method == "grid" and not given:
         raise InputError("--method grid needs an area: --city, --area or --bbox")
 
@@ -317,7 +333,9 @@ def sample(
 # ------------------------------------------------------------------------ helpers
 def _check_spacing(spacing: float, merge_distance: float) -> None:
     if not isinstance(spacing, int | float) or not math.isfinite(spacing) or spacing <= 0:
-        raise InputError(f"spacing must be a positive number of metres, got {spacing!r}; e.g. --spacing 15")
+        raise InputError(
+            f"spacing must be a positive number of metres, got {spacing!r}; e.g. --spacing 15"
+        )
     if not math.isfinite(merge_distance) or merge_distance < 0:
         raise InputError(f"merge distance must be >= 0 metres, got {merge_distance!r}")
     if merge_distance >= spacing:

@@ -44,7 +44,15 @@ _GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"
 _SUBFOLDERS = ("images", "pairs", "checkpoints", "reports")
 _SECRET_WORDS = ("key", "secret", "token", "password", "signature")
 _VERSIONED_PACKAGES = (
-    "numpy", "pandas", "shapely", "pyproj", "geopandas", "pyogrio", "osmnx", "pyrosm", "scipy",
+    "numpy",
+    "pandas",
+    "shapely",
+    "pyproj",
+    "geopandas",
+    "pyogrio",
+    "osmnx",
+    "pyrosm",
+    "scipy",
 )
 
 
@@ -197,7 +205,10 @@ def check_writable(root: str | os.PathLike[str]) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise StudyError(f"study folder {root} cannot be created: {probe} is a file; choose another --study folder")
+        raise StudyError(
+            f"study folder {root} cannot be created: {probe} is a file; "
+            f"choose another --study folder"
+        )
     try:  # os.access says yes to root even on read-only mounts: try for real
         with tempfile.NamedTemporaryFile(dir=probe, prefix=".urbanvis-write-test-"):
             pass
@@ -270,7 +281,9 @@ def read_schema_version(gpkg: str | os.PathLike[str]) -> int | None:
     except sqlite3.OperationalError:
         return None
     except sqlite3.DatabaseError as exc:
-        raise StudyError(f"{gpkg} is not a GeoPackage ({exc}); move it away or pick another --study") from exc
+        raise StudyError(
+            f"{gpkg} is not a GeoPackage ({exc}); move it away or pick another --study"
+        ) from exc
     finally:
         con.close()
     return int(row[0]) if row else None
@@ -286,9 +299,7 @@ def _check_schema(gpkg: Path) -> None:
 
 
 def _drop_secrets(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: v for k, v in parameters.items() if not any(w in k.lower() for w in _SECRET_WORDS)
-    }
+    return {k: v for k, v in parameters.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
 
 
 def _tomlable(value: Any) -> Any:
@@ -333,4 +344,3 @@ def _atomic_write_text(path: Path, text: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise StudyError(f"could not write {path}: {exc}") from exc
-

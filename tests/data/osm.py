@@ -59,8 +59,9 @@ class OsmBuilder:
     def write(self, path: Path) -> Path:
         root = ET.Element("osm", version="0.6", generator="urbanvis-tests")
         for node_id, (lon, lat) in self.nodes.items():
-            ET.SubElement(root, "node", id=str(node_id), lat=f"{lat:.9f}", lon=f"{lon:.9f}",
-                          version="1")
+            ET.SubElement(
+                root, "node", id=str(node_id), lat=f"{lat:.9f}", lon=f"{lon:.9f}", version="1"
+            )
         for way_id, refs, tags in self.ways:
             way = ET.SubElement(root, "way", id=str(way_id), version="1")
             for ref in refs:
