@@ -80,8 +80,13 @@ def nominatim_place(
     name: str = CITY, *, half_size: float = HALF_BOUNDARY, osm_id: int = 424242
 ) -> dict[str, Any]:
     """One Nominatim ``search`` result (format=json, polygon_geojson=1): a square boundary."""
-    corners = [(-half_size, -half_size), (half_size, -half_size), (half_size, half_size),
-               (-half_size, half_size), (-half_size, -half_size)]
+    corners = [
+        (-half_size, -half_size),
+        (half_size, -half_size),
+        (half_size, half_size),
+        (-half_size, half_size),
+        (-half_size, -half_size),
+    ]
     ring = [list(lonlat(e, n)) for e, n in corners]
     lons = [p[0] for p in ring]
     lats = [p[1] for p in ring]
@@ -101,8 +106,12 @@ def nominatim_place(
         "name": name,
         "display_name": f"{name}, Uusimaa, Finland",
         # Nominatim's order: south, north, west, east, as strings.
-        "boundingbox": [f"{min(lats):.7f}", f"{max(lats):.7f}",
-                        f"{min(lons):.7f}", f"{max(lons):.7f}"],
+        "boundingbox": [
+            f"{min(lats):.7f}",
+            f"{max(lats):.7f}",
+            f"{min(lons):.7f}",
+            f"{max(lons):.7f}",
+        ],
         "geojson": {"type": "Polygon", "coordinates": [ring]},
     }
 
@@ -143,8 +152,9 @@ class OverpassData:
         x, y = to_metres(lon, lat)
         return shapely.LineString(np.column_stack((x, y)))
 
-    def response(self, query: str | None = None, *, with_nodes: bool = True,
-                 with_ways: bool = True) -> dict[str, Any]:
+    def response(
+        self, query: str | None = None, *, with_nodes: bool = True, with_ways: bool = True
+    ) -> dict[str, Any]:
         """Overpass JSON for ``query``: ways passing its highway filter, then their nodes.
 
         Like the real server (``way[...](poly:...);>;out;``), only the nodes of the selected
@@ -166,8 +176,10 @@ class OverpassData:
         return {
             "version": 0.6,
             "generator": "Overpass API 0.7.62 (fake for urbanvis tests)",
-            "osm3s": {"timestamp_osm_base": "2024-01-01T00:00:00Z",
-                      "copyright": "The data included in this document is from www.openstreetmap.org."},
+            "osm3s": {
+                "timestamp_osm_base": "2024-01-01T00:00:00Z",
+                "copyright": "The data included in this document is from www.openstreetmap.org.",
+            },
             "elements": elements,
         }
 
@@ -216,16 +228,21 @@ def build_town() -> Town:
     for i in range(GRID):  # north-south streets
         points = [grid_xy(i, j) for j in range(GRID)]
         if i == 2:
-            oneway_south = data.way(points[::-1], highway="residential", oneway="yes",
-                                    name="Column 2")
+            oneway_south = data.way(
+                points[::-1], highway="residential", oneway="yes", name="Column 2"
+            )
             streets.append(oneway_south)
         else:
             streets.append(data.way(points, highway="residential", name=f"Column {i}"))
     (x0, y0), (x1, y1) = grid_xy(0, 0), grid_xy(1, 1)
     footway = data.way(
-        [(x0 + 0.25 * BLOCK, y0 + 0.25 * BLOCK), (x0 + 0.5 * BLOCK, y0 + 0.5 * BLOCK),
-         (x1 - 0.25 * BLOCK, y1 - 0.25 * BLOCK)],
-        highway="footway", name="Park path",
+        [
+            (x0 + 0.25 * BLOCK, y0 + 0.25 * BLOCK),
+            (x0 + 0.5 * BLOCK, y0 + 0.5 * BLOCK),
+            (x1 - 0.25 * BLOCK, y1 - 0.25 * BLOCK),
+        ],
+        highway="footway",
+        name="Park path",
     )
     return Town(data, streets, oneway_east, oneway_south, footway)
 
@@ -271,10 +288,16 @@ class FakeOSM:
             return [r for r in self.requests if r.method == method and r.path == path]
 
     # -- answers
-    def answer(self, method: str, path: str, query: dict[str, list[str]],
-               form: dict[str, list[str]]) -> tuple[int, str, bytes]:
-        broken = (self.nominatim_status if path.startswith("/nominatim/")
-                  else self.overpass_status if path.startswith("/api/") else None)
+    def answer(
+        self, method: str, path: str, query: dict[str, list[str]], form: dict[str, list[str]]
+    ) -> tuple[int, str, bytes]:
+        broken = (
+            self.nominatim_status
+            if path.startswith("/nominatim/")
+            else self.overpass_status
+            if path.startswith("/api/")
+            else None
+        )
         if broken is not None:
             page = f"<html><body><h1>{broken} server error</h1></body></html>"
             return broken, "text/html", page.encode()
@@ -286,9 +309,11 @@ class FakeOSM:
             limit = int(query.get("limit", ["10"])[0])
             return 200, "application/json", json.dumps(results[:limit]).encode()
         if path == "/api/status" and method == "GET":
-            text = ("Connected as: 2130706433\nCurrent time: 2024-01-01T00:00:00Z\n"
-                    "Announced endpoint: none\nRate limit: 2\n2 slots available now.\n"
-                    "Currently running queries (pid, space limit, time limit, start time):\n")
+            text = (
+                "Connected as: 2130706433\nCurrent time: 2024-01-01T00:00:00Z\n"
+                "Announced endpoint: none\nRate limit: 2\n2 slots available now.\n"
+                "Currently running queries (pid, space limit, time limit, start time):\n"
+            )
             return 200, "text/plain", text.encode()
         if path == "/api/interpreter" and method in ("GET", "POST"):
             source = form if method == "POST" else query
@@ -344,8 +369,9 @@ def fake_osm() -> Iterator[FakeOSM]:
     server.daemon_threads = True
     host, port = server.server_address[:2]
     fake.url = f"http://{host}:{port}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="fake-osm", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-osm", daemon=True
+    )
     thread.start()
     try:
         yield fake
@@ -366,9 +392,15 @@ def town(fake_osm: FakeOSM) -> Town:
 
 @pytest.fixture
 def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """requests must talk to 127.0.0.1 directly, whatever proxy the machine has."""
+    """For in-process calls: talk to 127.0.0.1 directly, and undo osmnx's DNS patch.
+
+    requests must not send 127.0.0.1 through a proxy configured on the machine. Before an
+    Overpass query osmnx replaces ``socket.getaddrinfo`` for the whole process
+    (``osmnx._http._config_dns``); monkeypatch puts the original back after the test.
+    """
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setattr(socket, "getaddrinfo", socket.getaddrinfo)
 
 
 def closed_port() -> int:
@@ -384,7 +416,12 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     return subprocess.run(
         [sys.executable, "-m", "urbanvis_cli.main", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=45, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
     )
 
 
@@ -413,8 +450,17 @@ def test_sample_city_online_writes_points_of_the_drive_network(
 
     study = tmp_path / "study"
     result = run_cli(
-        ["sample", "--study", str(study), "--city", CITY,
-         "--nominatim-url", fake_osm.nominatim_url, "--overpass-url", fake_osm.overpass_url],
+        [
+            "sample",
+            "--study",
+            str(study),
+            "--city",
+            CITY,
+            "--nominatim-url",
+            fake_osm.nominatim_url,
+            "--overpass-url",
+            fake_osm.overpass_url,
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -474,8 +520,13 @@ def test_sample_city_online_writes_points_of_the_drive_network(
         assert np.allclose(bearing, expected, atol=2.0), (way_id, bearing)
 
     # --- the Python API agrees
-    api = sample(city=CITY, network="drive", spacing=15.0,
-                 nominatim_url=fake_osm.nominatim_url, overpass_url=fake_osm.overpass_url)
+    api = sample(
+        city=CITY,
+        network="drive",
+        spacing=15.0,
+        nominatim_url=fake_osm.nominatim_url,
+        overpass_url=fake_osm.overpass_url,
+    )
     assert list(api.columns) == [*POINT_COLUMNS, "geometry"]
     assert api.crs is not None and api.crs.to_epsg() == 4326
     assert len(api) == len(points)
@@ -492,8 +543,17 @@ def test_sample_unknown_city_is_one_line_error(
 ) -> None:
     study = tmp_path / "study"
     result = run_cli(
-        ["sample", "--study", str(study), "--city", UNKNOWN_CITY,
-         "--nominatim-url", fake_osm.nominatim_url, "--overpass-url", fake_osm.overpass_url],
+        [
+            "sample",
+            "--study",
+            str(study),
+            "--city",
+            UNKNOWN_CITY,
+            "--nominatim-url",
+            fake_osm.nominatim_url,
+            "--overpass-url",
+            fake_osm.overpass_url,
+        ],
         cwd=tmp_path,
     )
     line = assert_one_line_error(result)
@@ -511,17 +571,28 @@ def test_sample_unknown_city_python_api_raises_place_not_found(
     from urbanvis.sampling import sample
 
     with pytest.raises(PlaceNotFoundError, match=UNKNOWN_CITY):
-        sample(city=UNKNOWN_CITY, nominatim_url=fake_osm.nominatim_url,
-               overpass_url=fake_osm.overpass_url)
+        sample(
+            city=UNKNOWN_CITY,
+            nominatim_url=fake_osm.nominatim_url,
+            overpass_url=fake_osm.overpass_url,
+        )
 
 
 def test_sample_offline_is_one_line_error(tmp_path: Path) -> None:
     port = closed_port()
     study = tmp_path / "study"
     result = run_cli(
-        ["sample", "--study", str(study), "--city", CITY,
-         "--nominatim-url", f"http://127.0.0.1:{port}/",
-         "--overpass-url", f"http://127.0.0.1:{port}/api"],
+        [
+            "sample",
+            "--study",
+            str(study),
+            "--city",
+            CITY,
+            "--nominatim-url",
+            f"http://127.0.0.1:{port}/",
+            "--overpass-url",
+            f"http://127.0.0.1:{port}/api",
+        ],
         cwd=tmp_path,
     )
     line = assert_one_line_error(result)
@@ -536,8 +607,11 @@ def test_sample_offline_python_api_raises_offline_error(no_proxy: None) -> None:
 
     port = closed_port()
     with pytest.raises(OfflineError, match="--osm"):
-        sample(city=CITY, nominatim_url=f"http://127.0.0.1:{port}/",
-               overpass_url=f"http://127.0.0.1:{port}/api")
+        sample(
+            city=CITY,
+            nominatim_url=f"http://127.0.0.1:{port}/",
+            overpass_url=f"http://127.0.0.1:{port}/api",
+        )
 
 
 def test_sample_overpass_offline_is_one_line_error(
@@ -546,9 +620,17 @@ def test_sample_overpass_offline_is_one_line_error(
     """The geocoder answers but the Overpass server is down."""
     study = tmp_path / "study"
     result = run_cli(
-        ["sample", "--study", str(study), "--city", CITY,
-         "--nominatim-url", fake_osm.nominatim_url,
-         "--overpass-url", f"http://127.0.0.1:{closed_port()}/api"],
+        [
+            "sample",
+            "--study",
+            str(study),
+            "--city",
+            CITY,
+            "--nominatim-url",
+            fake_osm.nominatim_url,
+            "--overpass-url",
+            f"http://127.0.0.1:{closed_port()}/api",
+        ],
         cwd=tmp_path,
     )
     line = assert_one_line_error(result)
@@ -574,8 +656,17 @@ def test_sample_no_drive_roads_is_one_line_error(
         fake_osm.overpass = data
     study = tmp_path / "study"
     result = run_cli(
-        ["sample", "--study", str(study), "--city", CITY,
-         "--nominatim-url", fake_osm.nominatim_url, "--overpass-url", fake_osm.overpass_url],
+        [
+            "sample",
+            "--study",
+            str(study),
+            "--city",
+            CITY,
+            "--nominatim-url",
+            fake_osm.nominatim_url,
+            "--overpass-url",
+            fake_osm.overpass_url,
+        ],
         cwd=tmp_path,
     )
     line = assert_one_line_error(result)
@@ -585,11 +676,8 @@ def test_sample_no_drive_roads_is_one_line_error(
 
 
 # --------------------------------------------------------------------------------------
-# LIBRARY BUG (left failing on purpose, not fixed here): a geocoder that answers with an
-# HTTP error page crashes the CLI with a traceback and exit code 1. osmnx raises
-# osmnx._errors.ResponseStatusCodeError (a ValueError) for a non-JSON error response;
-# urbanvis.areas.area_from_place catches requests' exceptions, InsufficientResponseError
-# and TypeError, but not that one, so it escapes as a non-UrbanvisError.
+# A geocoder that answers with an HTTP error page: osmnx raises ResponseStatusCodeError (a
+# ValueError); it must become a one-line "try again later or --osm" error, not a traceback.
 @pytest.mark.parametrize("status", [500, 503])
 def test_sample_geocoder_http_error_is_one_line_error(
     fake_osm: FakeOSM, town: Town, tmp_path: Path, status: int
@@ -597,8 +685,17 @@ def test_sample_geocoder_http_error_is_one_line_error(
     fake_osm.nominatim_status = status
     study = tmp_path / "study"
     result = run_cli(
-        ["sample", "--study", str(study), "--city", CITY,
-         "--nominatim-url", fake_osm.nominatim_url, "--overpass-url", fake_osm.overpass_url],
+        [
+            "sample",
+            "--study",
+            str(study),
+            "--city",
+            CITY,
+            "--nominatim-url",
+            fake_osm.nominatim_url,
+            "--overpass-url",
+            fake_osm.overpass_url,
+        ],
         cwd=tmp_path,
     )
     line = assert_one_line_error(result)
@@ -608,12 +705,8 @@ def test_sample_geocoder_http_error_is_one_line_error(
     assert_nothing_written(study, tmp_path)
 
 
-# LIBRARY BUG (left failing on purpose, not fixed here): an Overpass server that answers
-# with an HTTP error page is reported as "OpenStreetMap has no drive roads in this area
-# (...); widen the area or try --network all", which sends the user the wrong way. osmnx
-# raises ResponseStatusCodeError (a ValueError) and urbanvis.network.edges_from_polygon
-# maps every ValueError to NoRoadsError; its own branch for a failing Overpass API ("the
-# Overpass API failed ...; try again later or pass --osm FILE") is never reached.
+# An Overpass server that answers with an HTTP error page must not be reported as "no
+# roads" (which would send the user the wrong way) but as a failing server.
 @pytest.mark.parametrize("status", [500, 503])
 def test_sample_overpass_http_error_is_not_reported_as_no_roads(
     fake_osm: FakeOSM, town: Town, tmp_path: Path, status: int
@@ -621,8 +714,17 @@ def test_sample_overpass_http_error_is_not_reported_as_no_roads(
     fake_osm.overpass_status = status
     study = tmp_path / "study"
     result = run_cli(
-        ["sample", "--study", str(study), "--city", CITY,
-         "--nominatim-url", fake_osm.nominatim_url, "--overpass-url", fake_osm.overpass_url],
+        [
+            "sample",
+            "--study",
+            str(study),
+            "--city",
+            CITY,
+            "--nominatim-url",
+            fake_osm.nominatim_url,
+            "--overpass-url",
+            fake_osm.overpass_url,
+        ],
         cwd=tmp_path,
     )
     line = assert_one_line_error(result)

@@ -148,6 +148,11 @@ def area_from_place(
             f"the geocoder failed looking up {name!r} ({type(exc).__name__}); try again later "
             f"or pass --osm FILE"
         ) from exc
+    except ox._errors.ResponseStatusCodeError as exc:
+        raise OfflineError(
+            f"the geocoder failed looking up {name!r} ({first_line(exc)}); try again later "
+            f"or pass --osm FILE"
+        ) from exc
     except ox._errors.InsufficientResponseError as exc:
         raise PlaceNotFoundError(
             f"no place called {name!r} was found; check the spelling, add the country "

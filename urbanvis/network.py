@@ -172,12 +172,18 @@ def edges_from_polygon(
         raise OfflineError(
             f"the Overpass API failed ({type(exc).__name__}); try again later or pass --osm FILE"
         ) from exc
+    except ox._errors.ResponseStatusCodeError as exc:
+        raise OfflineError(
+            f"the Overpass API failed ({first_line(exc)}); try again later or pass --osm FILE"
+        ) from exc
     except (ox._errors.InsufficientResponseError, ValueError) as exc:
         raise NoRoadsError(
             f"OpenStreetMap has no {network} roads in this area ({first_line(exc)}); "
             f"widen the area or try --network all"
         ) from exc
-    edges = normalize_edges(edges_from_graph(graph))
+    edges = edges_from_graph(graph)
+    # the server should have filtered by highway type; a mirror might not have
+    edges = normalize_edges(edges[edges["highway"].map(highway_filter(network))])
     if len(edges) == 0:
         raise NoRoadsError(f"OpenStreetMap has no {network} roads in this area; widen the area")
     return edges
