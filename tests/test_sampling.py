@@ -219,3 +219,28 @@ def test_bad_spacing_is_refused(helsinki_edges, spacing):
 def test_spacing_must_exceed_merge_distance(helsinki_edges):
     with pytest.raises(InputError, match="merge distance"):
         points_from_network(helsinki_edges, spacing=1.0, merge_distance=1.0)
+
+
+def test_meridian_convergence_lattice_matches_exact_factors():
+    from pyproj import Proj
+
+    from urbanvis.sampling import meridian_convergence
+
+    rng = np.random.default_rng(3)
+    lon = rng.uniform(24.0, 26.5, 50_000)  # ~140 km across, off the UTM 35 central meridian
+    lat = rng.uniform(59.8, 61.0, 50_000)
+    exact = np.asarray(Proj("EPSG:32635").get_factors(lon, lat).meridian_convergence)
+    fast = meridian_convergence(lon, lat, "EPSG:32635")
+    assert np.abs(fast - exact).max() < 1e-4
+    assert np.abs(exact).max() > 1.0  # the correction itself matters
+
+
+def test_shared_line_ends_become_one_point_even_without_merging():
+    # three lines meeting at one node: with merge_distance=0 only exact duplicates go
+    lines = np.array([shapely.LineString([(0, 0), (100, 0)]),
+                      shapely.LineString([(0, 0), (0, 100)]),
+                      shapely.LineString([(0, 0), (-100, 0)])])
+    samples = sample_lines(lines, 15.0, merge_distance=0.0)
+    at_node = (samples.x == 0) & (samples.y == 0)
+    assert at_node.sum() == 1
+    assert len(samples) == 1 + 3 * (6 + 1)  # node + per line: 15..90 and the far end

@@ -51,7 +51,9 @@ class LineSamples:
         )
 
 
-def sample_lines(lines: np.ndarray, spacing: float, *, merge_distance: float = 1.0) -> LineSamples:
+def sample_lines(
+    lines: np.ndarray, spacing: float, *, merge_distance: float = 1.0
+) -> LineSamples:
     """Points every ``spacing`` along each line, ends included, merged within ``merge_distance``.
 
     ``lines`` is an array of shapely LineStrings in a projected CRS (metres). Each line gets
@@ -60,10 +62,18 @@ def sample_lines(lines: np.ndarray, spacing: float, *, merge_distance: float = 1
     points closer than ``merge_distance`` to each other (nearly coincident roads) are merged,
     the first kept, so no two returned points are closer than ``merge_distance``.
     """
+    coords, vertex_line = shapely.get_coordinates(np.asarray(lines, dtype=object), return_index=True)
+    return sample_coords(coords, vertex_line, spacing, merge_distance=merge_distance)
+
+
+def sample_coords(
+    coords: np.ndarray, vertex_line: np.ndarray, spacing: float, *, merge_distance: float = 1.0
+) -> LineSamples:
+    """:func:`sample_lines` on vertex arrays: ``coords`` (n, 2) and the line of each vertex.
+
+    ``vertex_line`` must be sorted, as :func:`shapely.get_coordinates` returns it.
+    """
     _check_spacing(spacing, merge_distance)
-    coords, vertex_line = shapely.get_coordinates(
-        np.asarray(lines, dtype=object), return_index=True
-    )
     if len(coords) == 0:
         empty = np.empty(0)
         return LineSamples(empty, empty, empty, empty.astype(np.int64), empty)
@@ -100,7 +110,7 @@ def sample_lines(lines: np.ndarray, spacing: float, *, merge_distance: float = 1
     end_bearing = np.concatenate((seg_bearing[first_seg], seg_bearing[last_seg]))
     single = np.concatenate((first == last, first == last))
     end_bearing[single] = np.nan  # a one-vertex line has no direction
-    distinct = ~pd.Series(x0[end_vertex] + 1j * y0[end_vertex]).duplicated().to_numpy()
+    distinct = ~_duplicated_xy(x0[end_vertex], y0[end_vertex])
     ends = LineSamples(
         x0[end_vertex][distinct],
         y0[end_vertex][distinct],
@@ -140,6 +150,23 @@ def sample_lines(lines: np.ndarray, spacing: float, *, merge_distance: float = 1
     return samples if len(keep) == len(samples) else samples.take(keep)
 
 
+def road_length(coords: np.ndarray, vertex_line: np.ndarray) -> float:
+    """Total length of lines given as vertex arrays (units of ``coords``)."""
+    same = vertex_line[1:] == vertex_line[:-1]
+    return float(np.hypot(*np.diff(coords, axis=0)[same].T).sum())
+
+
+def _duplicated_xy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """True for each point whose location (to the millimetre) appeared earlier in the arrays."""
+    if len(x) == 0:
+        return np.zeros(0, dtype=bool)
+    qx = np.round((x - x.min()) * 1000.0).astype(np.int64)
+    qy = np.round((y - y.min()) * 1000.0).astype(np.int64)
+    if qx.max() >= 2**31 or qy.max() >= 2**32:  # > 2,000 km across: no exact packed key
+        return pd.Series(np.round(x, 3) + 1j * np.round(y, 3)).duplicated().to_numpy()
+    return pd.Series((qx << 32) | qy).duplicated().to_numpy()
+
+
 def merge_close_points(x: np.ndarray, y: np.ndarray, distance: float) -> np.ndarray:
     """Indices of the points to keep so that no two kept points are closer than ``distance``.
 
@@ -157,7 +184,6 @@ def merge_close_points(x: np.ndarray, y: np.ndarray, distance: float) -> np.ndar
     pairs = tree.query_pairs(distance * (1 - 1e-12), output_type="ndarray")
     if len(pairs) == 0:
         return np.arange(n)
-    # Only points that have a neighbour take part in the component search.
     involved = np.unique(pairs)
     local = np.searchsorted(involved, pairs)
     m = len(involved)
@@ -205,26 +231,40 @@ def points_from_network(
     crs = CRS.from_user_input(crs) if crs is not None else edges.estimate_utm_crs()
     if not crs.is_projected:
         raise InputError(f"{crs.name} is not a projected CRS; give one in metres, e.g. a UTM zone")
-    projected = edges.to_crs(crs)
-    samples = sample_lines(projected.geometry.values, spacing, merge_distance=merge_distance)
-
-    # Grid bearing -> true bearing: add the meridian convergence, taken once per edge.
-    bearing = (samples.bearing + _convergence(projected, crs)[samples.line]) % 360.0
+    # Project the vertex arrays, not geometries: no shapely object per vertex or per point.
+    coords, vertex_line = shapely.get_coordinates(edges.geometry.values, return_index=True)
+    px, py = Transformer.from_crs(edges.crs, crs, always_xy=True).transform(
+        coords[:, 0], coords[:, 1]
+    )
+    projected = np.column_stack((px, py))
+    samples = sample_coords(projected, vertex_line, spacing, merge_distance=merge_distance)
     lon, lat = Transformer.from_crs(crs, WGS84, always_xy=True).transform(samples.x, samples.y)
-    edge_rows = edges.iloc[samples.line]
+    # Grid bearing -> true bearing: add the meridian convergence of the projection there.
+    bearing = (samples.bearing + meridian_convergence(lon, lat, crs)) % 360.0
+
+    def edge_values(name: str, default):
+        if name not in edges:
+            return np.full(len(samples), default)
+        return pd.to_numeric(edges[name], errors="coerce").fillna(default).to_numpy()[samples.line]
+
+    def edge_labels(name: str) -> pd.Categorical:
+        values = edges[name] if name in edges else pd.Series("", index=edges.index)
+        codes, labels = pd.factorize(values.fillna("").astype(str))
+        return pd.Categorical.from_codes(codes[samples.line], labels)
+
     points = gpd.GeoDataFrame(
         {
             "point_id": np.arange(len(samples), dtype=np.int64),
             "bearing": np.round(bearing, 3),
-            "edge_id": _column(edge_rows, "edge_id", samples.line).astype(np.int64),
-            "osmid": _column(edge_rows, "osmid", -1).astype(np.int64),
-            "highway": _column(edge_rows, "highway", "").astype(str),
-            "source": "osm",
+            "edge_id": edge_values("edge_id", -1).astype(np.int64),
+            "osmid": edge_values("osmid", -1).astype(np.int64),
+            "highway": edge_labels("highway"),
+            "source": pd.Categorical.from_codes(np.zeros(len(samples), np.int8), ["osm"]),
         },
         geometry=gpd.points_from_xy(lon, lat),
         crs=WGS84,
     )
-    km = float(np.sum(shapely.length(projected.geometry.values))) / 1000
+    km = road_length(projected, vertex_line) / 1000
     log.info("sampled %s points every %g m along %.1f km of road", f"{len(points):,}", spacing, km)
     return points
 
@@ -344,20 +384,33 @@ def _check_spacing(spacing: float, merge_distance: float) -> None:
         )
 
 
-def _convergence(projected: gpd.GeoDataFrame, crs: CRS) -> np.ndarray:
-    """Meridian convergence (degrees) at each edge's midpoint: true = grid + convergence."""
-    mid = shapely.line_interpolate_point(projected.geometry.values, 0.5, normalized=True)
-    lon, lat = Transformer.from_crs(crs, WGS84, always_xy=True).transform(
-        shapely.get_x(mid), shapely.get_y(mid)
-    )
-    factors = Proj(crs).get_factors(lon, lat)
-    return np.asarray(factors.meridian_convergence, dtype=float)
+def meridian_convergence(
+    lon: np.ndarray, lat: np.ndarray, crs: str | CRS, *, exact_below: int = 20_000
+) -> np.ndarray:
+    """Angle (degrees) to add to a bearing measured in ``crs`` to get a true bearing.
 
-
-def _column(rows: pd.DataFrame, name: str, default) -> np.ndarray:
-    if name in rows:
-        return rows[name].to_numpy()
-    return np.broadcast_to(np.asarray(default), (len(rows),)).copy()
+    For many points it is evaluated on a 65 x 65 lattice over their extent and interpolated
+    bilinearly (the convergence is smooth; the error is far below 1e-4 degrees).
+    """
+    lon = np.asarray(lon, dtype=float)
+    lat = np.asarray(lat, dtype=float)
+    proj = Proj(CRS.from_user_input(crs))
+    if len(lon) <= exact_below:
+        return np.asarray(proj.get_factors(lon, lat).meridian_convergence, dtype=float)
+    n = 65
+    glon = np.linspace(lon.min(), lon.max(), n)
+    glat = np.linspace(lat.min(), lat.max(), n)
+    mlon, mlat = np.meshgrid(glon, glat)  # rows: latitude, columns: longitude
+    grid = np.asarray(proj.get_factors(mlon.ravel(), mlat.ravel()).meridian_convergence)
+    grid = grid.reshape(n, n)
+    fx = (lon - glon[0]) / max(glon[-1] - glon[0], 1e-12) * (n - 1)
+    fy = (lat - glat[0]) / max(glat[-1] - glat[0], 1e-12) * (n - 1)
+    ix = np.clip(fx.astype(np.int64), 0, n - 2)
+    iy = np.clip(fy.astype(np.int64), 0, n - 2)
+    tx, ty = fx - ix, fy - iy
+    top = grid[iy, ix] * (1 - tx) + grid[iy, ix + 1] * tx
+    bottom = grid[iy + 1, ix] * (1 - tx) + grid[iy + 1, ix + 1] * tx
+    return top * (1 - ty) + bottom * ty
 
 
 def _empty_points() -> gpd.GeoDataFrame:
