@@ -379,3 +379,19 @@ def test_verbose_shows_the_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: bbox west")
+
+
+def test_missing_osm_file_is_reported_before_any_geocoding(tmp_path):
+    # with --city the place would be geocoded first; a typo in --osm must not cost that
+    result = run_cli(
+        "sample",
+        "--study",
+        str(tmp_path / "s"),
+        "--city",
+        "Helsinki",
+        "--osm",
+        str(tmp_path / "typo.osm.pbf"),
+        "--nominatim-url",
+        "http://127.0.0.1:9/",
+    )
+    assert_one_line_error(result, "does not exist", "--osm")

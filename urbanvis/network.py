@@ -112,15 +112,7 @@ def edges_from_osm_file(
         Optional polygon in EPSG:4326; edges are clipped to it.
     """
     _check_network(network)
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"OSM file {path} does not exist; check the path given to --osm")
-    if path.is_dir():
-        raise InputFileError(
-            f"OSM path {path} is a folder; give an .osm.pbf, .osm or .graphml file"
-        )
-    if path.stat().st_size == 0:
-        raise InputFileError(f"OSM file {path} is empty; download the extract again")
+    path = check_osm_file(path)
     name = path.name.lower()
     if name.endswith(".pbf"):
         edges = _edges_from_pbf(path, network, area)
@@ -142,6 +134,20 @@ def edges_from_osm_file(
             f"or try --network all"
         )
     return edges
+
+
+def check_osm_file(path: str | os.PathLike[str]) -> Path:
+    """The path of a readable, non-empty OSM file, or an InputFileError saying what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"OSM file {path} does not exist; check the path given to --osm")
+    if path.is_dir():
+        raise InputFileError(
+            f"OSM path {path} is a folder; give an .osm.pbf, .osm or .graphml file"
+        )
+    if path.stat().st_size == 0:
+        raise InputFileError(f"OSM file {path} is empty; download the extract again")
+    return path
 
 
 def edges_from_polygon(

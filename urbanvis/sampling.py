@@ -23,7 +23,7 @@ from pyproj import CRS, Proj, Transformer
 
 from ._errors import InputError
 from .areas import WGS84, area_from_bbox, area_from_file, area_from_place
-from .network import Network, edges_from_osm_file, edges_from_polygon
+from .network import Network, check_osm_file, edges_from_osm_file, edges_from_polygon
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,7 @@ class LineSamples:
         )
 
 
-def sample_lines(
-    lines: np.ndarray, spacing: float, *, merge_distance: float = 1.0
-) -> LineSamples:
+def sample_lines(lines: np.ndarray, spacing: float, *, merge_distance: float = 1.0) -> LineSamples:
     """Points every ``spacing`` along each line, ends included, merged within ``merge_distance``.
 
     ``lines`` is an array of shapely LineStrings in a projected CRS (metres). Each line gets
@@ -62,7 +60,9 @@ def sample_lines(
     points closer than ``merge_distance`` to each other (nearly coincident roads) are merged,
     the first kept, so no two returned points are closer than ``merge_distance``.
     """
-    coords, vertex_line = shapely.get_coordinates(np.asarray(lines, dtype=object), return_index=True)
+    coords, vertex_line = shapely.get_coordinates(
+        np.asarray(lines, dtype=object), return_index=True
+    )
     return sample_coords(coords, vertex_line, spacing, merge_distance=merge_distance)
 
 
@@ -346,27 +346,23 @@ def sample(
     if method == "grid" and not given:
         raise InputError("--method grid needs an area: --city, --area or --bbox")
 
-    region = None
+    if osm is not None:
+        check_osm_file(osm)  # before any geocoding, so a typo costs no network round trip
     if bbox:
         region = area_from_bbox(bbox)
     elif area:
         region = area_from_file(area)
-    if method == "grid" and osm is None and city:
+    elif city:
         region = area_from_place(city, nominatim_url=nominatim_url)
+    else:
+        region = None
     if method == "grid":
         return points_from_grid(region, spacing=spacing)
-
+    polygon = region.geometry.iloc[0] if region is not None else None
     if osm is not None:
-        if city:
-            region = area_from_place(city, nominatim_url=nominatim_url)
-        polygon = region.geometry.iloc[0] if region is not None else None
         edges = edges_from_osm_file(osm, network=network, area=polygon)
     else:
-        if city:
-            region = area_from_place(city, nominatim_url=nominatim_url)
-        edges = edges_from_polygon(
-            region.geometry.iloc[0], network=network, overpass_url=overpass_url
-        )
+        edges = edges_from_polygon(polygon, network=network, overpass_url=overpass_url)
     return points_from_network(edges, spacing=spacing, merge_distance=merge_distance)
 
 

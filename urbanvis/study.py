@@ -127,8 +127,7 @@ class Study:
 
         if name == META_LAYER:
             raise InputError(f"'{META_LAYER}' is reserved for urbanvis; choose another layer name")
-        geometry = getattr(frame, "geometry", None) if hasattr(frame, "geometry") else None
-        if geometry is not None and frame.crs is None:
+        if getattr(frame, "crs", "no geometry") is None:
             raise InputError(f"layer '{name}' has no CRS; set one (e.g. frame.set_crs(4326))")
         _ensure_writable(self.root)
         try:
