@@ -5,9 +5,11 @@ from __future__ import annotations
 import sqlite3
 import tomllib
 
+import geopandas as gpd
 import numpy as np
 import pyogrio
 import pytest
+import shapely
 
 from urbanvis._errors import InputError, SchemaVersionError, StudyError
 from urbanvis.study import META_LAYER, SCHEMA_VERSION, check_writable, open_study
@@ -127,3 +129,50 @@ def test_unwritable_folder_is_reported_without_creating_anything(tmp_path):
 def test_open_without_create_needs_a_study(tmp_path):
     with pytest.raises(StudyError, match="not a study"):
         open_study(tmp_path, create=False)
+
+
+WRITER = """
+import sys
+import geopandas as gpd, numpy as np, shapely
+from urbanvis.study import open_study
+n = int(sys.argv[2])
+frame = gpd.GeoDataFrame({"value": np.arange(n)}, geometry=shapely.points(
+    np.random.default_rng(0).random((n, 2))), crs=4326)
+print("writing", flush=True)
+open_study(sys.argv[1]).write_layer("points", frame)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.5, 1.5, 2.5, 3.5, 5.0])
+def test_a_killed_layer_write_never_leaves_a_partial_layer(tmp_path, delay):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    study = open_study(tmp_path)
+    keep = gpd.GeoDataFrame({"value": [1, 2]}, geometry=shapely.points([(0, 0), (1, 1)]), crs=4326)
+    study.write_layer("other", keep)
+    subprocess.run([sys.executable, "-c", WRITER, str(tmp_path), "1000"], check=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path), "1500000"], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "writing"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    with sqlite3.connect(study.gpkg) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # the untouched layer is intact; the replaced one is old, new or absent, never partial,
+    # and its feature count (which QGIS shows) is right once the study is opened again
+    study = open_study(tmp_path)
+    assert len(pyogrio.read_dataframe(study.gpkg, layer="other")) == 2
+    if "points" in study.layers():
+        with sqlite3.connect(study.gpkg) as con:
+            rows = con.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+        con.close()
+        assert rows in (1000, 1_500_000)
+        assert pyogrio.read_info(study.gpkg, layer="points")["features"] in (1000, 1_500_000)

@@ -16,6 +16,7 @@ SQLite transaction, so a killed process leaves a valid GeoPackage; urbanvis reco
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
@@ -130,12 +131,17 @@ class Study:
         if getattr(frame, "crs", "no geometry") is None:
             raise InputError(f"layer '{name}' has no CRS; set one (e.g. frame.set_crs(4326))")
         _ensure_writable(self.root)
+        # GDAL commits the rows in one transaction but refreshes the layer's cached feature
+        # count only when it closes the file: a marker lets the next open repair that count
+        # if this process dies in between (see _recover_interrupted_writes).
+        _set_marker(self.gpkg, name, True)
         try:
             pyogrio.write_dataframe(
                 frame, self.gpkg, layer=name, driver="GPKG", append=append and self.has_layer(name)
             )
         except OSError as exc:  # disk full, permissions changed under us
             raise StudyError(f"could not write layer '{name}' to {self.gpkg}: {exc}") from exc
+        _set_marker(self.gpkg, name, False)
         log.debug("wrote %d rows to %s:%s", len(frame), self.gpkg.name, name)
 
     # -------------------------------------------------------------- provenance
@@ -182,6 +188,7 @@ def open_study(root: str | os.PathLike[str] = ".", *, create: bool = True) -> St
     study = Study(root)
     if study.gpkg.exists():
         _check_schema(study.gpkg)
+        _recover_interrupted_writes(study.gpkg)
     if create:
         _ensure_writable(root)
         for sub in _SUBFOLDERS:
@@ -295,6 +302,51 @@ def _check_schema(gpkg: Path) -> None:
             f"{gpkg} uses study schema {version} but urbanvis {__version__} reads up to "
             f"schema {SCHEMA_VERSION}; upgrade urbanvis (pip install -U urbanvis)"
         )
+
+
+_MARKER = "writing:"
+
+
+def _set_marker(gpkg: Path, layer: str, on: bool) -> None:
+    """Record (or clear) in the metadata table that ``layer`` is being written."""
+    with contextlib.closing(sqlite3.connect(gpkg)) as con, con:
+        if on:
+            con.execute(
+                f"INSERT INTO {META_LAYER} (key, value) VALUES (?, ?)", (_MARKER + layer, _now())
+            )
+        else:
+            con.execute(f"DELETE FROM {META_LAYER} WHERE key = ?", (_MARKER + layer,))
+
+
+def _recover_interrupted_writes(gpkg: Path) -> None:
+    """Make layers whose writer was killed consistent again.
+
+    A killed write leaves the layer either absent (killed before GDAL's commit) or with all
+    its rows but a stale cached feature count (killed after the commit, before the file was
+    closed). Clearing the cached count makes GDAL and QGIS count the rows again.
+    """
+    try:
+        with contextlib.closing(sqlite3.connect(gpkg)) as con, con:
+            keys = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT key FROM {META_LAYER} WHERE key LIKE ?", (_MARKER + "%",)
+                )
+            ]
+            for key in keys:
+                layer = key[len(_MARKER) :]
+                con.execute(
+                    "UPDATE gpkg_ogr_contents SET feature_count = NULL WHERE table_name = ?",
+                    (layer,),
+                )
+                con.execute(f"DELETE FROM {META_LAYER} WHERE key = ?", (key,))
+                log.warning(
+                    "layer '%s' was being written when a process stopped; "
+                    "check it, or rerun the command that writes it",
+                    layer,
+                )
+    except sqlite3.OperationalError:  # no metadata table (not written by urbanvis) or read-only
+        return
 
 
 def _drop_secrets(parameters: Mapping[str, Any]) -> dict[str, Any]:
