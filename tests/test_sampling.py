@@ -237,9 +237,13 @@ def test_meridian_convergence_lattice_matches_exact_factors():
 
 def test_shared_line_ends_become_one_point_even_without_merging():
     # three lines meeting at one node: with merge_distance=0 only exact duplicates go
-    lines = np.array([shapely.LineString([(0, 0), (100, 0)]),
-                      shapely.LineString([(0, 0), (0, 100)]),
-                      shapely.LineString([(0, 0), (-100, 0)])])
+    lines = np.array(
+        [
+            shapely.LineString([(0, 0), (100, 0)]),
+            shapely.LineString([(0, 0), (0, 100)]),
+            shapely.LineString([(0, 0), (-100, 0)]),
+        ]
+    )
     samples = sample_lines(lines, 15.0, merge_distance=0.0)
     at_node = (samples.x == 0) & (samples.y == 0)
     assert at_node.sum() == 1
