@@ -64,23 +64,36 @@ SPEEDUP_TARGET = 5.0  # vectorised with bearings vs naive, points/s
 LA_SECONDS_TARGET = 5.0  # seconds for the LA-sized case, one core
 
 THREAD_VARIABLES = (
-    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--km", type=float, default=5000.0,
-                      help="target network length in km (default 5000)")
-    size.add_argument("--points", type=int, default=None,
-                      help="tile until sample_lines (1 m merge) gives at least this many points")
-    size.add_argument("--la", action="store_true",
-                      help=f"Los Angeles-sized network: --points {LA_POINTS}")
+    size.add_argument(
+        "--km", type=float, default=5000.0, help="target network length in km (default 5000)"
+    )
+    size.add_argument(
+        "--points",
+        type=int,
+        default=None,
+        help="tile until sample_lines (1 m merge) gives at least this many points",
+    )
+    size.add_argument(
+        "--la", action="store_true", help=f"Los Angeles-sized network: --points {LA_POINTS}"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="take the best of N runs (default 3)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads for numpy's libraries and CPUs to run on (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads for numpy's libraries and CPUs to run on (default 1)",
+    )
     parser.add_argument("--skip-naive", action="store_true", help="do not time the naive approach")
     parser.add_argument("--skip-full", action="store_true", help="do not time points_from_network")
     args = parser.parse_args(argv)
@@ -137,11 +150,13 @@ def tile(edges, copies: int):
 
     columns = {
         name: np.tile(edges[name].to_numpy(), copies)
-        for name in ("osmid", "highway") if name in edges
+        for name in ("osmid", "highway")
+        if name in edges
     }
     frame = gpd.GeoDataFrame(
         {"edge_id": np.arange(n_lines * copies, dtype=np.int64), **columns},
-        geometry=lines, crs=edges.crs,
+        geometry=lines,
+        crs=edges.crs,
     )
     return frame
 
@@ -217,8 +232,11 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     try:
-        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
+        kib = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
         memory = f"{kib / 2**20:.1f} GiB"
     except (OSError, StopIteration):
         memory = "unknown"
@@ -229,10 +247,12 @@ def machine() -> dict[str, str]:
         "cores": f"{os.cpu_count()} logical, benchmark pinned to {used}",
         "memory": memory,
         "python": platform.python_version(),
-        "versions": (f"numpy {numpy.__version__}, shapely {shapely.__version__} "
-                     f"(GEOS {shapely.geos_version_string}), scipy {scipy.__version__}, "
-                     f"pyproj {pyproj.__version__} (PROJ {pyproj.proj_version_str}), "
-                     f"osmnx {osmnx.__version__}"),
+        "versions": (
+            f"numpy {numpy.__version__}, shapely {shapely.__version__} "
+            f"(GEOS {shapely.geos_version_string}), scipy {scipy.__version__}, "
+            f"pyproj {pyproj.__version__} (PROJ {pyproj.proj_version_str}), "
+            f"osmnx {osmnx.__version__}"
+        ),
     }
 
 
@@ -262,8 +282,10 @@ def check_targets(
         for name, n, seconds in rows:
             if not name.startswith("naive"):
                 ok = "met" if seconds < LA_SECONDS_TARGET else "NOT met"
-                print(f"  LA-sized ({n:,} points) < {LA_SECONDS_TARGET:g} s, {name}: "
-                      f"{seconds:.2f} s -> {ok}")
+                print(
+                    f"  LA-sized ({n:,} points) < {LA_SECONDS_TARGET:g} s, {name}: "
+                    f"{seconds:.2f} s -> {ok}"
+                )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -280,19 +302,26 @@ def main(args: argparse.Namespace) -> int:
     edges = tile(helsinki, copies)
     lines = edges.geometry.values
     km = float(np.sum(shapely.length(lines))) / 1000
-    print(f"\nnetwork   {copies:,} copies of Helsinki ({len(helsinki)} edges, "
-          f"{km / copies:.2f} km each) in {edges.crs.to_string()}: {len(edges):,} lines, "
-          f"{km:,.0f} km; built in {time.perf_counter() - start:.1f} s")
+    print(
+        f"\nnetwork   {copies:,} copies of Helsinki ({len(helsinki)} edges, "
+        f"{km / copies:.2f} km each) in {edges.crs.to_string()}: {len(edges):,} lines, "
+        f"{km:,.0f} km; built in {time.perf_counter() - start:.1f} s"
+    )
 
     rows: list[tuple[str, int, float]] = []
     naive_result = None
     if not args.skip_naive:
         naive_result = best_of(args.repeat, naive, lines)
         rows.append(("naive: osmnx interpolate_points per edge (no bearings)", *naive_result))
-    rows.append(("sample_lines, no merge (bearings)",
-                 *best_of(args.repeat, vectorised, lines, 0.0)))
-    rows.append((f"sample_lines, merge {MERGE:g} m (bearings)",
-                 *best_of(args.repeat, vectorised, lines, MERGE)))
+    rows.append(
+        ("sample_lines, no merge (bearings)", *best_of(args.repeat, vectorised, lines, 0.0))
+    )
+    rows.append(
+        (
+            f"sample_lines, merge {MERGE:g} m (bearings)",
+            *best_of(args.repeat, vectorised, lines, MERGE),
+        )
+    )
 
     merged_points = rows[-1][1]
     single = vectorised(helsinki.geometry.values, MERGE)
@@ -303,14 +332,16 @@ def main(args: argparse.Namespace) -> int:
         wgs84 = edges.to_crs("EPSG:4326")
         zone = wgs84.estimate_utm_crs()
         if zone != edges.crs:
-            print(f"warning: points_from_network will use {zone.to_string()}, "
-                  f"not {edges.crs.to_string()}")
-        rows.append(("points_from_network (EPSG:4326 in and out)",
-                     *best_of(args.repeat, full, wgs84)))
+            print(
+                f"warning: points_from_network will use {zone.to_string()}, "
+                f"not {edges.crs.to_string()}"
+            )
+        rows.append(
+            ("points_from_network (EPSG:4326 in and out)", *best_of(args.repeat, full, wgs84))
+        )
         del wgs84
 
-    print(f"\nresults   spacing {SPACING:g} m, best of {args.repeat}, "
-          f"{args.threads} thread(s)\n")
+    print(f"\nresults   spacing {SPACING:g} m, best of {args.repeat}, {args.threads} thread(s)\n")
     report(rows, naive_result)
 
     print("\ntargets")

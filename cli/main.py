@@ -12,7 +12,9 @@ from urbanvis import __version__
 from urbanvis._errors import UrbanvisError, one_line
 
 from .demo import demo
+from .harvest import harvest
 from .sample import sample
+from .simulate import simulate
 
 _state = {"verbose": False}
 
@@ -44,6 +46,8 @@ def cli(verbose: bool, quiet: bool) -> None:
     \b
     The pipeline, one command per stage, all writing into one study folder:
       urbanvis sample    points every 15 m along the road network   -> points layer
+      urbanvis harvest   street-level images for the points         -> captures layer
+      urbanvis simulate  the synthetic city: contact sheet, ground truth
     \b
     Start with the offline demo:
       urbanvis demo --out demo-study
@@ -55,6 +59,8 @@ def cli(verbose: bool, quiet: bool) -> None:
 
 
 cli.add_command(sample)
+cli.add_command(harvest)
+cli.add_command(simulate)
 cli.add_command(demo)
 
 

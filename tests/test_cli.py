@@ -174,14 +174,26 @@ def test_demo_never_touches_the_network(tmp_path):
     exe = Path(sys.executable).with_name("urbanvis")
     env = dict(os.environ, PYTHONPATH=str(guard))
     out = tmp_path / "demo"
-    result = subprocess.run(
-        [str(exe), "demo", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300
-    )
+    cmd = [str(exe), "demo", "--out", str(out), "--limit", "30", "--workers", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "layer points: 1,697 features" in result.stdout
+    assert "layer captures: 120 features" in result.stdout  # 30 points x 2 dates x 2 headings
+    assert "layer zones_sim:" in result.stdout
     points = pyogrio.read_dataframe(out / "study.gpkg", layer="points")
     assert len(points) == 1697
-    assert (out / "study.toml").exists()
+    for name in (
+        "study.toml",
+        "reports/contact_sheet.png",
+        "truth/indicators.csv",
+        "truth/safety_scores.csv",
+        "truth/safety_votes.csv",
+    ):
+        assert (out / name).exists(), name
+    # rerunning resumes: 30 more points, nothing redone
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "layer captures: 240 features" in again.stdout
 
 
 def test_help_teaches():
@@ -395,3 +407,24 @@ def test_missing_osm_file_is_reported_before_any_geocoding(tmp_path):
         "http://127.0.0.1:9/",
     )
     assert_one_line_error(result, "does not exist", "--osm")
+
+
+def test_sampling_is_the_same_under_any_hash_seed(tmp_path, town_osm):
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("urbanvis")
+    layers = []
+    for seed in ("1", "2"):
+        study = tmp_path / f"s{seed}"
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        subprocess.run(
+            [str(exe), "sample", "--study", str(study), "--osm", str(town_osm)],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        layers.append(pyogrio.read_dataframe(study / "study.gpkg", layer="points"))
+    assert layers[0].drop(columns="geometry").equals(layers[1].drop(columns="geometry"))
+    assert layers[0].geometry.geom_equals_exact(layers[1].geometry, 0).all()

@@ -248,3 +248,11 @@ def test_shared_line_ends_become_one_point_even_without_merging():
     at_node = (samples.x == 0) & (samples.y == 0)
     assert at_node.sum() == 1
     assert len(samples) == 1 + 3 * (6 + 1)  # node + per line: 15..90 and the far end
+
+
+def test_edges_and_points_do_not_depend_on_input_order(helsinki_edges):
+    shuffled = helsinki_edges.sample(frac=1.0, random_state=5)
+    a = points_from_network(normalize_edges(helsinki_edges))
+    b = points_from_network(normalize_edges(shuffled))
+    assert a.geometry.geom_equals_exact(b.geometry, 1e-12).all()
+    assert np.array_equal(a["edge_id"], b["edge_id"])

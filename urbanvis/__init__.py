@@ -11,12 +11,21 @@ from typing import TYPE_CHECKING
 
 from ._version import __version__
 
-_SUBMODULES = ("areas", "demo", "network", "sampling", "study")
+_SUBMODULES = ("areas", "demo", "harvest", "network", "providers", "sampling", "simulate", "study")
 
 __all__ = ["__version__", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import areas, demo, network, sampling, study  # noqa: F401
+    from . import (  # noqa: F401
+        areas,
+        demo,
+        harvest,
+        network,
+        providers,
+        sampling,
+        simulate,
+        study,
+    )
 
 
 def __getattr__(name: str):

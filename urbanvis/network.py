@@ -245,8 +245,30 @@ def normalize_edges(edges: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     keep &= ~shapely.is_empty(geoms)
     keep &= shapely.get_num_coordinates(geoms) >= 2
     frame = frame[keep]
-    canonical = shapely.to_wkb(shapely.normalize(frame.geometry.values))
-    frame = frame[~pd.Series(canonical).duplicated().to_numpy()]
+    normalized = shapely.normalize(frame.geometry.values)
+    canonical = pd.Series(shapely.to_wkb(normalized))
+    # a street drawn both ways keeps its canonical direction, whichever copy came first
+    twin = canonical.duplicated(keep=False).to_numpy()
+    if twin.any():
+        frame = frame.copy()
+        values = np.asarray(frame.geometry.values, dtype=object)
+        values[twin] = np.asarray(normalized, dtype=object)[twin]
+        frame = frame.set_geometry(gpd.GeoSeries(values, index=frame.index, crs=frame.crs))
+        if "oneway" in frame:
+            frame.loc[twin, "oneway"] = False
+    frame = frame[~canonical.duplicated().to_numpy()]
+    # a stable order (OSM way id, then position), so that edge and point ids do not depend
+    # on the order a reader or a graph library happened to return the edges in
+    first = shapely.get_coordinates(
+        shapely.get_point(normalized[~canonical.duplicated().to_numpy()], 0)
+    )
+    osmid = (
+        pd.to_numeric(frame["osmid"], errors="coerce").fillna(-1).to_numpy()
+        if "osmid" in frame
+        else np.zeros(len(frame))
+    )
+    length = shapely.length(frame.geometry.values)
+    frame = frame.iloc[np.lexsort((length, first[:, 1], first[:, 0], osmid))]
     frame = frame.reset_index(drop=True)
     frame["edge_id"] = np.arange(len(frame), dtype=np.int64)
     for col, default in (("osmid", -1), ("highway", ""), ("oneway", False), ("name", "")):
@@ -351,7 +373,7 @@ def _filter_osm_xml(path: Path, keep) -> tuple[str, int, int]:
     n_missing = len(ways) - len(complete)
     used = {r for w in complete for r in w[1]}
     root = ET.Element("osm", version="0.6", generator="urbanvis")
-    for node_id in used:
+    for node_id in (n for n in nodes if n in used):  # file order: the same graph every run
         lat, lon = nodes[node_id]
         ET.SubElement(root, "node", id=node_id, lat=lat, lon=lon, version="1")
     for way_id, refs, tags in complete:

@@ -27,7 +27,7 @@ class City:
     latitude : float
         Degrees north; sets the sun's path through the day and the year.
     field_scale : float
-        Shortest wavelength of the latent fields in metres (neighbourhood size).
+        Shortest length scale of the latent fields in metres (neighbourhood size).
     """
 
     seed: int = 0

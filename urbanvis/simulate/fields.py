@@ -1,10 +1,11 @@
 """The ambiance layer: smooth latent fields over the city that shape whole neighbourhoods.
 
-Each field is a sum of a few plane waves with random directions and phases and
-wavelengths between ``City.field_scale`` metres and 2.7 times that (300 to 800 m by
-default), mapped to [0, 1]. Nearby places share values; places a few kilometres apart are
-nearly independent. The fields are the hidden truth that the static layer renders and that
-later ground truth (zone indicators, safety) is derived from.
+Each field is a sum of a few plane waves with random directions and phases, whose
+length scales (wavelength / 2 pi) lie between ``City.field_scale`` metres and 2.7 times
+that (300 to 800 m by default), mapped to [0, 1]. Nearby places share values; places a
+few kilometres apart are nearly independent. The fields are the hidden truth that the
+static layer renders and that later ground truth (zone indicators, safety) is derived
+from.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from .._errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     from .city import City
 
-FIELD_NAMES: tuple[str, ...] = ("style", "greenery", "density", "upkeep")
+FIELD_NAMES: tuple[str, ...] = ("style", "greenery", "density", "upkeep", "tone")
 """style: 0 old (brick, stone, tall windows) to 1 modern (concrete, glass, ribbon windows);
 greenery: street trees and front gardens; density: building height, lot continuity, road
 width, commerce and traffic; upkeep: clean, saturated facades to grime, boarded windows,
-graffiti and cracked asphalt."""
+graffiti and cracked asphalt; tone: the dominant facade colour within the style (dark to
+pale)."""
 
 _WAVES = 6
 
@@ -32,10 +34,10 @@ _WAVES = 6
 def _waves(seed: int, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng([seed & ((1 << 63) - 1), 0x5EED])
     n = (len(FIELD_NAMES), _WAVES)
-    wavelength = rng.uniform(scale, scale * 8 / 3, n)
+    length = rng.uniform(scale, scale * 8 / 3, n)  # correlation length: 1 / wavenumber
     angle = rng.uniform(0, 2 * np.pi, n)
-    kx = 2 * np.pi / wavelength * np.cos(angle)
-    ky = 2 * np.pi / wavelength * np.sin(angle)
+    kx = np.cos(angle) / length
+    ky = np.sin(angle) / length
     phase = rng.uniform(0, 2 * np.pi, n)
     amp = rng.uniform(0.5, 1.0, n)
     amp /= np.sqrt((amp**2).sum(axis=1, keepdims=True) / 2)  # each field ~ unit variance
