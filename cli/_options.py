@@ -12,3 +12,33 @@ study_option = click.option(
     show_default=True,
     help="Study folder (holds study.gpkg, images/, reports/...). Created if missing.",
 )
+
+
+class HarvestBar:
+    """A tqdm bar for the harvest engine's ``progress(done, total, counts)`` callback.
+
+    The first call says where this run starts (so rate and ETA count this run only); the
+    bar shows ok/missing/failed counts. Use it as a context manager so it always closes.
+    """
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar = None
+
+    def __call__(self, done: int, total: int, counts: dict[str, int]) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=done, unit="pt", desc=self.desc, dynamic_ncols=True
+            )
+            return
+        self.bar.update(done - self.bar.n)
+        self.bar.set_postfix(ok=counts["ok"], missing=counts["missing"], failed=counts["failed"])
+
+    def __enter__(self) -> HarvestBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()

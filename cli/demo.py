@@ -6,6 +6,8 @@ import os
 
 import click
 
+from ._options import HarvestBar
+
 
 @click.command()
 @click.option(
@@ -40,24 +42,9 @@ def demo(out_dir, limit, workers):
        contact sheet (reports/contact_sheet.png).
     Open OUT/study.gpkg in QGIS. Rerunning resumes where it stopped.
     """
-    from tqdm import tqdm
-
     from urbanvis.demo import run_demo
 
-    bars: list = []
-
-    def progress(done: int, total: int, counts: dict[str, int]) -> None:
-        if not bars:
-            bars.append(
-                tqdm(total=total, initial=done, unit="pt", desc="street views", dynamic_ncols=True)
-            )
-            return
-        bars[0].update(done - bars[0].n)
-
-    try:
+    with HarvestBar("street views") as progress:
         result = run_demo(out_dir, limit=limit, workers=workers, progress=progress)
-    finally:
-        for bar in bars:
-            bar.close()
     for line in result.summary():
         click.echo(line)

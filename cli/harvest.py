@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import study_option
+from ._options import HarvestBar, study_option
 
 
 def _headings(value: str) -> tuple[float, ...]:
@@ -109,8 +109,6 @@ def harvest(
       urbanvis harvest --study hel --provider simulator --captures-per-point 3
       urbanvis harvest --study hel --headings 90,270 --limit 100
     """
-    from tqdm import tqdm
-
     from urbanvis import study as study_mod
     from urbanvis.harvest import harvest as run_harvest
     from urbanvis.providers import provider_from_name
@@ -127,29 +125,8 @@ def harvest(
     )
     source = provider_from_name(provider, **settings)  # validates before touching the study
     st = study_mod.open_study(study_dir, create=False)
-    bars: list = []
-
-    def progress(done: int, total: int, counts: dict[str, int]) -> None:
-        if not bars:  # first call: where this run starts
-            bars.append(
-                tqdm(
-                    total=total,
-                    initial=done,
-                    unit="pt",
-                    desc=f"harvest {provider}",
-                    dynamic_ncols=True,
-                )
-            )
-            return
-        bar = bars[0]
-        bar.update(done - bar.n)
-        bar.set_postfix(ok=counts["ok"], missing=counts["missing"], failed=counts["failed"])
-
-    try:
+    with HarvestBar(f"harvest {provider}") as progress:
         summary = run_harvest(st, source, batch_size=batch_size, limit=limit, progress=progress)
-    finally:
-        for bar in bars:
-            bar.close()
     st.record_run(
         "harvest",
         {"provider": provider, **source.parameters(), "batch_size": batch_size, "limit": limit},
