@@ -173,3 +173,22 @@ def test_unknown_option_is_a_usage_error(town_study):
 def test_harvest_needs_a_study_with_points(tmp_path):
     result = run_cli("harvest", "--study", str(tmp_path / "empty"))
     assert_one_line_error(result, "not a study", "urbanvis sample")
+
+
+def test_changed_settings_are_refused_not_mixed(town_study):
+    assert harvest(town_study, "--limit", "5").returncode == 0
+    result = run_cli(
+        "harvest",
+        "--study",
+        str(town_study),
+        "--captures-per-point",
+        "3",
+        "--headings",
+        "0,180",
+        "--size",
+        "64",
+    )
+    assert_one_line_error(result, "captures_per_point=2", "another --study")
+    assert len(read_captures(town_study)) == 5 * 2 * 2
+    assert harvest(town_study, "--limit", "5").returncode == 0  # same settings: resumes
+    assert len(read_captures(town_study)) == 10 * 2 * 2

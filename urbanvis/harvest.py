@@ -23,7 +23,7 @@ import pandas as pd
 
 from ._errors import InputError
 from .providers.base import CAPTURE_COLUMNS, STATUSES, CaptureResult, Provider
-from .study import Study
+from .study import Study, toml_value
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def harvest(
     if len(points) == 0:
         raise InputError(f"study {study.root} has no points; run 'urbanvis sample' first")
     done = _points_done(study, provider.name)
+    _check_same_settings(study, provider, has_captures=bool(done))
     orphans = _remove_orphans(study, provider.name)
     pending = points[~points["point_id"].isin(done)]
     if limit is not None:
@@ -135,6 +136,24 @@ def captures_frame(study: Study) -> gpd.GeoDataFrame:
 
 
 # ------------------------------------------------------------------------ helpers
+def _check_same_settings(study: Study, provider: Provider, *, has_captures: bool) -> None:
+    """Refuse to mix captures made with other settings into one study; else store these."""
+    section = f"harvest.{provider.name}"
+    wanted = provider.parameters()
+    previous = study.settings(section)
+    if has_captures and previous is not None:
+        current = toml_value(wanted)
+        changed = {k: (previous.get(k), v) for k, v in current.items() if previous.get(k) != v}
+        if changed:
+            name, (old, new) = next(iter(changed.items()))
+            raise InputError(
+                f"this study's {provider.name} captures were made with {name}={old!r}, not "
+                f"{new!r}; rerun with the same settings or harvest into another --study"
+            )
+        return
+    study.store_settings(section, wanted)
+
+
 def _points_done(study: Study, provider: str) -> set[int]:
     if not study.has_layer("captures"):
         return set()

@@ -145,6 +145,19 @@ class Study:
         log.debug("wrote %d rows to %s:%s", len(frame), self.gpkg.name, name)
 
     # -------------------------------------------------------------- provenance
+    def settings(self, section: str) -> dict[str, Any] | None:
+        """Settings stored under ``[settings.<section>]`` in study.toml, if any."""
+        return _read_toml(self.toml).get("settings", {}).get(section)
+
+    def store_settings(self, section: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Store settings (e.g. a provider's) that later runs must agree with."""
+        doc = _read_toml(self.toml)
+        doc.setdefault("study", {"schema_version": SCHEMA_VERSION, "created": _now()})
+        stored = toml_value(_drop_secrets(values))
+        doc.setdefault("settings", {})[section] = stored
+        _atomic_write_text(self.toml, _dump_toml(doc))
+        return stored
+
     def runs(self) -> list[dict[str, Any]]:
         """The provenance records in study.toml, oldest first."""
         return list(_read_toml(self.toml).get("runs", []))
@@ -160,8 +173,8 @@ class Study:
             "command": command,
             "time": _now(),
             "urbanvis": __version__,
-            "parameters": _tomlable(_drop_secrets(parameters)),
-            "outputs": _tomlable(dict(outputs)),
+            "parameters": toml_value(_drop_secrets(parameters)),
+            "outputs": toml_value(dict(outputs)),
             "versions": package_versions(),
         }
         doc.setdefault("runs", []).append(run)
@@ -353,12 +366,12 @@ def _drop_secrets(parameters: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in parameters.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
 
 
-def _tomlable(value: Any) -> Any:
+def toml_value(value: Any) -> Any:
     """Convert a value to something TOML can hold (paths to str, None dropped)."""
     if isinstance(value, Mapping):
-        return {str(k): _tomlable(v) for k, v in value.items() if v is not None}
+        return {str(k): toml_value(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple | set):
-        return [_tomlable(v) for v in value if v is not None]
+        return [toml_value(v) for v in value if v is not None]
     if isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, os.PathLike):
