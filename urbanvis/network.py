@@ -234,8 +234,9 @@ def normalize_edges(edges: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Explode to LineStrings, drop empty and zero-length parts and keep a two-way street once.
 
     A street drawn in both directions (as osmnx graphs hold two-way streets) has the same
-    geometry reversed; both normalise to one shape and only the first is kept. Two one-way
-    carriageways of a divided road have different geometry and are both kept.
+    geometry reversed; it is kept once, in shapely's canonical direction. Two one-way
+    carriageways of a divided road have different geometry and are both kept. The result
+    is sorted by OSM way id and position, so ``edge_id`` does not depend on input order.
     """
     if len(edges) == 0:
         return _empty_edges()
@@ -256,12 +257,11 @@ def normalize_edges(edges: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         frame = frame.set_geometry(gpd.GeoSeries(values, index=frame.index, crs=frame.crs))
         if "oneway" in frame:
             frame.loc[twin, "oneway"] = False
-    frame = frame[~canonical.duplicated().to_numpy()]
+    unique = ~canonical.duplicated().to_numpy()
+    frame = frame[unique]
     # a stable order (OSM way id, then position), so that edge and point ids do not depend
     # on the order a reader or a graph library happened to return the edges in
-    first = shapely.get_coordinates(
-        shapely.get_point(normalized[~canonical.duplicated().to_numpy()], 0)
-    )
+    first = shapely.get_coordinates(shapely.get_point(normalized[unique], 0))
     osmid = (
         pd.to_numeric(frame["osmid"], errors="coerce").fillna(-1).to_numpy()
         if "osmid" in frame
