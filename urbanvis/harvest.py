@@ -130,11 +130,6 @@ def harvest(
     return summary
 
 
-def captures_frame(study: Study) -> gpd.GeoDataFrame:
-    """The study's ``captures`` layer."""
-    return study.read_layer("captures")
-
-
 # ------------------------------------------------------------------------ helpers
 def _check_same_settings(study: Study, provider: Provider, *, has_captures: bool) -> None:
     """Refuse to mix captures made with other settings into one study; else store these."""
