@@ -10,7 +10,7 @@ study_option = click.option(
     type=click.Path(file_okay=False, path_type=str),
     default=".",
     show_default=True,
-    help="Study folder (holds study.gpkg, images/, reports/...). Created if missing.",
+    help="Study folder (holds study.gpkg, images/, reports/...).",
 )
 
 

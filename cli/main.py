@@ -13,6 +13,8 @@ from urbanvis._errors import UrbanvisError, one_line
 
 from .demo import demo
 from .harvest import harvest
+from .pairs import pairs
+from .pretrain import pretrain
 from .sample import sample
 from .simulate import simulate
 
@@ -47,6 +49,8 @@ def cli(verbose: bool, quiet: bool) -> None:
     The pipeline, one command per stage, all writing into one study folder:
       urbanvis sample    points every 15 m along the road network   -> points layer
       urbanvis harvest   street-level images for the points         -> captures layer
+      urbanvis pairs     self, temporal or spatial contrastive pairs -> pairs/*.parquet
+      urbanvis pretrain  MoCo v3 ViT pretraining on the pairs        -> checkpoints/
       urbanvis simulate  the synthetic city: contact sheet, ground truth
     \b
     Start with the offline demo:
@@ -60,6 +64,8 @@ def cli(verbose: bool, quiet: bool) -> None:
 
 cli.add_command(sample)
 cli.add_command(harvest)
+cli.add_command(pairs)
+cli.add_command(pretrain)
 cli.add_command(simulate)
 cli.add_command(demo)
 

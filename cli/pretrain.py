@@ -1,0 +1,171 @@
+"""``urbanvis pretrain``: MoCo v3 ViT pretraining on a pair table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._options import study_option
+
+
+@click.command()
+@study_option
+@click.option(
+    "--pairs",
+    "pairs_name",
+    default="temporal",
+    show_default=True,
+    help="A pair table: a strategy name (pairs/NAME.parquet in the study) or a path.",
+)
+@click.option(
+    "--arch",
+    default="vit_base_patch16_224",
+    show_default=True,
+    help="Backbone: vit_base_patch16_224, vit_small_patch16_224, "
+    "vit_tiny_patch16_224, vit_mini_patch16 (CPU), vit_test_patch8 (tests).",
+)
+@click.option("--epochs", type=int, default=300, show_default=True)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="Global batch (summed over all processes).",
+)
+@click.option(
+    "--base-lr",
+    type=float,
+    default=1.5e-4,
+    show_default=True,
+    help="Learning rate per 256 pairs; the rate used is base-lr x batch / 256.",
+)
+@click.option("--weight-decay", type=float, default=0.1, show_default=True)
+@click.option(
+    "--warmup-epochs",
+    type=float,
+    default=None,
+    help="Linear warmup (default 40/300 of --epochs, the paper's 40 of 300).",
+)
+@click.option(
+    "--momentum",
+    type=float,
+    default=0.99,
+    show_default=True,
+    help="Base momentum of the target encoder (raised to 1 by a cosine).",
+)
+@click.option("--temperature", type=float, default=0.2, show_default=True)
+@click.option(
+    "--mlp-dim",
+    type=int,
+    default=4096,
+    show_default=True,
+    help="Hidden width of the projector and predictor.",
+)
+@click.option("--dim", type=int, default=256, show_default=True, help="Output width.")
+@click.option("--image-size", type=int, default=None, help="Input size (default: the arch's).")
+@click.option(
+    "--workers",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Data-loading processes per training process.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on CUDA, fp32 on CPU.",
+)
+@click.option(
+    "--accumulate",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Split each batch into this many micro-batches (when it does not fit).",
+)
+@click.option(
+    "--save-every",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Checkpoint every N epochs (and at the end).",
+)
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of --name.")
+@click.option(
+    "--name",
+    default=None,
+    help="Run name: checkpoints go to checkpoints/NAME/ (default: PAIRS-ARCH).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--on-missing",
+    type=click.Choice(["stop", "skip"]),
+    default="stop",
+    show_default=True,
+    help="Pairs whose images are missing: stop, or skip them.",
+)
+def pretrain(study_dir, pairs_name, name, resume, **options):
+    """Pretrain a ViT with MoCo v3 on self, temporal or spatial pairs.
+
+    \b
+    The paper's recipe is the default: ViT-B/16, 300 epochs, batch 1024, AdamW with
+    lr 1.5e-4 x batch/256 and weight decay 0.1, 40 warmup epochs then cosine, momentum
+    0.99 -> 1, temperature 0.2. Checkpoints use the MoCo v3 reference format.
+
+    \b
+    One GPU or CPU:     urbanvis pretrain --study S --pairs temporal
+    Many GPUs / nodes:  torchrun --nproc_per_node 8 -m urbanvis_cli.main pretrain ...
+    A CPU trial:        urbanvis pretrain --study S --pairs temporal --arch vit_mini_patch16
+                          --epochs 5 --batch-size 64 --mlp-dim 512
+    """
+    from tqdm import tqdm
+
+    from urbanvis import study as study_mod
+    from urbanvis.engine.pretrain import PretrainConfig
+    from urbanvis.engine.pretrain import pretrain as run
+
+    st = study_mod.open_study(study_dir, create=False)
+    path = Path(pairs_name)
+    if path.suffix != ".parquet":
+        path = st.pairs / f"{pairs_name}.parquet"
+    config = PretrainConfig(**options)
+    run_name = name or f"{path.stem}-{config.arch}"
+    bar = None
+
+    def progress(info: dict) -> None:
+        nonlocal bar
+        if bar is None or info["iteration"] == 0:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(
+                total=info["iterations"],
+                desc=f"epoch {info['epoch'] + 1}",
+                unit="it",
+                dynamic_ncols=True,
+            )
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{info['loss']:.4f}",
+            lr=f"{info['lr']:.2e}",
+            m=f"{info['momentum']:.4f}",
+            pairs_s=f"{info['pairs_per_s']:.0f}",
+        )
+
+    try:
+        result = run(
+            st.root, path, st.checkpoints / run_name, config, resume=resume, progress=progress
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if result.checkpoint is not None and int(__import__("os").environ.get("RANK", "0")) == 0:
+        st.record_run(
+            "pretrain",
+            {"pairs": str(path), "name": run_name, **options},
+            checkpoint=str(result.checkpoint.relative_to(st.root)),
+            final_loss=result.epoch_losses[-1] if result.epoch_losses else None,
+        )
+        click.echo(f"checkpoint {result.checkpoint}")

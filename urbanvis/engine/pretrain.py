@@ -1,0 +1,388 @@
+"""MoCo v3 pretraining on a pair table: one CPU process, one GPU, or many through torchrun.
+
+The loop is the reference's: per-iteration learning-rate and momentum schedules, the
+momentum update before the keys, AdamW, bf16/fp16 autocast on CUDA, SyncBN and keys
+gathered across ranks under DDP. Checkpoints are written atomically by rank 0 in the
+reference format, and a resumed run reproduces an uninterrupted one: the data order and
+augmentation seeds of an epoch depend only on the seed and the epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .._errors import InputError
+from .._version import __version__
+from .data import PairDataset, check_images, epoch_order, read_pair_table
+from .encoders import create_encoder, encoder_info, read_checkpoint
+from .moco import MoCo
+from .schedules import absolute_lr, learning_rate, momentum
+from .transforms import view_transforms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Settings of a pretraining run; the CLI options map one to one.
+
+    Defaults are the paper's ViT-B/16 recipe (design section 6). ``batch_size`` is global
+    (summed over ranks); ``warmup_epochs`` defaults to 40/300 of ``epochs``.
+    """
+
+    arch: str = "vit_base_patch16_224"
+    epochs: int = 300
+    batch_size: int = 1024
+    base_lr: float = 1.5e-4
+    weight_decay: float = 0.1
+    warmup_epochs: float | None = None
+    momentum: float = 0.99
+    temperature: float = 0.2
+    dim: int = 256
+    mlp_dim: int = 4096
+    image_size: int | None = None
+    workers: int = 4
+    device: str = "auto"
+    precision: str = "auto"
+    save_every: int = 10
+    accumulate: int = 1
+    seed: int = 0
+    on_missing: str = "stop"
+
+    def validate(self) -> None:
+        encoder_info(self.arch)
+        for name in ("epochs", "batch_size", "save_every", "accumulate", "dim", "mlp_dim"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.workers < 0:
+            raise InputError("--workers must be 0 or more")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise InputError(
+                f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}"
+            )
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
+            raise InputError(f"--warmup-epochs must be within 0..{self.epochs}")
+        if not 0 <= self.momentum < 1:
+            raise InputError(f"--momentum must be in [0, 1), got {self.momentum}")
+
+    @property
+    def warmup(self) -> float:
+        return self.warmup_epochs if self.warmup_epochs is not None else self.epochs * 40 / 300
+
+
+@dataclass
+class PretrainResult:
+    """Where the run ended: the last checkpoint and the mean loss of each epoch."""
+
+    checkpoint: Path | None
+    run_dir: Path
+    epoch_losses: list[float] = field(default_factory=list)
+    pairs: int = 0
+    pairs_per_second: float = 0.0
+
+
+def pretrain(
+    root: str | os.PathLike[str],
+    pairs: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    config: PretrainConfig,
+    *,
+    resume: bool = False,
+    progress: Callable[[dict], None] | None = None,
+    stop_after_epoch: int | None = None,
+) -> PretrainResult:
+    """Pretrain a ViT with MoCo v3 on the pairs of a pair table.
+
+    Parameters
+    ----------
+    root
+        The study folder (image paths in the table are relative to it).
+    pairs
+        The pair table (Parquet; from ``urbanvis pairs``).
+    run_dir
+        Folder for checkpoints and the log (``checkpoint_0010.pth.tar``, ``log.csv``).
+    config
+        The recipe.
+    resume
+        Continue from the newest checkpoint in ``run_dir``.
+    progress
+        Called after every iteration with loss, lr, momentum and pairs/s (rank 0 only).
+    stop_after_epoch
+        Stop (after checkpointing) once this many epochs are done; for tests and trials.
+    """
+    config.validate()
+    root = Path(root)
+    run_dir = Path(run_dir)
+    rank, world, local_rank = _init_distributed(config)
+    device = _device(config, local_rank)
+    table = check_images(root, read_pair_table(pairs), on_missing=config.on_missing)
+    if config.batch_size % world:
+        raise InputError(f"--batch-size {config.batch_size} must divide by the {world} processes")
+    if config.batch_size > len(table):
+        raise InputError(
+            f"--batch-size {config.batch_size} is larger than the {len(table):,} pairs; "
+            f"use --batch-size {len(table)} or less, or build more pairs"
+        )
+    per_rank = config.batch_size // world
+    if per_rank % config.accumulate:
+        raise InputError(f"the per-process batch {per_rank} must divide by --accumulate")
+
+    size = int(config.image_size or encoder_info(config.arch).input_size)
+    _seed_everything(config.seed)  # the same initial weights on every rank
+    model = MoCo(
+        create_encoder(config.arch, img_size=size),
+        dim=config.dim,
+        mlp_dim=config.mlp_dim,
+        temperature=config.temperature,
+    ).to(device)
+    lr = absolute_lr(config.base_lr, config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    amp_dtype = _amp_dtype(config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    start_epoch, losses = 0, []
+    if resume:
+        start_epoch, losses = _resume(run_dir, config, model, optimizer, scaler)
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[local_rank] if device.type == "cuda" else None
+        )
+
+    view1, view2 = view_transforms(size)
+    dataset = PairDataset(root, table, view1, view2)
+    iterations = len(table) // config.batch_size
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    last = None
+    rate = 0.0
+    end = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
+    for epoch in range(start_epoch, end):
+        order = epoch_order(len(table), seed=config.seed, epoch=epoch)
+        batches = order[: iterations * config.batch_size].reshape(iterations, world, per_rank)
+        torch.manual_seed(config.seed * 1_000_003 + epoch * 7919 + rank)  # augmentation seeds
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=batches[:, rank, :].tolist(),
+            num_workers=config.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        model.train()
+        total, seen, started = 0.0, 0, time.perf_counter()
+        for i, (x1, x2) in enumerate(loader):
+            t = epoch + i / iterations
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(
+                    t, lr=lr, warmup_epochs=config.warmup, epochs=config.epochs
+                )
+            m = momentum(t, base=config.momentum, epochs=config.epochs)
+            x1 = x1.to(device, non_blocking=True)
+            x2 = x2.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for j, (c1, c2) in enumerate(
+                zip(x1.chunk(config.accumulate), x2.chunk(config.accumulate), strict=True)
+            ):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    # one momentum update per iteration: the later micro-batches use m = 1
+                    loss = train_model(c1, c2, m if j == 0 else 1.0) / config.accumulate
+                scaler.scale(loss).backward()
+                step_loss += float(loss.detach())
+            scaler.step(optimizer)
+            scaler.update()
+            total += step_loss
+            seen += config.batch_size
+            rate = seen / max(time.perf_counter() - started, 1e-9)
+            if progress is not None and rank == 0:
+                progress(
+                    {
+                        "epoch": epoch,
+                        "iteration": i,
+                        "iterations": iterations,
+                        "loss": step_loss,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "momentum": m,
+                        "pairs_per_s": rate,
+                    }
+                )
+        losses.append(_mean_over_ranks(total / max(iterations, 1), device, world))
+        if rank == 0:
+            _log_epoch(run_dir / "log.csv", epoch, losses[-1], optimizer, m, rate)
+        done = epoch + 1
+        if rank == 0 and (done % config.save_every == 0 or done == end):
+            last = save_checkpoint(
+                run_dir,
+                model,
+                optimizer,
+                scaler,
+                config,
+                done,
+                losses,
+                pairs=Path(pairs),
+                image_size=size,
+            )
+        log.info("epoch %d/%d: loss %.4f, %.1f pairs/s", done, config.epochs, losses[-1], rate)
+    if world > 1:
+        dist.barrier()
+    return PretrainResult(
+        checkpoint=last or _newest_checkpoint(run_dir),
+        run_dir=run_dir,
+        epoch_losses=losses,
+        pairs=len(table),
+        pairs_per_second=rate,
+    )
+
+
+# ----------------------------------------------------------------------- checkpoints
+def save_checkpoint(
+    run_dir: Path,
+    model: MoCo,
+    optimizer,
+    scaler,
+    config: PretrainConfig,
+    epoch: int,
+    losses: list[float],
+    *,
+    pairs: Path,
+    image_size: int,
+) -> Path:
+    """Write ``checkpoint_<epoch>.pth.tar`` atomically, in the MoCo v3 reference format."""
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    payload = {
+        "epoch": epoch,
+        "arch": config.arch,
+        "state_dict": state,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "urbanvis": {
+            "version": __version__,
+            "config": asdict(config),
+            "pairs": str(pairs),
+            "image_size": image_size,
+            "losses": list(losses),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        },
+    }
+    path = run_dir / f"checkpoint_{epoch:04d}.pth.tar"
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _newest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(run_dir.glob("checkpoint_*.pth.tar"))
+    return found[-1] if found else None
+
+
+def _resume(run_dir: Path, config: PretrainConfig, model: MoCo, optimizer, scaler):
+    path = _newest_checkpoint(run_dir)
+    if path is None:
+        raise InputError(f"nothing to resume in {run_dir}; drop --resume to start a new run")
+    ckpt = read_checkpoint(path)
+    meta = ckpt.get("urbanvis") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "state_dict" not in ckpt:
+        raise InputError(f"{path.name} is not an urbanvis training checkpoint; cannot resume it")
+    saved = meta.get("config", {})
+    for key in ("arch", "batch_size", "epochs", "dim", "mlp_dim", "seed", "base_lr"):
+        if saved.get(key) != getattr(config, key):
+            raise InputError(
+                f"{path.name} was trained with {key}={saved.get(key)!r}, not "
+                f"{getattr(config, key)!r}; resume with the same settings or use another --name"
+            )
+    state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    rng = meta.get("rng", {})
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+    log.info("resuming from %s (epoch %d)", path.name, ckpt["epoch"])
+    return int(ckpt["epoch"]), list(meta.get("losses", []))
+
+
+# ------------------------------------------------------------------------ helpers
+def _init_distributed(config: PretrainConfig) -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(config: PretrainConfig, local_rank: int) -> torch.device:
+    if config.device == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        name = config.device
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(
+                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
+            )
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def _amp_dtype(config: PretrainConfig, device: torch.device):
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _mean_over_ranks(value: float, device: torch.device, world: int) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t)
+    return float(t) / world
+
+
+def _log_epoch(path: Path, epoch: int, loss: float, optimizer, m: float, rate: float) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new:
+            writer.writerow(["epoch", "loss", "lr", "momentum", "pairs_per_s"])
+        writer.writerow(
+            [
+                epoch + 1,
+                f"{loss:.6f}",
+                f"{optimizer.param_groups[0]['lr']:.6g}",
+                f"{m:.6f}",
+                f"{rate:.1f}",
+            ]
+        )
