@@ -125,41 +125,45 @@ def bf16_peak(device, n=8192, reps=20):
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
-def loader_rate(size, workers, batch, n_images=2048, seconds=20.0):
-    """Pairs/s of JPEG decode + the two augmentations in DataLoader workers."""
+def jpeg_folder(size, n=256):
+    """``n`` distinct street views rendered by the synthetic city, as JPEG files."""
     import numpy as np
-    import pandas as pd
     from PIL import Image
 
-    from urbanvis.engine.data import PairDataset
-    from urbanvis.engine.transforms import view_transforms
     from urbanvis.simulate import City, render
 
     root = Path(tempfile.mkdtemp(prefix="urbanvis-bench-"))
     city = City(seed=0)
     rng = np.random.default_rng(0)
-    names = []
-    for i in range(256):  # 256 distinct rendered images, reused across the table
-        image = render(
-            city,
-            *rng.uniform(0, 3000, 2),
-            float(rng.uniform(0, 360)),
-            "2020-06-01T12:00",
-            size=size,
-        )
+    for i in range(n):
+        x, y = rng.uniform(0, 3000, 2)
+        image = render(city, x, y, float(rng.uniform(0, 360)), "2020-06-01T12:00", size=size)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="JPEG", quality=90)
         (root / f"{i}.jpg").write_bytes(buf.getvalue())
-        names.append(f"{i}.jpg")
-    table = pd.DataFrame(
+    return root, [f"{i}.jpg" for i in range(n)]
+
+
+def pair_table(names, n):
+    import pandas as pd
+
+    return pd.DataFrame(
         {
-            "image_a": [names[i % 256] for i in range(n_images)],
-            "image_b": [names[(i * 7 + 3) % 256] for i in range(n_images)],
+            "image_a": [names[i % len(names)] for i in range(n)],
+            "image_b": [names[(i * 7 + 3) % len(names)] for i in range(n)],
         }
     )
+
+
+def loader_rate(size, workers, batch, n_images=2048, seconds=20.0):
+    """Pairs/s of JPEG decode + the two augmentations with PIL in DataLoader workers."""
+    from urbanvis.engine.data import PairDataset
+    from urbanvis.engine.transforms import view_transforms
+
+    root, names = jpeg_folder(size)
     v1, v2 = view_transforms(size)
     loader = torch.utils.data.DataLoader(
-        PairDataset(root, table, v1, v2),
+        PairDataset(root, pair_table(names, n_images), v1, v2),
         batch_size=batch,
         shuffle=True,
         num_workers=workers,
@@ -175,6 +179,45 @@ def loader_rate(size, workers, batch, n_images=2048, seconds=20.0):
             seen += x1.shape[0]
             if time.perf_counter() - start > seconds:
                 return seen / (time.perf_counter() - start)
+
+
+def end_to_end(step_model, optimizer, size, batch, workers, steps, amp, device):
+    """Pairs/s of training fed by the on-device pipeline: workers read JPEG bytes, the
+    batch is decoded with nvJPEG and augmented on the GPU, then the step runs. Also the
+    share of the wall time spent decoding and augmenting."""
+    from urbanvis.engine.data import PairBytesDataset, collate_bytes
+    from urbanvis.engine.gpu_views import decode_batch, view_pair
+
+    root, names = jpeg_folder(size)
+    loader = torch.utils.data.DataLoader(
+        PairBytesDataset(root, pair_table(names, batch * (steps + 6))),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=collate_bytes,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    v1, v2 = view_pair(size)
+    g = torch.Generator(device=device).manual_seed(0)
+    augment, seen, start = 0.0, 0, None
+    for k, (a, b) in enumerate(loader):
+        if k == 5:  # warm-up done (workers started, kernels ready)
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+        t0 = time.perf_counter()
+        x1 = v1(decode_batch(a, device), g)
+        x2 = v2(decode_batch(b, device), g)
+        if start is not None:
+            torch.cuda.synchronize()
+            augment += time.perf_counter() - t0
+        step_urbanvis(step_model, optimizer, x1, x2, 0.99, amp)
+        if start is not None:
+            seen += batch
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    return seen / elapsed, augment / elapsed
 
 
 def main() -> None:
@@ -259,6 +302,23 @@ def main() -> None:
             if args.loader_workers is not None
             else max((os.cpu_count() or 2) - 2, 1)
         )
+        try:
+            rate, share = end_to_end(
+                model, optimizer, size, batch, workers, args.steps, amp, device
+            )
+            out["end_to_end_gpu_augment_pairs_per_s"] = rate
+            out["end_to_end_share_of_synthetic"] = rate / out["urbanvis_pairs_per_s"]
+            out["end_to_end_time_share_decode_augment"] = share
+            if "compiled_pairs_per_s" in out:
+                rate, share = end_to_end(
+                    compiled, optimizer, size, batch, workers, args.steps, amp, device
+                )
+                out["end_to_end_compiled_pairs_per_s"] = rate
+                out["end_to_end_compiled_share_of_synthetic"] = rate / out["compiled_pairs_per_s"]
+                out["end_to_end_compiled_time_share_decode_augment"] = share
+        except Exception as exc:
+            out["end_to_end_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        save()
     out["loader_workers"] = workers
     out["loader_pairs_per_s"] = loader_rate(size, workers, min(batch, 64))
     save()

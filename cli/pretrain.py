@@ -80,6 +80,14 @@ from ._options import study_option
     help="auto: bf16 on CUDA, fp32 on CPU.",
 )
 @click.option(
+    "--augment",
+    type=click.Choice(["auto", "cpu", "gpu"]),
+    default="auto",
+    show_default=True,
+    help="Where views are made: cpu (PIL, in the workers) or gpu (batched on the device, "
+    "decoding with nvJPEG); auto picks gpu on CUDA.",
+)
+@click.option(
     "--accumulate",
     type=int,
     default=1,

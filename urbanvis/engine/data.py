@@ -83,3 +83,30 @@ def epoch_order(n: int, *, seed: int, epoch: int) -> np.ndarray:
     """The permutation of pairs for an epoch: a function of seed and epoch only, so that a
     resumed run sees the same data order as an uninterrupted one."""
     return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class PairBytesDataset(torch.utils.data.Dataset):
+    """Item ``i`` is the encoded file bytes of pair ``i``'s two images (decoded on the
+    device, see :mod:`.gpu_views`)."""
+
+    def __init__(self, root: str | os.PathLike[str], table: pd.DataFrame):
+        self.root = Path(root)
+        self.a = table["image_a"].to_numpy()
+        self.b = table["image_b"].to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def _read(self, rel: str) -> torch.Tensor:
+        data = (self.root / rel).read_bytes()
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+    def __getitem__(self, i: int):
+        a = self._read(self.a[i])
+        b = a if self.b[i] == self.a[i] else self._read(self.b[i])
+        return a, b
+
+
+def collate_bytes(items):
+    """Keep byte tensors of different lengths as two lists."""
+    return [a for a, _ in items], [b for _, b in items]

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._errors import InputError, InputFileError
+from .._errors import InputError, InputFileError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -216,7 +216,13 @@ def load_encoder(path: str | os.PathLike[str], *, arch: str | None = None):
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("urbanvis"), dict):
         img_size = checkpoint["urbanvis"].get("image_size")
     model = create_encoder(name, img_size=img_size)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches: weights of another architecture
+        raise InputError(
+            f"checkpoint {Path(path).name} does not fit {name}: weights of another shape "
+            f"({first_line(exc)}); pass the right --arch"
+        ) from exc
     missing = [k for k in missing if k != "pos_embed"]
     if missing or unexpected:
         raise InputError(

@@ -59,6 +59,7 @@ class PretrainConfig:
     accumulate: int = 1
     seed: int = 0
     on_missing: str = "stop"
+    augment: str = "auto"
 
     def validate(self) -> None:
         encoder_info(self.arch)
@@ -71,6 +72,8 @@ class PretrainConfig:
             raise InputError(
                 f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}"
             )
+        if self.augment not in ("auto", "cpu", "gpu"):
+            raise InputError(f"--augment must be auto, cpu or gpu, not {self.augment!r}")
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
             raise InputError(f"--warmup-epochs must be within 0..{self.epochs}")
         if not 0 <= self.momentum < 1:
@@ -156,13 +159,29 @@ def pretrain(
         start_epoch, losses = _resume(run_dir, config, model, optimizer, scaler)
     train_model = model
     if world > 1:
-        train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cuda":
+            train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # torch's SyncBatchNorm refuses CPU tensors: each process normalises its batch
+            log.info(
+                "SyncBatchNorm needs CUDA; on %s each process uses its own BN statistics",
+                device.type,
+            )
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[local_rank] if device.type == "cuda" else None
         )
 
-    view1, view2 = view_transforms(size)
-    dataset = PairDataset(root, table, view1, view2)
+    on_device = config.augment == "gpu" or (config.augment == "auto" and device.type == "cuda")
+    if on_device:  # workers read bytes; the batch is decoded and augmented on the device
+        from .data import PairBytesDataset, collate_bytes
+        from .gpu_views import decode_batch, view_pair
+
+        dataset = PairBytesDataset(root, table)
+        collate = collate_bytes
+        batch_view1, batch_view2 = view_pair(size)
+    else:
+        view1, view2 = view_transforms(size)
+        dataset = PairDataset(root, table, view1, view2)
+        collate = None
     iterations = len(table) // config.batch_size
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -177,8 +196,9 @@ def pretrain(
             dataset,
             batch_sampler=batches[:, rank, :].tolist(),
             num_workers=config.workers,
-            pin_memory=device.type == "cuda",
+            pin_memory=device.type == "cuda" and not on_device,
             persistent_workers=False,
+            collate_fn=collate,
         )
         model.train()
         total, seen, started = 0.0, 0, time.perf_counter()
@@ -189,8 +209,14 @@ def pretrain(
                     t, lr=lr, warmup_epochs=config.warmup, epochs=config.epochs
                 )
             m = momentum(t, base=config.momentum, epochs=config.epochs)
-            x1 = x1.to(device, non_blocking=True)
-            x2 = x2.to(device, non_blocking=True)
+            if on_device:
+                g = torch.Generator(device=device)
+                g.manual_seed(config.seed * 1_000_003 + epoch * 7919 + i * 31 + rank)
+                x1 = batch_view1(decode_batch(x1, device), g)
+                x2 = batch_view2(decode_batch(x2, device), g)
+            else:
+                x1 = x1.to(device, non_blocking=True)
+                x2 = x2.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for j, (c1, c2) in enumerate(
