@@ -174,3 +174,55 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.T
     flat = F.conv2d(flat, weights.view(b * c, 1, 1, kernel), groups=b * c)
     flat = F.conv2d(flat, weights.view(b * c, 1, kernel, 1), groups=b * c)
     return flat.view(b, c, h, w)
+
+
+class DeviceViews:
+    """Decode and augment the next batch on a side CUDA stream while the step runs.
+
+    Iterate over it with a loader of ``(bytes_a, bytes_b)`` batches; each item is
+    ``(view1, view2)`` ready on the current stream. ``seed_of(k)`` gives batch ``k``'s
+    augmentation seed. On the CPU it works serially.
+    """
+
+    def __init__(self, loader, size: int, device: torch.device, seed_of) -> None:
+        self.loader = loader
+        self.device = device
+        self.seed_of = seed_of
+        self.view1, self.view2 = view_pair(size)
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def _prepare(self, k: int, batch):
+        a, b = batch
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.seed_of(k))
+        if self.stream is None:
+            return self.view1(decode_batch(a, self.device), g), self.view2(
+                decode_batch(b, self.device), g
+            )
+        with torch.cuda.stream(self.stream):
+            x1 = self.view1(decode_batch(a, self.device), g)
+            x2 = self.view2(decode_batch(b, self.device), g)
+        return x1, x2
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        pending = None
+        for k, batch in enumerate(self.loader):
+            ready = self._prepare(k, batch)  # queued on the side stream, overlaps the step
+            if pending is not None:
+                yield pending
+            pending = self._handover(ready)
+        if pending is not None:
+            yield pending
+
+    def _handover(self, tensors):
+        """Make the side stream's results safe to use on the current stream."""
+        if self.stream is None:
+            return tensors
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(self.stream)
+        for t in tensors:
+            t.record_stream(current)
+        return tensors

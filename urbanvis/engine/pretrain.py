@@ -173,11 +173,10 @@ def pretrain(
     on_device = config.augment == "gpu" or (config.augment == "auto" and device.type == "cuda")
     if on_device:  # workers read bytes; the batch is decoded and augmented on the device
         from .data import PairBytesDataset, collate_bytes
-        from .gpu_views import decode_batch, view_pair
+        from .gpu_views import DeviceViews
 
         dataset = PairBytesDataset(root, table)
         collate = collate_bytes
-        batch_view1, batch_view2 = view_pair(size)
     else:
         view1, view2 = view_transforms(size)
         dataset = PairDataset(root, table, view1, view2)
@@ -200,6 +199,12 @@ def pretrain(
             persistent_workers=False,
             collate_fn=collate,
         )
+        if on_device:  # decoded and augmented on a side stream, one batch ahead
+
+            def seed_of(k: int, epoch: int = epoch) -> int:
+                return config.seed * 1_000_003 + epoch * 7919 + k * 31 + rank
+
+            loader = DeviceViews(loader, size, device, seed_of)
         model.train()
         total, seen, started = 0.0, 0, time.perf_counter()
         for i, (x1, x2) in enumerate(loader):
@@ -209,14 +214,8 @@ def pretrain(
                     t, lr=lr, warmup_epochs=config.warmup, epochs=config.epochs
                 )
             m = momentum(t, base=config.momentum, epochs=config.epochs)
-            if on_device:
-                g = torch.Generator(device=device)
-                g.manual_seed(config.seed * 1_000_003 + epoch * 7919 + i * 31 + rank)
-                x1 = batch_view1(decode_batch(x1, device), g)
-                x2 = batch_view2(decode_batch(x2, device), g)
-            else:
-                x1 = x1.to(device, non_blocking=True)
-                x2 = x2.to(device, non_blocking=True)
+            x1 = x1.to(device, non_blocking=True)
+            x2 = x2.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for j, (c1, c2) in enumerate(
