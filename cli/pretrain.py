@@ -22,7 +22,7 @@ from ._options import study_option
     "--arch",
     default="vit_base_patch16_224",
     show_default=True,
-    help="Backbone: vit_base_patch16_224, vit_small_patch16_224, "
+    help="Backbone: vit_base_patch16_224, vit_small_patch16_224, vit_large_patch16_224, "
     "vit_tiny_patch16_224, vit_mini_patch16 (CPU), vit_test_patch8 (tests).",
 )
 @click.option("--epochs", type=int, default=300, show_default=True)

@@ -227,6 +227,7 @@ def test_unknown_encoder_suggests_close_names():
     assert encoder_info("ViT_Base").name == "vit_base_patch16_224"  # aliases
     assert list_encoders("vit_*_224") == [
         "vit_base_patch16_224",
+        "vit_large_patch16_224",
         "vit_small_patch16_224",
         "vit_tiny_patch16_224",
     ]
@@ -493,3 +494,19 @@ def test_pair_table_and_missing_images(tmp_path):
     table[["image_a"]].to_parquet(tmp_path / "half.parquet")
     with pytest.raises(InputError, match="lacks image_b"):
         read_pair_table(tmp_path / "half.parquet")
+
+
+def test_create_encoder_accepts_a_checkpoint_path(tmp_path):
+    from urbanvis.engine.encoders import create_encoder
+
+    model = create_encoder("vit_test_patch8")
+    path = tmp_path / "plain.pth"
+    torch.save({"model": model.state_dict()}, path)
+    again = create_encoder(str(path))
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    again.eval()
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(x), again.forward_features(x))
+    with pytest.raises(InputFileError):
+        create_encoder(str(tmp_path / "missing.pth"))

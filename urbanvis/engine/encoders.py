@@ -49,6 +49,7 @@ _ARCHS: dict[str, EncoderInfo] = {
     "vit_base_patch16_224": EncoderInfo("vit_base_patch16_224", 768, 12, 12),
     "vit_small_patch16_224": EncoderInfo("vit_small_patch16_224", 384, 12, 12),
     "vit_tiny_patch16_224": EncoderInfo("vit_tiny_patch16_224", 192, 12, 3),
+    "vit_large_patch16_224": EncoderInfo("vit_large_patch16_224", 1024, 24, 16),
     # small sizes for CPUs and tests (not in timm): same recipe, fewer and narrower blocks
     "vit_mini_patch16": EncoderInfo("vit_mini_patch16", 128, 4, 4, input_size=112),
     "vit_test_patch8": EncoderInfo("vit_test_patch8", 32, 2, 2, patch_size=8, input_size=32),
@@ -57,6 +58,7 @@ ALIASES = {
     "vit_base": "vit_base_patch16_224",
     "vit_small": "vit_small_patch16_224",
     "vit_tiny": "vit_tiny_patch16_224",
+    "vit_large": "vit_large_patch16_224",
     "vit-b/16": "vit_base_patch16_224",
 }
 
@@ -84,7 +86,8 @@ def create_encoder(name: str, *, img_size: int | None = None, stop_grad_conv1: b
     Parameters
     ----------
     name
-        A registered name (:func:`list_encoders`) or alias (``vit_base``).
+        A registered name (:func:`list_encoders`), an alias (``vit_base``), or the path of
+        a checkpoint file (urbanvis, MoCo v3 or timm/DeiT; see :func:`load_encoder`).
     img_size
         Input size; defaults to the encoder's (224 for the timm sizes).
     stop_grad_conv1
@@ -92,6 +95,8 @@ def create_encoder(name: str, *, img_size: int | None = None, stop_grad_conv1: b
     """
     from timm.models.vision_transformer import VisionTransformer
 
+    if _looks_like_file(name):  # a checkpoint: urbanvis, MoCo v3 or timm/DeiT
+        return load_encoder(name)
     info = encoder_info(name)
     size = int(img_size or info.input_size)
     if size % info.patch_size:
@@ -111,6 +116,10 @@ def create_encoder(name: str, *, img_size: int | None = None, stop_grad_conv1: b
     _init_like_moco_v3(model, stop_grad_conv1=stop_grad_conv1)
     model.urbanvis_info = info  # type: ignore[attr-defined]
     return model
+
+
+def _looks_like_file(name: str) -> bool:
+    return name.endswith((".pth", ".pth.tar", ".pt", ".bin")) or os.sep in name
 
 
 def sincos_position_embedding(grid: tuple[int, int], dim: int, temperature: float = 1e4):
