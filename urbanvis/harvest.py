@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import InputError
+from ._files import atomic_write_bytes
 from .providers.base import CAPTURE_COLUMNS, STATUSES, CaptureResult, Provider
 from .study import Study, toml_value
 
@@ -199,7 +199,8 @@ def _store(study: Study, provider: str, result: CaptureResult) -> dict:
         if not result.image:
             raise ValueError(f"provider {provider} returned an ok capture without an image")
         rel = Path("images") / provider / _image_name(row, result.suffix)
-        _write_atomic(study.root / rel, result.image)
+        (study.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(study.root / rel, result.image)
         row["image_path"] = rel.as_posix()
         row["sha256"] = hashlib.sha256(result.image).hexdigest()
     row.update(result.extra)
@@ -209,16 +210,6 @@ def _store(study: Study, provider: str, result: CaptureResult) -> dict:
 def _image_name(row: dict, suffix: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(row["capture_id"]))
     return f"{int(row['point_id']) // 1000:05d}/{safe}{suffix}"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _frame(rows: list[dict]) -> gpd.GeoDataFrame:

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._errors import CRSError, InputError, InputFileError, StudyError
+from ._errors import CRSError, InputError, InputFileError
+from ._files import atomic_file, atomic_write_bytes
 from .study import Study
 
 log = logging.getLogger(__name__)
@@ -829,8 +830,8 @@ def write_pairs(
     if pattern:
         md += f"\nWebDataset shards: `{pattern}` ({len(shard_paths)} files)\n"
     table_path = folder / f"{strategy}.parquet"
-    _atomic_write(folder / f"{strategy}.json", text.encode())
-    _atomic_write(folder / f"{strategy}.md", md.encode())
+    atomic_write_bytes(folder / f"{strategy}.json", text.encode())
+    atomic_write_bytes(folder / f"{strategy}.md", md.encode())
     _write_parquet(pairs, table_path, meta)
     files = PairFiles(
         table=rel(table_path),
@@ -856,28 +857,8 @@ def _write_parquet(pairs: pd.DataFrame, path: Path, meta: dict[str, Any]) -> Non
     schema_meta = dict(table.schema.metadata or {})
     schema_meta[b"urbanvis.pairs"] = json.dumps(meta).encode()
     table = table.replace_schema_metadata(schema_meta)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StudyError(f"could not write {path}: {exc}") from exc
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StudyError(f"could not write {path}: {exc}") from exc
+    with atomic_file(path) as fh:
+        pq.write_table(table, fh)
 
 
 def _write_shards(study, pairs, final: Path, strategy, shard_size, progress) -> list[str]:

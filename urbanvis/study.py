@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from ._errors import InputError, SchemaVersionError, StudyError
+from ._files import atomic_write_text
 from ._version import __version__
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class Study:
         doc.setdefault("study", {"schema_version": SCHEMA_VERSION, "created": _now()})
         stored = toml_value(_drop_secrets(values))
         doc.setdefault("settings", {})[section] = stored
-        _atomic_write_text(self.toml, _dump_toml(doc))
+        atomic_write_text(self.toml, _dump_toml(doc))
         return stored
 
     def runs(self) -> list[dict[str, Any]]:
@@ -178,7 +179,7 @@ class Study:
             "versions": package_versions(),
         }
         doc.setdefault("runs", []).append(run)
-        _atomic_write_text(self.toml, _dump_toml(doc))
+        atomic_write_text(self.toml, _dump_toml(doc))
 
 
 def open_study(root: str | os.PathLike[str] = ".", *, create: bool = True) -> Study:
@@ -395,16 +396,3 @@ def _dump_toml(doc: dict[str, Any]) -> str:
     import tomli_w
 
     return tomli_w.dumps(doc)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StudyError(f"could not write {path}: {exc}") from exc

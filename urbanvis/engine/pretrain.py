@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from .._errors import InputError
+from .._files import atomic_file
 from .._version import __version__
 from .data import PairDataset, check_images, epoch_order, read_pair_table
 from .encoders import create_encoder, encoder_info, read_checkpoint
@@ -306,12 +307,8 @@ def save_checkpoint(
         },
     }
     path = run_dir / f"checkpoint_{epoch:04d}.pth.tar"
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path) as fh:
         torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
 
 

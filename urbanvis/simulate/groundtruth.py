@@ -259,8 +259,7 @@ def write_truth(study, *, seed: int = 0, points_per_zone: int = 60) -> dict[str,
 
 
 def _write_csv(frame: pd.DataFrame, path) -> None:
-    import os
+    from .._files import atomic_file
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_file(path, "w") as fh:
+        frame.to_csv(fh, index=False)
