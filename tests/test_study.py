@@ -176,3 +176,39 @@ def test_a_killed_layer_write_never_leaves_a_partial_layer(tmp_path, delay):
         con.close()
         assert rows in (1000, 1_500_000)
         assert pyogrio.read_info(study.gpkg, layer="points")["features"] in (1000, 1_500_000)
+
+
+def test_a_hot_journal_left_by_a_kill_is_rolled_back_on_open(tmp_path):
+    import subprocess
+    import sys
+
+    study = open_study(tmp_path)
+    frame = gpd.GeoDataFrame({"v": [1]}, geometry=shapely.points([(0, 0)]), crs=4326)
+    study.write_layer("points", frame)
+    # a writer killed mid-transaction after SQLite spilled pages: a hot rollback journal
+    writer = (
+        "import sqlite3, sys, time\n"
+        "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "con.execute('PRAGMA cache_size = 2')\n"
+        "con.execute('BEGIN')\n"
+        "con.execute('CREATE TABLE junk (x BLOB)')\n"
+        "for _ in range(300):\n"
+        "    con.execute('INSERT INTO junk VALUES (randomblob(4000))')\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", writer, str(study.gpkg)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    journal = study.gpkg.with_name("study.gpkg-journal")
+    assert journal.exists()
+    with pytest.raises(pyogrio.errors.DataSourceError, match="readonly"):
+        pyogrio.read_dataframe(study.gpkg, layer="points")  # what GDAL alone would do
+    again = open_study(tmp_path)
+    assert not journal.exists()
+    assert len(pyogrio.read_dataframe(again.gpkg, layer="points")) == 1
+    assert "junk" not in {r[0] for r in pyogrio.list_layers(again.gpkg)}

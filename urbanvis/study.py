@@ -201,6 +201,7 @@ def open_study(root: str | os.PathLike[str] = ".", *, create: bool = True) -> St
         )
     study = Study(root)
     if study.gpkg.exists():
+        _roll_back_hot_journal(study.gpkg)
         _check_schema(study.gpkg)
         _recover_interrupted_writes(study.gpkg)
     if create:
@@ -330,6 +331,21 @@ def _set_marker(gpkg: Path, layer: str, on: bool) -> None:
             )
         else:
             con.execute(f"DELETE FROM {META_LAYER} WHERE key = ?", (_MARKER + layer,))
+
+
+def _roll_back_hot_journal(gpkg: Path) -> None:
+    """Let SQLite roll back a transaction a killed writer left behind.
+
+    Until a read-write connection does that, read-only readers (GDAL opening the file for
+    reading) fail with "attempt to write a readonly database".
+    """
+    if not gpkg.with_name(gpkg.name + "-journal").exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(gpkg)) as con:
+            con.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError:
+        return  # not a database: the schema check says so
 
 
 def _recover_interrupted_writes(gpkg: Path) -> None:
