@@ -13,6 +13,7 @@ from urbanvis._errors import UrbanvisError, one_line
 
 from .demo import demo
 from .harvest import harvest
+from .map import map_command
 from .pairs import pairs
 from .pretrain import pretrain
 from .sample import sample
@@ -51,6 +52,7 @@ def cli(verbose: bool, quiet: bool) -> None:
       urbanvis harvest   street-level images for the points         -> captures layer
       urbanvis pairs     self, temporal or spatial contrastive pairs -> pairs/*.parquet
       urbanvis pretrain  MoCo v3 ViT pretraining on the pairs        -> checkpoints/
+      urbanvis map       folium web map or GeoTIFF of any layer     -> reports/*.html, *.tif
       urbanvis simulate  the synthetic city: contact sheet, ground truth
     \b
     Start with the offline demo:
@@ -67,6 +69,7 @@ cli.add_command(harvest)
 cli.add_command(pairs)
 cli.add_command(pretrain)
 cli.add_command(simulate)
+cli.add_command(map_command, "map")
 cli.add_command(demo)
 
 

@@ -11,7 +11,17 @@ from typing import TYPE_CHECKING
 
 from ._version import __version__
 
-_SUBMODULES = ("areas", "demo", "harvest", "network", "providers", "sampling", "simulate", "study")
+_SUBMODULES = (
+    "areas",
+    "demo",
+    "harvest",
+    "maps",
+    "network",
+    "providers",
+    "sampling",
+    "simulate",
+    "study",
+)
 
 __all__ = ["__version__", *_SUBMODULES]
 
