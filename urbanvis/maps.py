@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import InputError, StudyError
+from ._files import atomic_write_text
 from ._leaflet import DataLayer, make_offline
 from ._raster import raster_from_points
 
@@ -496,12 +497,6 @@ def write_map(m, path: str | os.PathLike[str]) -> Path:
     html = m if isinstance(m, str) else render_html(m)
     path = check_out_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StudyError(f"could not write {path}: {exc}") from exc
+    atomic_write_text(path, html)
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
