@@ -59,8 +59,9 @@ var urbanvis = (function () {
       var lg = spec.legend, html = '<b>' + esc(lg.title) + '</b><br>';
       if (lg.gradient) {
         html += '<div class="uv-ramp" style="background:linear-gradient(to right,' +
-          lg.gradient.join(',') + ')"></div><span>' + esc(lg.low) +
-          '</span><span style="float:right">' + esc(lg.high) + '</span>';
+          lg.gradient.join(',') + ')"></div><div style="display:flex;gap:1em;' +
+          'justify-content:space-between"><span>' + esc(lg.low) + '</span><span>' +
+          esc(lg.high) + '</span></div>';
       }
       if (lg.items) {
         for (var k = 0; k < lg.items.length; k++) {
