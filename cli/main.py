@@ -12,6 +12,7 @@ from urbanvis import __version__
 from urbanvis._errors import UrbanvisError, one_line
 
 from .demo import demo
+from .embed import embed
 from .harvest import harvest
 from .map import map_command
 from .pairs import pairs
@@ -52,6 +53,7 @@ def cli(verbose: bool, quiet: bool) -> None:
       urbanvis harvest   street-level images for the points         -> captures layer
       urbanvis pairs     self, temporal or spatial contrastive pairs -> pairs/*.parquet
       urbanvis pretrain  MoCo v3 ViT pretraining on the pairs        -> checkpoints/
+      urbanvis embed     ViT [CLS] vectors of every capture + PCA    -> embeddings layer
       urbanvis map       folium web map or GeoTIFF of any layer     -> reports/*.html, *.tif
       urbanvis simulate  the synthetic city: contact sheet, ground truth
     \b
@@ -68,6 +70,7 @@ cli.add_command(sample)
 cli.add_command(harvest)
 cli.add_command(pairs)
 cli.add_command(pretrain)
+cli.add_command(embed)
 cli.add_command(simulate)
 cli.add_command(map_command, "map")
 cli.add_command(demo)

@@ -1,0 +1,144 @@
+"""``urbanvis embed``: ViT embeddings of the study's captures into the embeddings layer."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ._options import study_option
+
+
+class EmbedBar:
+    """A tqdm bar for ``progress(done, total, counts)`` of :func:`urbanvis.embed.embed_captures`."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar = None
+
+    def __call__(self, done: int, total: int, counts: dict[str, int]) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=done, unit="img", desc=self.desc, dynamic_ncols=True
+            )
+            return
+        self.bar.update(done - self.bar.n)
+        if counts.get("failed"):
+            self.bar.set_postfix(failed=counts["failed"])
+
+    def __enter__(self) -> EmbedBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@click.command()
+@study_option
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Checkpoint file: urbanvis/MoCo v3 (checkpoints/...pth.tar) or timm/DeiT.",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="Encoder name (e.g. vit_base_patch16_224) instead of a checkpoint; needs --random-init.",
+)
+@click.option(
+    "--random-init",
+    is_flag=True,
+    help="With --model: random weights (a baseline; no pretrained weights ship offline).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random-init.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Images per forward pass and per saved part; a kill loses at most one batch.",
+)
+@click.option(
+    "--workers", type=int, default=2, show_default=True, help="Processes decoding images."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--image-size",
+    type=int,
+    default=None,
+    help="Resize and centre-crop side [default: the model's input size, 224 for ViTs].",
+)
+@click.option(
+    "--limit", type=int, default=None, help="Embed at most this many more captures (a trial)."
+)
+def embed(
+    study_dir, checkpoint, model, random_init, seed, batch_size, workers, device, image_size, limit
+):
+    """Embed every ok capture with a ViT backbone ([CLS] after the final LayerNorm), resumably.
+
+    \b
+    Vectors (float32) go to embeddings/MODEL/vectors.parquet, keyed by capture_id; the
+    embeddings layer gets capture_id, point_id, model (encoder@checkpoint-sha256), pc1..pc3
+    and the capture's point. Rerunning skips captures this model has already embedded.
+    Read both in Python with urbanvis.embed.read_embeddings(study, model=...).
+
+    \b
+    Examples:
+      urbanvis embed --study hel --checkpoint hel/checkpoints/run/checkpoint_0299.pth.tar
+      urbanvis embed --study hel --model vit_small --random-init --device cpu
+      torchrun --nproc_per_node 8 -m urbanvis_cli.main embed --study hel --checkpoint C
+    """
+    from urbanvis import study as study_mod
+    from urbanvis._errors import InputError
+    from urbanvis.embed import embed_captures
+
+    if (checkpoint is None) == (model is None):
+        raise InputError("give exactly one of --checkpoint FILE or --model NAME")
+    if random_init and model is None:
+        raise InputError("--random-init goes with --model NAME, not with --checkpoint")
+    st = study_mod.open_study(study_dir, create=False)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with EmbedBar("embed") as bar:
+        summary = embed_captures(
+            st,
+            model=model,
+            checkpoint=checkpoint,
+            random_init=random_init,
+            seed=seed,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            image_size=image_size,
+            limit=limit,
+            progress=bar if rank0 else None,
+        )
+    if not rank0:
+        return
+    st.record_run(
+        "embed",
+        {
+            "checkpoint": checkpoint,
+            "model": model,
+            "random_init": random_init,
+            "seed": seed if random_init else None,
+            "batch_size": batch_size,
+            "workers": workers,
+            "device": device,
+            "image_size": image_size,
+            "limit": limit,
+        },
+        model_id=summary.model,
+        embedded=summary.embedded,
+        failed=summary.failed,
+        dim=summary.dim,
+    )
+    total = summary.done_before + summary.embedded
+    click.echo(
+        f"{total:,} of {summary.captures_total:,} captures embedded by {summary.model}; "
+        f"vectors in {summary.vectors.parent if summary.vectors else '-'}"
+        + ("" if summary.stopped else f", layer embeddings in {st.gpkg}")
+    )
