@@ -114,7 +114,7 @@ def create_encoder(name: str, *, img_size: int | None = None, stop_grad_conv1: b
         global_pool="token",
     )
     _init_like_moco_v3(model, stop_grad_conv1=stop_grad_conv1)
-    model.urbanvis_info = info  # type: ignore[attr-defined]
+    setattr(model, "urbanvis_info", info)  # noqa: B010 (a plain attribute on an nn.Module)
     return model
 
 

@@ -22,7 +22,7 @@ class MoCo(nn.Module):
         self, backbone: nn.Module, *, dim: int = 256, mlp_dim: int = 4096, temperature: float = 0.2
     ) -> None:
         super().__init__()
-        width = backbone.embed_dim
+        width = int(backbone.embed_dim)  # type: ignore[arg-type]
         backbone.head = projector(width, mlp_dim, dim)
         self.base_encoder = backbone
         self.momentum_encoder = copy.deepcopy(backbone)
@@ -34,8 +34,8 @@ class MoCo(nn.Module):
     @torch.no_grad()
     def update_momentum_encoder(self, m: float) -> None:
         """``target = m * target + (1 - m) * online``, over every parameter."""
-        online = list(self.base_encoder.parameters())
-        target = list(self.momentum_encoder.parameters())
+        online: list[torch.Tensor] = list(self.base_encoder.parameters())
+        target: list[torch.Tensor] = list(self.momentum_encoder.parameters())
         torch._foreach_mul_(target, m)
         torch._foreach_add_(target, online, alpha=1.0 - m)
 

@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -158,7 +158,7 @@ def pretrain(
     start_epoch, losses = 0, []
     if resume:
         start_epoch, losses = _resume(run_dir, config, model, optimizer, scaler)
-    train_model = model
+    train_model: torch.nn.Module = model
     if world > 1:
         if device.type == "cuda":
             train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -176,7 +176,7 @@ def pretrain(
         from .data import PairBytesDataset, collate_bytes
         from .gpu_views import DeviceViews
 
-        dataset = PairBytesDataset(root, table)
+        dataset: torch.utils.data.Dataset = PairBytesDataset(root, table)
         collate = collate_bytes
     else:
         view1, view2 = view_transforms(size)
@@ -200,15 +200,16 @@ def pretrain(
             persistent_workers=False,
             collate_fn=collate,
         )
+        feed: Iterable = loader
         if on_device:  # decoded and augmented on a side stream, one batch ahead
 
             def seed_of(k: int, epoch: int = epoch) -> int:
                 return config.seed * 1_000_003 + epoch * 7919 + k * 31 + rank
 
-            loader = DeviceViews(loader, size, device, seed_of)
+            feed = DeviceViews(loader, size, device, seed_of)
         model.train()
         total, seen, started = 0.0, 0, time.perf_counter()
-        for i, (x1, x2) in enumerate(loader):
+        for i, (x1, x2) in enumerate(feed):
             t = epoch + i / iterations
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,7 +90,7 @@ class SimulatorProvider:
 
     def __init__(self, config: SimulatorConfig | None = None, **settings) -> None:
         self.config = config if config is not None else SimulatorConfig(**settings)
-        self._pool = None
+        self._pool: Any = None
 
     def parameters(self) -> dict:
         params = asdict(self.config)

@@ -250,7 +250,7 @@ def write_truth(study, *, seed: int = 0, points_per_zone: int = 60) -> dict[str,
     study.write_layer("zones_sim", zones.merge(indicators, on="zone_id"))
     _write_csv(indicators, folder / "indicators.csv")
     written["indicators"] = len(indicators)
-    if safety is not None:
+    if safety is not None and votes is not None:
         _write_csv(safety, folder / "safety_scores.csv")
         _write_csv(votes, folder / "safety_votes.csv")
         written["safety_scores"] = len(safety)

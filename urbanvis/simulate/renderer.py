@@ -283,7 +283,8 @@ def capture(city: City, x: float, y: float, heading: float, when, **options) -> 
         building_visible=float(share[FACADE] + share[WINDOW]),
         **{k: float(v) for k, v in st_fields.items()},
     )
-    log.debug("rendered %dx%d at (%.1f, %.1f) heading %.0f", *opts.size[::-1], x, y, heading)
+    height, width = opts.size  # type: ignore[misc]  # normalised to a pair in __post_init__
+    log.debug("rendered %dx%d at (%.1f, %.1f) heading %.0f", width, height, x, y, heading)
     return Capture(image, labels, record)
 
 
