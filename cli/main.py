@@ -16,6 +16,7 @@ from .embed import embed
 from .harvest import harvest
 from .map import map_command
 from .pairs import pairs
+from .predict import predict
 from .pretrain import pretrain
 from .sample import sample
 from .simulate import simulate
@@ -54,6 +55,7 @@ def cli(verbose: bool, quiet: bool) -> None:
       urbanvis pairs     self, temporal or spatial contrastive pairs -> pairs/*.parquet
       urbanvis pretrain  MoCo v3 ViT pretraining on the pairs        -> checkpoints/
       urbanvis embed     ViT [CLS] vectors of every capture + PCA    -> embeddings layer
+      urbanvis predict   zone indicators from mean embeddings (LASSO) -> predictions_<level>
       urbanvis map       folium web map or GeoTIFF of any layer     -> reports/*.html, *.tif
       urbanvis simulate  the synthetic city: contact sheet, ground truth
     \b
@@ -71,6 +73,7 @@ cli.add_command(harvest)
 cli.add_command(pairs)
 cli.add_command(pretrain)
 cli.add_command(embed)
+cli.add_command(predict)
 cli.add_command(simulate)
 cli.add_command(map_command, "map")
 cli.add_command(demo)

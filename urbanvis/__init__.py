@@ -14,13 +14,17 @@ from ._version import __version__
 _SUBMODULES = (
     "areas",
     "demo",
+    "embed",
     "harvest",
     "maps",
     "network",
+    "pairs",
+    "predict",
     "providers",
     "sampling",
     "simulate",
     "study",
+    "zones",
 )
 
 __all__ = ["__version__", *_SUBMODULES]
@@ -29,12 +33,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import (  # noqa: F401
         areas,
         demo,
+        embed,
         harvest,
+        maps,
         network,
+        pairs,
+        predict,
         providers,
         sampling,
         simulate,
         study,
+        zones,
     )
 
 

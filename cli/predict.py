@@ -1,0 +1,106 @@
+"""``urbanvis predict``: zone indicators from mean zone embeddings (Table 2 of the paper)."""
+
+from __future__ import annotations
+
+import click
+
+from ._options import study_option
+
+
+@click.command()
+@study_option
+@click.option(
+    "--level",
+    type=click.Choice(["blockgroup", "tract", "hex", "buffer"]),
+    default="blockgroup",
+    show_default=True,
+    help="Zone level; names the layers zones_LEVEL and predictions_LEVEL.",
+)
+@click.option("--zones", default=None, help="Zones file (shapefile or GeoPackage, any CRS).")
+@click.option("--zones-layer", default=None, help="Layer of a multi-layer --zones file.")
+@click.option(
+    "--id-field", default="GEOID", show_default=True, help="Zone id in --zones and --indicators."
+)
+@click.option("--indicators", default=None, help="CSV of indicators keyed by --id-field.")
+@click.option("--columns", default=None, help="Comma-separated indicator columns [default: all].")
+@click.option(
+    "--topics", default=None, help="CSV with columns indicator,topic [default: built in]."
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["holdout", "kfold5"]),
+    default="holdout",
+    show_default=True,
+    help="holdout: seeded 70/30 split; kfold5: outer 5-fold CV.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option(
+    "--min-images",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Zones with fewer images are flagged and left out of fitting and scoring.",
+)
+@click.option("--cell-size", type=float, default=500.0, show_default=True, help="hex: metres.")
+@click.option(
+    "--buffer", type=float, default=100.0, show_default=True, help="buffer: square metres side."
+)
+@click.option("--model", default=None, help="Embedding model id when the study holds several.")
+@click.option(
+    "--apply", "apply_path", default=None, help="Predict with saved models (no --indicators)."
+)
+def predict(
+    study_dir, level, zones, zones_layer, id_field, indicators, columns, topics, protocol, seed,
+    min_images, cell_size, buffer, model, apply_path,
+):  # fmt: skip
+    """Predict zone indicators: StandardScaler -> PCA(0.99) -> LassoCV(cv=5) per indicator.
+
+    \b
+    Writes layers zones_LEVEL and predictions_LEVEL, reports/predict_LEVEL.csv and .md
+    (R² per indicator and topic) and models/predict_LEVEL.joblib (for --apply).
+
+    \b
+    Examples:
+      urbanvis predict --study hel --zones bg.shp --id-field GEOID --indicators acs.csv
+      urbanvis predict --study sim --zones sim/study.gpkg --zones-layer zones_sim \\
+          --id-field zone_id --indicators sim/truth/indicators.csv --protocol kfold5
+      urbanvis predict --study new --apply hel/models/predict_blockgroup.joblib --zones bg.shp
+    """
+    from urbanvis import study as study_mod
+    from urbanvis._errors import InputError
+    from urbanvis.predict import apply_study, predict_study
+
+    st = study_mod.open_study(study_dir, create=False)
+    common = dict(level=level, zones=zones, zones_layer=zones_layer, model=model,
+                  min_images=min_images, cell_size=cell_size, buffer=buffer)  # fmt: skip
+    if apply_path is not None:
+        if indicators is not None:
+            raise InputError("--apply predicts without labels; drop --indicators")
+        out = apply_study(st, apply_path, id_field=id_field, **common)
+        st.record_run("predict --apply", {"apply": apply_path, **common}, **out["summary"])
+        s = out["summary"]
+        click.echo(
+            f"predicted {s['indicators']} indicators for {s['zones_with_images']:,} of "
+            f"{s['zones']:,} zones; layer {s['layer']} in {st.gpkg}"
+        )
+        return
+    if indicators is None:
+        raise InputError("pass --indicators CSV (or --apply MODELS to predict without labels)")
+    out = predict_study(
+        st, indicators=indicators, id_field=id_field, protocol=protocol, seed=seed,
+        topics=topics, columns=columns.split(",") if columns else None, **common,
+    )  # fmt: skip
+    s = out["summary"]
+    params = {"indicators": indicators, "id_field": id_field, "protocol": protocol,
+              "seed": seed, "topics": topics, "columns": columns, **common}  # fmt: skip
+    st.record_run("predict", params, **s)
+    from urbanvis.predict import scores_markdown
+
+    click.echo(scores_markdown(out["scores"]), nl=False)
+    click.echo(
+        f"{s['matched']:,} zones matched indicators ({s['zones_unmatched']:,} zones without a "
+        f"row, {s['rows_unmatched']:,} rows without a zone); {s['flagged']:,} zones under "
+        f"--min-images flagged ({s['zones'] - s['zones_with_images']:,} without images); "
+        f"mean R² {s['mean_r2']:.3f}; layer {s['layer']}, report {s['report']}, "
+        f"models {s['models']}"
+    )

@@ -1,0 +1,558 @@
+"""Predict zone indicators from mean zone embeddings (design section 7, the paper's Table 2).
+
+One scikit-learn Pipeline per indicator, ``StandardScaler -> PCA(0.99) -> LassoCV(cv=5)``,
+fit on training zones only, so nothing of the held-out zones leaks into the scaler or the
+PCA. Protocols: ``holdout`` (a seeded 70/30 split, the default) and ``kfold5`` (a seeded
+outer 5-fold cross-validation; every labelled zone gets an out-of-fold prediction). R² is
+reported per indicator and per topic (the mean over the topic's indicators).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from ._errors import InputError, InputFileError
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS: tuple[str, ...] = ("holdout", "kfold5")
+TEST_SIZE = 0.3
+OUTER_FOLDS = 5
+INNER_FOLDS = 5
+MIN_LABELLED = 10
+
+PAPER_TOPICS: dict[str, tuple[str, ...]] = {
+    "Crime": ("logcrime", "logpetty"),
+    "Health": (
+        "cancercrud", "diabetescr", "lpacrudepr", "mhlthcrude", "obesitycru", "phlthcrude",
+    ),
+    "Poverty": ("mhincome_cbg", "povertyline_below100", "povertyline_below200"),
+    "Transport": (
+        "drove_alone_per_cbg", "estpmiles", "estptrp", "estvmiles", "estvtrp",
+        "publictrans_per_cbg", "walkbike_per_cbg",
+    ),
+}  # fmt: skip
+"""The paper's 18 indicators in its 4 topics."""
+
+
+class Prediction(NamedTuple):
+    """What :func:`predict_indicators` returns: unpack as ``predictions, scores, models``."""
+
+    predictions: gpd.GeoDataFrame
+    scores: pd.DataFrame
+    models: dict[str, Any]
+
+
+def builtin_topics() -> dict[str, tuple[str, ...]]:
+    """The paper's topic map merged with the simulated city's (indicator names differ)."""
+    from .simulate.groundtruth import TOPICS
+
+    merged = {k: tuple(v) for k, v in PAPER_TOPICS.items()}
+    for topic, names in TOPICS.items():
+        merged[topic] = tuple(dict.fromkeys((*merged.get(topic, ()), *names)))
+    return merged
+
+
+def topics_from_file(path: str | os.PathLike[str]) -> dict[str, tuple[str, ...]]:
+    """Read a topic map: a CSV with columns ``indicator`` and ``topic``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"topics file {path} does not exist; check --topics")
+    table = pd.read_csv(path, dtype=str)
+    if not {"indicator", "topic"} <= set(table.columns):
+        raise InputError(f"topics file {path.name} needs columns 'indicator' and 'topic'")
+    return {t: tuple(g["indicator"]) for t, g in table.dropna().groupby("topic", sort=False)}
+
+
+def indicators_from_csv(
+    path: str | os.PathLike[str], id_field: str, *, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Read indicators keyed by ``id_field`` (read as text); every other column is numeric.
+
+    Raises InputError for a missing id field, repeated ids, a non-numeric column or a
+    column with no value at all.
+    """
+    path = Path(path)
+    if str(path).startswith("acs:"):
+        raise InputError(
+            "fetching ACS indicators (--indicators acs:VAR) is not built yet; download the "
+            "table and pass it as a CSV keyed by --id-field"
+        )
+    if not path.is_file():
+        raise InputFileError(f"indicators file {path} does not exist; check --indicators")
+    try:
+        table = pd.read_csv(path, dtype={id_field: str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"cannot read indicators from {path.name}: {exc}") from exc
+    if id_field not in table.columns:
+        raise InputError(
+            f"indicators file {path.name} has no column '{id_field}' (it has: "
+            f"{', '.join(map(str, table.columns))}); pass the right --id-field"
+        )
+    names = list(columns) if columns else [c for c in table.columns if c != id_field]
+    missing = [c for c in names if c not in table.columns]
+    if missing:
+        raise InputError(f"indicators file {path.name} has no column {', '.join(missing)}")
+    if not names:
+        raise InputError(f"indicators file {path.name} has no indicator columns")
+    for name in names:
+        if not pd.api.types.is_numeric_dtype(table[name]) or pd.api.types.is_bool_dtype(
+            table[name]
+        ):
+            raise InputError(
+                f"indicator '{name}' in {path.name} is not numeric; fix it or choose columns "
+                f"with --columns"
+            )
+        if table[name].isna().all():
+            raise InputError(f"indicator '{name}' in {path.name} has no values (all empty)")
+    table = table[[id_field, *names]].copy()
+    table[id_field] = table[id_field].astype(str)
+    dupes = table[id_field][table[id_field].duplicated()]
+    if len(dupes):
+        raise InputError(f"ids in {path.name} repeat (e.g. {dupes.iloc[0]!r}); one row per zone")
+    return table
+
+
+def join_indicators(
+    zone_frame: gpd.GeoDataFrame, indicators: pd.DataFrame, *, id_field: str
+) -> tuple[gpd.GeoDataFrame, dict[str, int]]:
+    """Attach indicators to zones by id (a left join on the zones).
+
+    Returns the joined zones and counts: ``matched``, ``zones_unmatched`` (zones without a
+    row), ``rows_unmatched`` (rows without a zone). No match at all is an InputError.
+    """
+    zone_ids = zone_frame[id_field].astype(str)
+    row_ids = indicators[id_field].astype(str)
+    matched = int(zone_ids.isin(row_ids).sum())
+    counts = {
+        "matched": matched,
+        "zones_unmatched": len(zone_ids) - matched,
+        "rows_unmatched": int((~row_ids.isin(zone_ids)).sum()),
+    }
+    if matched == 0:
+        raise InputError(
+            f"no indicator id matches a zone id (zones e.g. {zone_ids.iloc[0]!r}, indicators "
+            f"e.g. {row_ids.iloc[0]!r}); check --id-field and the id format"
+        )
+    lonely_zones = zone_ids[~zone_ids.isin(row_ids)]
+    lonely_rows = row_ids[~row_ids.isin(zone_ids)]
+    for side, example in (
+        ("zones have no indicator row", lonely_zones),
+        ("indicator rows match no zone", lonely_rows),
+    ):
+        if len(example):
+            log.warning("%d %s (e.g. %s)", len(example), side, ", ".join(example.iloc[:3]))
+    right = indicators.drop(columns=[c for c in indicators if c in zone_frame and c != id_field])
+    joined = zone_frame.assign(**{id_field: zone_ids}).merge(
+        right.assign(**{id_field: row_ids}), on=id_field, how="left"
+    )
+    return joined, counts
+
+
+def make_pipeline(seed: int = 0):
+    """``StandardScaler -> PCA(0.99) -> LassoCV(cv=5)``, unfitted."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LassoCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("pca", PCA(n_components=0.99, svd_solver="full", random_state=seed)),
+            ("lasso", LassoCV(cv=INNER_FOLDS, max_iter=20000, random_state=seed)),
+        ]
+    )
+
+
+def predict_indicators(
+    zone_frame: gpd.GeoDataFrame,
+    features: np.ndarray,
+    indicators: Sequence[str],
+    *,
+    id_field: str,
+    protocol: Literal["holdout", "kfold5"] = "holdout",
+    seed: int = 0,
+    topics: Mapping[str, Sequence[str]] | None = None,
+) -> Prediction:
+    """Fit and evaluate one pipeline per indicator; predict every zone.
+
+    Parameters
+    ----------
+    zone_frame
+        Zones with ``id_field``, geometry, the indicator columns (NaN: unlabelled) and,
+        optionally, ``flagged`` (zones under ``--min-images``: never trained or scored on).
+    features
+        Mean embedding per zone, row-aligned with ``zone_frame`` (NaN rows: no images).
+    indicators
+        The indicator columns to predict.
+    protocol
+        ``holdout``: one seeded 70/30 split of the usable zones; R² on the 30 %.
+        ``kfold5``: seeded outer 5-fold CV; R² of the pooled out-of-fold predictions.
+    seed
+        Seeds the split (and the pipelines).
+    topics
+        Topic -> indicators, for the per-topic rows (default: :func:`builtin_topics`);
+        indicators in no topic go to ``Other``.
+
+    Returns
+    -------
+    Prediction
+        ``predictions``: id, geometry, ``X`` and ``X_pred`` per indicator and ``split``
+        (``train``/``test`` for holdout, ``fold`` 0-4 for kfold5; ``unlabelled`` zones and
+        ``no-images`` zones are marked so); held-out predictions for labelled zones, the
+        model fit on all labelled zones for the rest. ``scores``: one row per indicator
+        and per topic (``topic``, ``indicator``, ``n_train``, ``n_test``, ``r2``).
+        ``models``: indicator -> pipeline fit on all labelled zones.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import KFold, train_test_split
+
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    features = np.asarray(features, dtype=np.float64)
+    if len(features) != len(zone_frame):
+        raise InputError(f"{len(features)} feature rows for {len(zone_frame)} zones")
+    indicators = list(indicators)
+    if not indicators:
+        raise InputError("no indicators to predict")
+    has_images = np.isfinite(features).all(axis=1)
+    flagged = np.zeros(len(zone_frame), dtype=bool)
+    if "flagged" in zone_frame:
+        flagged = zone_frame["flagged"].to_numpy(dtype=bool)
+    usable = has_images & ~flagged
+    labels = zone_frame[indicators].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    labelled_any = usable & np.isfinite(labels).any(axis=1)
+    n_labelled = int(labelled_any.sum())
+    folds_needed = OUTER_FOLDS if protocol == "kfold5" else 2
+    if n_labelled < MIN_LABELLED:
+        raise InputError(
+            f"only {n_labelled} labelled zones with images: fewer than the {MIN_LABELLED} the "
+            f"{folds_needed} outer folds/splits need (LassoCV(cv={INNER_FOLDS}) inside each); "
+            f"label more zones, use smaller zones or lower --min-images"
+        )
+    idx = np.flatnonzero(labelled_any)
+    split = np.full(len(zone_frame), "unlabelled", dtype=object)
+    split[~has_images] = "no-images"
+    split[has_images & ~usable] = "flagged"
+    if protocol == "holdout":
+        train, test = train_test_split(idx, test_size=TEST_SIZE, random_state=seed)
+        split[train], split[test] = "train", "test"
+        folds = [(train, test)]
+    else:
+        kf = KFold(OUTER_FOLDS, shuffle=True, random_state=seed)
+        folds = [(idx[a], idx[b]) for a, b in kf.split(idx)]
+        for k, (_, test) in enumerate(folds):
+            split[test] = str(k)
+
+    out = gpd.GeoDataFrame(
+        {id_field: zone_frame[id_field].to_numpy()},
+        geometry=zone_frame.geometry.to_numpy(),
+        crs=zone_frame.crs,
+    )
+    rows, models = [], {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for j, name in enumerate(indicators):
+            y = labels[:, j]
+            ok = usable & np.isfinite(y)
+            pred = np.full(len(zone_frame), np.nan)
+            n_train = n_test = 0
+            for train, test in folds:
+                train, test = train[ok[train]], test[ok[test]]
+                if len(train) < INNER_FOLDS or len(test) == 0:
+                    continue
+                model = make_pipeline(seed).fit(features[train], y[train])
+                pred[test] = model.predict(features[test])
+                if protocol == "holdout":
+                    pred[train] = model.predict(features[train])
+                n_train, n_test = n_train + len(train), n_test + len(test)
+            scored = np.flatnonzero(np.isin(split, ["test"]) if protocol == "holdout"
+                                    else np.char.isdigit(split.astype(str)))  # fmt: skip
+            scored = scored[ok[scored] & np.isfinite(pred[scored])]
+            r2 = float(r2_score(y[scored], pred[scored])) if len(scored) >= 2 else np.nan
+            final = make_pipeline(seed).fit(features[ok], y[ok])
+            models[name] = final
+            rest = has_images & np.isnan(pred)
+            if rest.any():
+                pred[rest] = final.predict(features[rest])
+            out[name] = y
+            out[f"{name}_pred"] = pred
+            rows.append(
+                {"indicator": name, "n_train": n_train // len(folds), "n_test": n_test, "r2": r2}
+            )
+    out["split"] = split
+    scores = _with_topics(pd.DataFrame(rows), topics if topics is not None else builtin_topics())
+    log.info(
+        "%s: %d indicators on %d labelled zones; mean R² %.3f",
+        protocol,
+        len(indicators),
+        n_labelled,
+        float(np.nanmean(scores.loc[scores["indicator"] != "", "r2"])),
+    )
+    return Prediction(out, scores, models)
+
+
+def apply_models(
+    models: Mapping[str, Any], zone_frame: gpd.GeoDataFrame, features: np.ndarray, *, id_field: str
+) -> gpd.GeoDataFrame:
+    """Predict every zone with images using fitted pipelines (no labels needed)."""
+    features = np.asarray(features, dtype=np.float64)
+    has_images = np.isfinite(features).all(axis=1)
+    out = gpd.GeoDataFrame(
+        {id_field: zone_frame[id_field].to_numpy()},
+        geometry=zone_frame.geometry.to_numpy(),
+        crs=zone_frame.crs,
+    )
+    for name, model in models.items():
+        expected = getattr(model, "n_features_in_", features.shape[1])
+        if expected != features.shape[1]:
+            raise InputError(
+                f"the models expect {expected}-dimensional embeddings but these have "
+                f"{features.shape[1]}; embed with the same model the predictors were fit on"
+            )
+        pred = np.full(len(zone_frame), np.nan)
+        if has_images.any():
+            pred[has_images] = model.predict(features[has_images])
+        out[f"{name}_pred"] = pred
+    out["split"] = np.where(has_images, "applied", "no-images")
+    return out
+
+
+def scores_markdown(scores: pd.DataFrame, *, title: str = "") -> str:
+    """The scores as a Markdown table shaped like the paper's Table 2."""
+    lines = [f"# {title}", ""] if title else []
+    lines += ["| Topic | Indicator | n train | n test | R² |", "|---|---|---:|---:|---:|"]
+    for row in scores.itertuples():
+        name = row.indicator or f"**{row.topic} (mean)**"
+        r2 = "" if pd.isna(row.r2) else f"{row.r2:.3f}"
+        n_train = "" if pd.isna(row.n_train) else f"{int(row.n_train)}"
+        n_test = "" if pd.isna(row.n_test) else f"{int(row.n_test)}"
+        lines.append(f"| {row.topic} | {name} | {n_train} | {n_test} | {r2} |")
+    return "\n".join(lines) + "\n"
+
+
+def _with_topics(scores: pd.DataFrame, topics: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """Indicator rows grouped by topic, each topic followed by its mean-R² row."""
+    owner: dict[str, str] = {}
+    for topic, names in topics.items():
+        for name in names:
+            owner.setdefault(name, topic)
+    scores = scores.assign(topic=scores["indicator"].map(owner).fillna("Other"))
+    order = list(dict.fromkeys([*(t for t in topics if t in set(scores["topic"])), "Other"]))
+    parts = []
+    for topic in order:
+        group = scores[scores["topic"] == topic]
+        if group.empty:
+            continue
+        mean = {"topic": topic, "indicator": "", "n_train": np.nan, "n_test": np.nan,
+                "r2": group["r2"].mean()}  # fmt: skip
+        parts += [group, pd.DataFrame([mean])]
+    return pd.concat(parts, ignore_index=True)[["topic", "indicator", "n_train", "n_test", "r2"]]
+
+
+# ------------------------------------------------------------------- study runner
+LEVELS: tuple[str, ...] = ("blockgroup", "tract", "hex", "buffer")
+
+
+def study_zones(
+    study,
+    rows: gpd.GeoDataFrame,
+    *,
+    level: str,
+    zones: str | os.PathLike[str] | None = None,
+    zones_layer: str | None = None,
+    id_field: str = "GEOID",
+    cell_size: float = 500.0,
+    buffer: float = 100.0,
+) -> tuple[gpd.GeoDataFrame, str]:
+    """The zones of a level: from ``zones`` (a file) or a grid over the captures.
+
+    Returns the zones and their id field (``zone_id`` for grids).
+    """
+    from .zones import GRID_ID, zones_from_file, zones_from_grid
+
+    if level not in LEVELS:
+        raise InputError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
+    if zones is not None:
+        path = Path(zones)
+        if not path.is_absolute() and not path.exists() and (study.root / path).exists():
+            path = study.root / path
+        return zones_from_file(path, id_field, layer=zones_layer), id_field
+    if level == "hex":
+        return zones_from_grid(rows, kind="hex", cell_size=cell_size), GRID_ID
+    if level == "buffer":
+        return zones_from_grid(rows, kind="square", cell_size=buffer), GRID_ID
+    raise InputError(
+        f"downloading Census TIGER/Line {level} polygons is not built yet; pass them with "
+        f"--zones FILE --id-field GEOID (e.g. tl_2020_<state>_bg.shp)"
+    )
+
+
+def predict_study(
+    study,
+    *,
+    level: str = "blockgroup",
+    indicators: str | os.PathLike[str],
+    id_field: str = "GEOID",
+    zones: str | os.PathLike[str] | None = None,
+    zones_layer: str | None = None,
+    columns: Sequence[str] | None = None,
+    model: str | None = None,
+    min_images: int = 1,
+    protocol: Literal["holdout", "kfold5"] = "holdout",
+    seed: int = 0,
+    topics: str | os.PathLike[str] | None = None,
+    cell_size: float = 500.0,
+    buffer: float = 100.0,
+) -> dict[str, Any]:
+    """Zones, mean embeddings, fitted predictors and R² for a study; writes the results.
+
+    Writes ``models/predict_<level>.joblib``, ``reports/predict_<level>.csv`` and ``.md``,
+    and the layers ``zones_<level>`` and ``predictions_<level>``, only after every input
+    has been checked and every model fit (a bad input writes nothing).
+    """
+    from .embed import read_embeddings
+    from .zones import zone_embeddings
+
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    topic_map = topics_from_file(topics) if topics is not None else None
+    rows, vectors = read_embeddings(study, model=model)
+    zone_polys, id_field = study_zones(
+        study, rows, level=level, zones=zones, zones_layer=zones_layer, id_field=id_field,
+        cell_size=cell_size, buffer=buffer,
+    )  # fmt: skip
+    table = indicators_from_csv(indicators, id_field, columns=columns)
+    zone_frame, features = zone_embeddings(
+        rows, vectors, zone_polys, id_field=id_field, min_images=min_images
+    )
+    joined, matches = join_indicators(zone_frame, table, id_field=id_field)
+    names = [c for c in table.columns if c != id_field]
+    result = predict_indicators(
+        joined, features, names, id_field=id_field, protocol=protocol, seed=seed, topics=topic_map
+    )
+    predictions = result.predictions.assign(
+        n_images=joined["n_images"].to_numpy(), flagged=joined["flagged"].to_numpy()
+    )
+    bundle = {
+        "level": level,
+        "id_field": id_field,
+        "embedding_model": str(rows["model"].iloc[0]) if len(rows) else None,
+        "dim": int(vectors.shape[1]),
+        "indicators": names,
+        "protocol": protocol,
+        "seed": seed,
+        "models": result.models,
+    }
+    paths = _write_results(study, level, joined, predictions, result.scores, bundle)
+    summary = {
+        "zones": len(joined),
+        "zones_with_images": int((joined["n_images"] > 0).sum()),
+        "flagged": int(joined["flagged"].sum()),
+        **matches,
+        "indicators": len(names),
+        "mean_r2": float(np.nanmean(result.scores.loc[result.scores["indicator"] != "", "r2"])),
+        **paths,
+    }
+    return {"summary": summary, "scores": result.scores, "predictions": predictions}
+
+
+def apply_study(
+    study,
+    models_path: str | os.PathLike[str],
+    *,
+    level: str = "blockgroup",
+    zones: str | os.PathLike[str] | None = None,
+    zones_layer: str | None = None,
+    id_field: str | None = None,
+    model: str | None = None,
+    min_images: int = 1,
+    cell_size: float = 500.0,
+    buffer: float = 100.0,
+) -> dict[str, Any]:
+    """Predict a study's zones with models saved by :func:`predict_study` (no labels)."""
+    from .embed import read_embeddings
+    from .zones import zone_embeddings
+
+    bundle = load_models(models_path)
+    rows, vectors = read_embeddings(study, model=model)
+    if bundle.get("embedding_model") and bundle["embedding_model"] not in set(rows["model"]):
+        log.warning(
+            "the models were fit on embeddings of %s, these are of %s",
+            bundle["embedding_model"],
+            rows["model"].iloc[0],
+        )
+    zone_polys, id_field = study_zones(
+        study, rows, level=level, zones=zones, zones_layer=zones_layer,
+        id_field=id_field or bundle["id_field"], cell_size=cell_size, buffer=buffer,
+    )  # fmt: skip
+    zone_frame, features = zone_embeddings(
+        rows, vectors, zone_polys, id_field=id_field, min_images=min_images
+    )
+    predictions = apply_models(bundle["models"], zone_frame, features, id_field=id_field)
+    predictions = predictions.assign(
+        n_images=zone_frame["n_images"].to_numpy(), flagged=zone_frame["flagged"].to_numpy()
+    )
+    study.write_layer(f"zones_{level}", zone_frame)
+    study.write_layer(f"predictions_{level}", predictions)
+    return {
+        "summary": {
+            "zones": len(zone_frame),
+            "zones_with_images": int((zone_frame["n_images"] > 0).sum()),
+            "indicators": len(bundle["models"]),
+            "layer": f"predictions_{level}",
+        },
+        "predictions": predictions,
+    }
+
+
+def load_models(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a model bundle written by :func:`predict_study`."""
+    import joblib
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"models file {path} does not exist; check --apply")
+    try:
+        bundle = joblib.load(path)
+    except Exception as exc:  # pickle and joblib raise many kinds
+        raise InputFileError(f"cannot read models from {path.name}: {exc}") from exc
+    if not isinstance(bundle, dict) or "models" not in bundle:
+        raise InputFileError(f"{path.name} is not an urbanvis predictor bundle")
+    return bundle
+
+
+def _write_results(study, level, zones, predictions, scores, bundle) -> dict[str, str]:
+    import joblib
+
+    from ._files import atomic_file, atomic_write_text
+
+    models_dir = study.root / "models"
+    models_dir.mkdir(exist_ok=True)
+    model_path = models_dir / f"predict_{level}.joblib"
+    with atomic_file(model_path, "wb") as fh:
+        joblib.dump(bundle, fh)
+    csv_path = study.reports / f"predict_{level}.csv"
+    md_path = study.reports / f"predict_{level}.md"
+    study.reports.mkdir(exist_ok=True)
+    atomic_write_text(csv_path, scores.to_csv(index=False))
+    title = f"R² by indicator and topic ({level}, {bundle['protocol']}, seed {bundle['seed']})"
+    atomic_write_text(md_path, scores_markdown(scores, title=title))
+    study.write_layer(f"zones_{level}", zones)
+    study.write_layer(f"predictions_{level}", predictions)
+    return {
+        "models": str(model_path),
+        "report": str(md_path),
+        "layer": f"predictions_{level}",
+    }
