@@ -160,9 +160,15 @@ def test_demo_never_touches_the_network(tmp_path):
     (guard / "sitecustomize.py").write_text(
         textwrap.dedent("""
         import socket
+        _connect = socket.socket.connect
         def _refuse(*args, **kwargs):
             raise OSError("network used by the demo")
-        socket.socket.connect = _refuse
+        def _local_only(self, address):
+            # Unix sockets (DataLoader workers share tensors through them) are not network
+            if self.family in (socket.AF_INET, socket.AF_INET6):
+                _refuse()
+            return _connect(self, address)
+        socket.socket.connect = _local_only
         socket.create_connection = _refuse
         socket.getaddrinfo = _refuse
     """)
@@ -180,6 +186,10 @@ def test_demo_never_touches_the_network(tmp_path):
     assert "layer points: 1,697 features" in result.stdout
     assert "layer captures: 120 features" in result.stdout  # 30 points x 2 dates x 2 headings
     assert "layer zones_sim:" in result.stdout
+    # the learning chain: pairs -> pretraining -> embeddings -> predicted zone indicators
+    assert "layer embeddings: 120 features" in result.stdout
+    assert "| Transport | public_transit |" in result.stdout
+    assert (out / "checkpoints" / "demo-temporal-vit_mini_patch16").is_dir()
     points = pyogrio.read_dataframe(out / "study.gpkg", layer="points")
     assert len(points) == 1697
     for name in (
@@ -187,6 +197,8 @@ def test_demo_never_touches_the_network(tmp_path):
         "reports/contact_sheet.png",
         "reports/map_captures.html",
         "reports/map_zones.html",
+        "reports/predict_blockgroup.md",
+        "pairs/temporal.parquet",
         "truth/indicators.csv",
         "truth/safety_scores.csv",
         "truth/safety_votes.csv",
@@ -196,6 +208,7 @@ def test_demo_never_touches_the_network(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "layer captures: 240 features" in again.stdout
+    assert "layer embeddings: 240 features" in again.stdout
 
 
 def test_help_teaches():
