@@ -163,6 +163,8 @@ def _short_pretraining(study, n_pairs: int, *, epochs: int, workers: int) -> Pat
         {"arch": config.arch, "epochs": epochs},
         final_loss=result.epoch_losses[-1] if result.epoch_losses else None,
     )
+    if result.checkpoint is None:  # pretrain always checkpoints its last epoch
+        raise InputError(f"pretraining wrote no checkpoint in {run_dir}")
     return result.checkpoint
 
 
