@@ -14,15 +14,17 @@ study_option = click.option(
 )
 
 
-class HarvestBar:
-    """A tqdm bar for the harvest engine's ``progress(done, total, counts)`` callback.
+class ProgressBar:
+    """A tqdm bar for the ``progress(done, total, counts)`` callbacks of long library work.
 
-    The first call says where this run starts (so rate and ETA count this run only); the
-    bar shows ok/missing/failed counts. Use it as a context manager so it always closes.
+    The first call says where this run starts (so rate and ETA count this run only); later
+    calls advance the bar and show the non-zero counts. Use it as a context manager so it
+    always closes.
     """
 
-    def __init__(self, desc: str) -> None:
+    def __init__(self, desc: str, *, unit: str = "pt") -> None:
         self.desc = desc
+        self.unit = unit
         self.bar = None
 
     def __call__(self, done: int, total: int, counts: dict[str, int]) -> None:
@@ -30,13 +32,13 @@ class HarvestBar:
             from tqdm import tqdm
 
             self.bar = tqdm(
-                total=total, initial=done, unit="pt", desc=self.desc, dynamic_ncols=True
+                total=total, initial=done, unit=self.unit, desc=self.desc, dynamic_ncols=True
             )
             return
         self.bar.update(done - self.bar.n)
-        self.bar.set_postfix(ok=counts["ok"], missing=counts["missing"], failed=counts["failed"])
+        self.bar.set_postfix({k: v for k, v in counts.items() if v or k == "ok"})
 
-    def __enter__(self) -> HarvestBar:
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ._options import HarvestBar
+from ._options import ProgressBar
 
 
 @click.command()
@@ -53,7 +53,7 @@ def demo(out_dir, limit, workers, epochs, no_pretrain):
     """
     from urbanvis.demo import run_demo
 
-    with HarvestBar("street views") as progress:
+    with ProgressBar("street views") as progress:
         result = run_demo(
             out_dir,
             limit=limit,

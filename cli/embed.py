@@ -6,34 +6,7 @@ import os
 
 import click
 
-from ._options import study_option
-
-
-class EmbedBar:
-    """A tqdm bar for ``progress(done, total, counts)`` of :func:`urbanvis.embed.embed_captures`."""
-
-    def __init__(self, desc: str) -> None:
-        self.desc = desc
-        self.bar = None
-
-    def __call__(self, done: int, total: int, counts: dict[str, int]) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total, initial=done, unit="img", desc=self.desc, dynamic_ncols=True
-            )
-            return
-        self.bar.update(done - self.bar.n)
-        if counts.get("failed"):
-            self.bar.set_postfix(failed=counts["failed"])
-
-    def __enter__(self) -> EmbedBar:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
+from ._options import ProgressBar, study_option
 
 
 @click.command()
@@ -102,7 +75,7 @@ def embed(
         raise InputError("--random-init goes with --model NAME, not with --checkpoint")
     st = study_mod.open_study(study_dir, create=False)
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    with EmbedBar("embed") as bar:
+    with ProgressBar("embed", unit="img") as bar:
         summary = embed_captures(
             st,
             model=model,

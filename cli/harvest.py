@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import HarvestBar, study_option
+from ._options import ProgressBar, study_option
 
 
 def _headings(value: str) -> tuple[float, ...]:
@@ -125,7 +125,7 @@ def harvest(
     )
     source = provider_from_name(provider, **settings)  # validates before touching the study
     st = study_mod.open_study(study_dir, create=False)
-    with HarvestBar(f"harvest {provider}") as progress:
+    with ProgressBar(f"harvest {provider}") as progress:
         summary = run_harvest(st, source, batch_size=batch_size, limit=limit, progress=progress)
     st.record_run(
         "harvest",
