@@ -44,6 +44,7 @@ import pandas as pd
 
 from ._errors import CRSError, InputError, InputFileError
 from ._files import atomic_file, atomic_write_bytes
+from ._geo import utm_coordinates
 from .study import Study
 
 log = logging.getLogger(__name__)
@@ -355,7 +356,9 @@ def _usable_captures(captures, strategy: str) -> tuple[pd.DataFrame, dict[str, i
     if frame["capture_id"].duplicated().any():
         dup = frame.loc[frame["capture_id"].duplicated(), "capture_id"].iloc[0]
         raise InputError(f"capture_id {dup!r} appears twice in the captures layer; deduplicate it")
-    frame["x"], frame["y"], frame["epsg"] = _utm(frame["lon"].to_numpy(), frame["lat"].to_numpy())
+    frame["x"], frame["y"], frame["epsg"] = utm_coordinates(
+        frame["lon"].to_numpy(), frame["lat"].to_numpy()
+    )
     return frame, dropped
 
 
@@ -372,21 +375,6 @@ def _date_text(values, n: int) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(series):
         return series.dt.strftime("%Y-%m-%d").fillna("").to_numpy(dtype=object)
     return series.fillna("").astype(str).to_numpy(dtype=object)
-
-
-def _utm(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Easting, northing and EPSG code of each point in its own UTM zone."""
-    from pyproj import Transformer
-
-    zone = np.clip(np.floor((lon + 180.0) / 6.0).astype(np.int64) + 1, 1, 60)
-    epsg = np.where(lat >= 0, 32600, 32700) + zone
-    x = np.empty_like(lon)
-    y = np.empty_like(lat)
-    for code in np.unique(epsg):
-        sel = epsg == code
-        tr = Transformer.from_crs(4326, int(code), always_xy=True)
-        x[sel], y[sel] = tr.transform(lon[sel], lat[sel])
-    return x, y, epsg
 
 
 def _dates(text: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

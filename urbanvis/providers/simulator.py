@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import _geo
 from .._errors import InputError
 from .base import CaptureResult
 
@@ -189,23 +190,8 @@ def capture_times(cfg: SimulatorConfig, point_id: int) -> list[str]:
 
 def utm_coordinates(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Easting and northing of each point in its own UTM zone (metres)."""
-    lon = np.asarray(lon, dtype=float)
-    lat = np.asarray(lat, dtype=float)
-    zone = np.clip(np.floor((lon + 180) / 6).astype(int) + 1, 1, 60)
-    epsg = np.where(lat >= 0, 32600, 32700) + zone
-    x = np.empty_like(lon)
-    y = np.empty_like(lat)
-    for code in np.unique(epsg):
-        sel = epsg == code
-        x[sel], y[sel] = _transformer(int(code)).transform(lon[sel], lat[sel])
+    x, y, _ = _geo.utm_coordinates(lon, lat)
     return x, y
-
-
-@lru_cache(maxsize=16)
-def _transformer(epsg: int):
-    from pyproj import Transformer
-
-    return Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
 
 
 @lru_cache(maxsize=16)
