@@ -44,3 +44,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_file`)."""
     with atomic_file(path, "w") as fh:
         fh.write(text)
+
+
+def writable_ancestor(path: str | os.PathLike[str]) -> Path:
+    """The nearest existing folder at or above ``path``, checked by writing a probe file.
+
+    Creates nothing that stays. Raises NotADirectoryError when that ancestor is a file, and
+    the OSError of the probe when the folder cannot be written (``os.access`` says yes to
+    root even on read-only mounts, so the check writes for real).
+    """
+    import tempfile
+
+    probe = Path(path).expanduser().absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(str(probe))
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".urbanvis-write-test-"):
+            pass
+    except OSError as exc:  # name the folder, not the probe file
+        raise OSError(exc.errno, exc.strerror, str(probe)) from exc
+    return probe

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import InputError, StudyError
-from ._files import atomic_write_text
+from ._files import atomic_write_text, writable_ancestor
 from ._leaflet import DataLayer, make_offline
 from ._raster import raster_from_points
 
@@ -444,23 +444,17 @@ def _tiles(tiles: str | None, attribution: str | None):
 
 def check_out_path(path: str | os.PathLike[str], *, option: str = "--out") -> Path:
     """Fail, writing nothing, if ``path`` could not be written; return it as a Path."""
-    import tempfile
-
     path = Path(path).expanduser()
     if path.is_dir():
         raise InputError(f"{option} {path} is a folder; give a file name, e.g. {path}/map.html")
-    probe = path.parent.absolute()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise StudyError(f"cannot write {option} {path}: {probe} is a file, not a folder")
     try:
-        with tempfile.NamedTemporaryFile(dir=probe, prefix=".urbanvis-write-test-"):
-            pass
+        writable_ancestor(path.parent)
+    except NotADirectoryError as exc:
+        raise StudyError(f"cannot write {option} {path}: {exc} is a file, not a folder") from exc
     except OSError as exc:
         raise StudyError(
-            f"cannot write {option} {path}: folder {probe} is not writable "
-            f"({exc.strerror or type(exc).__name__}); choose another {option}"
+            f"cannot write {option} {path}: folder {exc.filename or path.parent} is not "
+            f"writable ({exc.strerror or type(exc).__name__}); choose another {option}"
         ) from exc
     return path
 

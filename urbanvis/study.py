@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from ._errors import InputError, SchemaVersionError, StudyError
-from ._files import atomic_write_text
+from ._files import atomic_write_text, writable_ancestor
 from ._version import __version__
 
 log = logging.getLogger(__name__)
@@ -222,21 +222,16 @@ def check_writable(root: str | os.PathLike[str]) -> None:
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise StudyError(f"study path {root} is a file, not a folder; pass a folder to --study")
-    probe = root.absolute()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
+    try:
+        writable_ancestor(root)
+    except NotADirectoryError as exc:
         raise StudyError(
-            f"study folder {root} cannot be created: {probe} is a file; "
-            f"choose another --study folder"
-        )
-    try:  # os.access says yes to root even on read-only mounts: try for real
-        with tempfile.NamedTemporaryFile(dir=probe, prefix=".urbanvis-write-test-"):
-            pass
+            f"study folder {root} cannot be created: {exc} is a file; choose another --study folder"
+        ) from exc
     except OSError as exc:
         raise StudyError(
             f"study folder {root} is not writable ({exc.strerror or type(exc).__name__} in "
-            f"{probe}); choose another --study folder or fix its permissions"
+            f"{exc.filename or root}); choose another --study folder or fix its permissions"
         ) from exc
     if (root / "study.gpkg").exists():
         _check_schema(root / "study.gpkg")
