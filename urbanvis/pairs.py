@@ -718,38 +718,11 @@ def _counts(counts: dict[str, int]) -> str:
 
 # -------------------------------------------------------------------------- zones file
 def zones_for_pairs(path: str | os.PathLike[str], *, zone_id: str | None):
-    """Read a polygon file (any CRS, any format pyogrio reads) for spatial pairs.
+    """Read a polygon file (any CRS, a GeoPackage layer as ``file.gpkg:layer``) for spatial
+    pairs; see :func:`urbanvis.zones.zones_from_file` for what it checks."""
+    from .zones import zones_from_file
 
-    Raises
-    ------
-    InputFileError
-        The file is missing or unreadable.
-    CRSError
-        The file has no CRS.
-    InputError
-        ``zone_id`` is not one of its fields (the message lists them), or it has no polygon.
-    """
-    import pyogrio
-
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise InputFileError(f"zones file {path} does not exist; check the --zones path")
-    try:
-        zones = pyogrio.read_dataframe(path)
-    except Exception as exc:  # pyogrio raises its own DataSourceError, GDAL errors...
-        first = " ".join(str(exc).split())[:200]
-        raise InputFileError(
-            f"cannot read zones file {path} ({first}); pass a polygon file"
-        ) from exc
-    if getattr(zones, "crs", None) is None:
-        raise CRSError(
-            f"zones file {path} has no CRS; add one (e.g. a .prj, or ogr2ogr -a_srs) and retry"
-        )
-    if not zones.geom_type.isin(["Polygon", "MultiPolygon"]).any():
-        raise InputError(f"zones file {path} holds no polygon; pass a polygon layer")
-    zones = _check_zones(zones, zone_id)
-    log.info("read %s zones from %s (id field %s)", f"{len(zones):,}", path.name, zone_id)
-    return zones
+    return zones_from_file(path, zone_id or "", id_option="--zone-id")
 
 
 # ----------------------------------------------------------------------------- writing

@@ -30,7 +30,11 @@ GRID_ID = "zone_id"
 
 
 def zones_from_file(
-    path: str | os.PathLike[str], id_field: str, *, layer: str | None = None
+    path: str | os.PathLike[str],
+    id_field: str,
+    *,
+    layer: str | None = None,
+    id_option: str = "--id-field",
 ) -> gpd.GeoDataFrame:
     """Read zones from a shapefile or GeoPackage and reproject them to EPSG:4326.
 
@@ -42,6 +46,8 @@ def zones_from_file(
         The column holding each zone's unique id (e.g. ``GEOID``); ids are read as text.
     layer
         The layer of a multi-layer file (a GeoPackage).
+    id_option
+        The command-line option that names the id field, for error messages.
 
     Returns
     -------
@@ -61,7 +67,7 @@ def zones_from_file(
     if id_field not in fields:
         raise InputError(
             f"zones file {path.name} has no field '{id_field}' (it has: "
-            f"{', '.join(fields) or 'none'}); pass the right --id-field"
+            f"{', '.join(fields) or 'none'}); pass the right {id_option}"
         )
     if info.get("crs") is None:
         raise CRSError(
