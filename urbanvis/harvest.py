@@ -82,9 +82,10 @@ def harvest(
     points = study.read_layer("points", columns=["point_id", "bearing"])
     if len(points) == 0:
         raise InputError(f"study {study.root} has no points; run 'urbanvis sample' first")
-    done = _points_done(study, provider.name)
+    committed = _committed_captures(study, provider.name)
+    done = set(committed["point_id"].astype(np.int64).tolist())
     _check_same_settings(study, provider, has_captures=bool(done))
-    orphans = _remove_orphans(study, provider.name)
+    orphans = _remove_orphans(study, provider.name, set(committed["image_path"].dropna()))
     pending = points[~points["point_id"].isin(done)]
     if limit is not None:
         pending = pending.iloc[: max(int(limit), 0)]
@@ -149,32 +150,25 @@ def _check_same_settings(study: Study, provider: Provider, *, has_captures: bool
     study.store_settings(section, wanted)
 
 
-def _points_done(study: Study, provider: str) -> set[int]:
+def _committed_captures(study: Study, provider: str) -> pd.DataFrame:
+    """``point_id`` and ``image_path`` of this provider's committed captures (one read)."""
     if not study.has_layer("captures"):
-        return set()
-    done = study.read_layer(
+        return pd.DataFrame(
+            {"point_id": pd.Series(dtype="int64"), "image_path": pd.Series(dtype="object")}
+        )
+    return study.read_layer(
         "captures",
-        columns=["point_id"],
+        columns=["point_id", "image_path"],
         where=f"provider = '{_sql_text(provider)}'",
         read_geometry=False,
     )
-    return set(done["point_id"].astype(np.int64).tolist())
 
 
-def _remove_orphans(study: Study, provider: str) -> int:
+def _remove_orphans(study: Study, provider: str, known: set[str]) -> int:
     """Delete image files of this provider that no committed capture row refers to."""
     folder = study.images / provider
     if not folder.exists():
         return 0
-    known: set[str] = set()
-    if study.has_layer("captures"):
-        rows = study.read_layer(
-            "captures",
-            columns=["image_path"],
-            where=f"provider = '{_sql_text(provider)}'",
-            read_geometry=False,
-        )
-        known = {p for p in rows["image_path"].dropna() if p}
     removed = 0
     for path in folder.rglob("*"):
         if not path.is_file():
