@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._errors import InputError, SchemaVersionError, StudyError
+from ._errors import InputError, SchemaVersionError, StudyError, first_line
 from ._files import atomic_write_text, writable_ancestor
 from ._version import __version__
 
@@ -131,18 +131,21 @@ class Study:
             raise InputError(f"'{META_LAYER}' is reserved for urbanvis; choose another layer name")
         if getattr(frame, "crs", "no geometry") is None:
             raise InputError(f"layer '{name}' has no CRS; set one (e.g. frame.set_crs(4326))")
-        _ensure_writable(self.root)
         # GDAL commits the rows in one transaction but refreshes the layer's cached feature
         # count only when it closes the file: a marker lets the next open repair that count
         # if this process dies in between (see _recover_interrupted_writes).
-        _set_marker(self.gpkg, name, True)
         try:
+            _set_marker(self.gpkg, name, True)
             pyogrio.write_dataframe(
                 frame, self.gpkg, layer=name, driver="GPKG", append=append and self.has_layer(name)
             )
-        except OSError as exc:  # disk full, permissions changed under us
-            raise StudyError(f"could not write layer '{name}' to {self.gpkg}: {exc}") from exc
-        _set_marker(self.gpkg, name, False)
+            _set_marker(self.gpkg, name, False)
+        except (OSError, sqlite3.Error, pyogrio.errors.DataSourceError) as exc:
+            # read-only folder, disk full, permissions changed under us
+            raise StudyError(
+                f"could not write layer '{name}' to {self.gpkg} ({first_line(exc)}); check "
+                f"that the study folder is writable and has space"
+            ) from exc
         log.debug("wrote %d rows to %s:%s", len(frame), self.gpkg.name, name)
 
     # -------------------------------------------------------------- provenance
