@@ -16,13 +16,18 @@ def _headings(value: str) -> tuple[float, ...]:
         ) from None
 
 
+_WEB = "gsv, gsv-historical, mapillary"
+
+
 @click.command()
 @study_option
 @click.option(
     "--provider",
     default="simulator",
     show_default=True,
-    help="Where images come from. Today: simulator (offline synthetic city).",
+    help="Where images come from: simulator (offline synthetic city), folder (your own "
+    "geotagged images), gsv (Street View Static API), gsv-historical (every dated "
+    "panorama, via streetlevel), mapillary (Graph API v4).",
 )
 @click.option(
     "--headings",
@@ -36,6 +41,67 @@ def _headings(value: str) -> tuple[float, ...]:
     is_flag=True,
     help="Treat --headings as compass degrees, not offsets from the road.",
 )
+@click.option("--size", type=int, default=None,
+              help="Image side in pixels [simulator 224, gsv 640 (its maximum)].")  # fmt: skip
+@click.option("--fov", type=float, default=None, help="gsv: field of view, 10-120 [90].")
+@click.option("--pitch", type=float, default=None, help="gsv: camera pitch, -90..90 [0].")
+@click.option(
+    "--radius",
+    type=float,
+    default=None,
+    help="Metres around a point to look for imagery [gsv 50, mapillary 25, folder 25].",
+)
+@click.option(
+    "--outdoor-only/--any-imagery",
+    default=True,
+    show_default=True,
+    help="gsv: official outdoor panoramas only (source=outdoor).",
+)
+@click.option("--since", default=None,
+              help="First capture date kept: a year or YYYY-MM [simulator: 2015].")  # fmt: skip
+@click.option("--until", default=None,
+              help="Last capture date kept: a year or YYYY-MM [simulator: 2024].")  # fmt: skip
+@click.option(
+    "--images",
+    default=None,
+    help="folder: a folder of geotagged images, or a CSV/GeoPackage manifest "
+    "(path, lon, lat[, heading, date]).",
+)
+@click.option(
+    "--key-file",
+    default=None,
+    help="gsv/gsv-historical: file holding the API key (else GOOGLE_MAPS_API_KEY); "
+    "mapillary: the token (else MAPILLARY_TOKEN).",
+)
+@click.option(
+    "--secret-file",
+    default=None,
+    help="gsv: file holding the URL-signing secret (else GOOGLE_MAPS_URL_SECRET, if set).",
+)
+@click.option("--concurrency", type=int, default=None,
+              help=f"{_WEB}: requests in flight [16].")  # fmt: skip
+@click.option("--rate", type=float, default=None,
+              help=f"{_WEB}: requests per second at most, 0 for no limit [50].")  # fmt: skip
+@click.option("--retries", type=int, default=None,
+              help=f"{_WEB}: retries of a failed request, with backoff [5].")  # fmt: skip
+@click.option("--timeout", type=float, default=None,
+              help=f"{_WEB}: seconds per request [30].")  # fmt: skip
+@click.option(
+    "--max-requests",
+    type=int,
+    default=None,
+    help=f"{_WEB}: stop after this many requests (retries count); rerun to continue.",
+)
+@click.option(
+    "--metadata-only",
+    is_flag=True,
+    help=f"{_WEB}: count coverage and cost without downloading; writes coverage_PROVIDER.",
+)
+@click.option(
+    "--endpoint",
+    default=None,
+    help=f"{_WEB}: scheme://host of a mirror, proxy or test server (paths stay official).",
+)
 @click.option(
     "--captures-per-point",
     type=int,
@@ -44,27 +110,12 @@ def _headings(value: str) -> tuple[float, ...]:
     help="simulator: capture dates per point (2+ gives temporal pairs).",
 )
 @click.option(
-    "--since",
-    type=int,
-    default=2015,
-    show_default=True,
-    help="simulator: first year of capture dates.",
-)
-@click.option(
-    "--until",
-    type=int,
-    default=2024,
-    show_default=True,
-    help="simulator: last year of capture dates.",
-)
-@click.option(
     "--seed",
     type=int,
     default=0,
     show_default=True,
     help="simulator: the synthetic city (another seed, another city).",
 )
-@click.option("--size", type=int, default=224, show_default=True, help="Image side in pixels.")
 @click.option(
     "--workers",
     type=int,
@@ -82,38 +133,37 @@ def _headings(value: str) -> tuple[float, ...]:
 @click.option(
     "--limit", type=int, default=None, help="Harvest at most this many more points (a trial run)."
 )
-def harvest(
-    study_dir,
-    provider,
-    headings,
-    absolute_headings,
-    captures_per_point,
-    since,
-    until,
-    seed,
-    size,
-    workers,
-    batch_size,
-    limit,
-):
+def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, radius,
+            outdoor_only, since, until, images, key_file, secret_file, concurrency, rate,
+            retries, timeout, max_requests, metadata_only, endpoint, captures_per_point, seed,
+            workers, batch_size, limit):  # fmt: skip
     """Capture street-level images for every point of the study, resumably.
 
     \b
     Rows go to the study's captures layer (capture_id, point_id, provider, pano_id,
     heading, pitch, fov, captured_at, image_path, sha256, width, height, status, error)
-    and images under images/PROVIDER/. Rerunning continues where the last run stopped:
-    nothing finished is fetched again.
+    and images under images/PROVIDER/. Each finished batch is committed with its images,
+    so Ctrl-C or kill -9 loses at most the batch in flight; rerunning continues where the
+    last run stopped and fetches nothing that finished. Secrets come from the environment
+    or --key-file and are never written anywhere.
 
     \b
     Examples:
       urbanvis harvest --study hel --provider simulator --captures-per-point 3
-      urbanvis harvest --study hel --headings 90,270 --limit 100
+      GOOGLE_MAPS_API_KEY=... urbanvis harvest --study la --provider gsv --metadata-only
+      urbanvis harvest --study la --provider gsv --headings 0,90,180,270 --rate 100
+      urbanvis harvest --study la --provider gsv-historical --since 2010 --until 2020
+      MAPILLARY_TOKEN=... urbanvis harvest --study hel --provider mapillary --radius 20
+      urbanvis harvest --study site --provider folder --images photos/
     """
+    from urbanvis import _secrets
     from urbanvis import study as study_mod
     from urbanvis.harvest import harvest as run_harvest
+    from urbanvis.harvest import survey
     from urbanvis.providers import provider_from_name
 
-    settings = dict(
+    _secrets.install_log_filter()
+    options = dict(
         seed=seed,
         captures_per_point=captures_per_point,
         since=since,
@@ -121,10 +171,35 @@ def harvest(
         headings=_headings(headings),
         absolute_headings=absolute_headings,
         size=size,
+        fov=fov,
+        pitch=pitch,
+        radius=radius,
+        source="outdoor" if outdoor_only else "default",
         workers=workers,
+        images=images,
+        key_file=key_file,
+        secret_file=secret_file,
+        concurrency=concurrency,
+        rate=rate,
+        retries=retries,
+        timeout=timeout,
+        max_requests=max_requests,
+        endpoint=endpoint,
+        metadata_only=metadata_only,
     )
-    source = provider_from_name(provider, **settings)  # validates before touching the study
-    st = study_mod.open_study(study_dir, create=False)
+    source = provider_from_name(provider, **options)  # validates before touching the study
+    st = study_mod.open_study(study_dir, create=provider == "folder")
+    if metadata_only:
+        if not getattr(source, "metadata_only", False):
+            from urbanvis._errors import InputError
+
+            raise InputError(f"--metadata-only is for {_WEB}, not {provider}")
+        with ProgressBar(f"survey {provider}") as progress:
+            found = survey(st, source, limit=limit, progress=progress)
+        st.record_run("harvest --metadata-only", {"provider": provider, **source.parameters()},
+                      points=found.points, panoramas=found.panoramas, images=found.images)  # fmt: skip
+        click.echo(found.line())
+        return
     with ProgressBar(f"harvest {provider}") as progress:
         summary = run_harvest(st, source, batch_size=batch_size, limit=limit, progress=progress)
     st.record_run(
@@ -132,6 +207,6 @@ def harvest(
         {"provider": provider, **source.parameters(), "batch_size": batch_size, "limit": limit},
         **summary.counts,
         points=summary.points_harvested,
+        **summary.stats,
     )
-    total = summary.points_done_before + summary.points_harvested
-    click.echo(f"{total:,} of {summary.points_total:,} points harvested; captures in {st.gpkg}")
+    click.echo(summary.line())

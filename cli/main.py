@@ -10,6 +10,7 @@ import click
 
 from urbanvis import __version__
 from urbanvis._errors import UrbanvisError, one_line
+from urbanvis._secrets import redact
 
 from .demo import demo
 from .embed import embed
@@ -85,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="urbanvis", standalone_mode=False)
     except UrbanvisError as exc:
         if _state["verbose"]:
-            traceback.print_exc()
-        click.echo(f"error: {one_line(str(exc))}", err=True)
+            click.echo(redact(traceback.format_exc()), err=True)
+        click.echo(f"error: {one_line(redact(str(exc)))}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted; finished work is kept, rerun to resume", err=True)
         sys.exit(130)
+    except Exception:  # a bug: show the traceback, without any secret in it
+        click.echo(redact(traceback.format_exc()), err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

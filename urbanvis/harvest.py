@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +41,19 @@ class HarvestSummary:
     points_harvested: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     stopped: bool = False
+    reason: str = ""
     orphans_removed: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
         c = self.counts
-        state = "stopped early; rerun to resume" if self.stopped else "done"
+        state = "done"
+        if self.stopped:
+            state = f"stopped early ({self.reason}); rerun to resume" if self.reason else (
+                "stopped early; rerun to resume"
+            )
+        if self.stats.get("requests"):
+            state = f"{self.stats['requests']:,} requests, {state}"
         return (
             f"{self.provider}: {self.points_harvested:,} points harvested "
             f"({self.points_done_before:,} already done), {c['ok']:,} ok, "
@@ -60,6 +69,7 @@ def harvest(
     limit: int | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    commit_seconds: float = 10.0,
 ) -> HarvestSummary:
     """Capture images for every point of ``study`` that this provider has not done yet.
 
@@ -68,17 +78,28 @@ def harvest(
     study
         The study; it must have a ``points`` layer.
     provider
-        Any :class:`urbanvis.providers.base.Provider`.
+        Any :class:`urbanvis.providers.base.Provider`. Web providers stream results as their
+        requests finish (``provider.stream``); others are called batch by batch.
     batch_size
         Points per committed batch (a kill loses at most one batch).
     limit
         Harvest at most this many more points (for trials).
     progress, should_stop
-        Callbacks: ``progress(points_done, points_total, counts)`` after each batch;
+        Callbacks: ``progress(points_done, points_total, counts)`` as points finish;
         ``should_stop()`` is checked between batches.
+    commit_seconds
+        Streaming providers also commit whatever finished after this many seconds.
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
+    prepare = getattr(provider, "prepare", None)
+    if prepare is not None:  # e.g. folder: seeds the points layer from the images
+        prepare(study)
+    if not study.has_layer("points"):
+        raise InputError(
+            f"study {study.root} has no points; run 'urbanvis sample' first "
+            f"(or harvest with --provider folder to take points from your images)"
+        )
     points = study.read_layer("points", columns=["point_id", "bearing"])
     if len(points) == 0:
         raise InputError(f"study {study.root} has no points; run 'urbanvis sample' first")
@@ -103,30 +124,145 @@ def harvest(
             "lat": pending.geometry.y.to_numpy(),
         }
     )
+    stored = _stored_images(committed)
     if progress is not None:  # the starting point, so that rates count this run only
         progress(summary.points_done_before, summary.points_total, dict(summary.counts))
+    rows: list[dict] = []
+    rows_points = 0
+    last_commit = time.monotonic()
+
+    def commit() -> None:
+        nonlocal rows, rows_points, last_commit
+        if rows:
+            study.write_layer("captures", _frame(rows), append=True)
+        for row in rows:
+            summary.counts[row["status"]] += 1
+        summary.points_harvested += rows_points
+        rows, rows_points, last_commit = [], 0, time.monotonic()
+
     try:
-        for start in range(0, len(table), batch_size):
-            if should_stop is not None and should_stop():
-                summary.stopped = True
-                break
-            batch = table.iloc[start : start + batch_size]
-            rows = [_store(study, provider.name, r) for r in provider.capture_points(batch)]
-            if rows:
-                study.write_layer("captures", _frame(rows), append=True)
-            for row in rows:
-                summary.counts[row["status"]] += 1
-            summary.points_harvested += len(batch)
+        for group in _results(provider, table, batch_size, stored, should_stop):
+            group_rows = [_store(study, provider.name, r, stored) for r in group]
+            rows.extend(group_rows)
+            rows_points += len({int(r["point_id"]) for r in group_rows})
+            if rows_points >= batch_size or time.monotonic() - last_commit >= commit_seconds:
+                commit()
             if progress is not None:
+                shown = dict(summary.counts)
+                for row in rows:
+                    shown[row["status"]] += 1
                 progress(
-                    summary.points_done_before + summary.points_harvested,
+                    summary.points_done_before + summary.points_harvested + rows_points,
                     summary.points_total,
-                    dict(summary.counts),
+                    shown,
                 )
+        stopped = getattr(provider, "stopped_reason", None)
+        if stopped or (should_stop is not None and should_stop()):
+            summary.stopped = True
+            summary.reason = stopped or ""
     finally:
+        commit()  # finished work is kept, whatever stopped the run
         close = getattr(provider, "close", None)
         if close is not None:
             close()
+        summary.stats = dict(getattr(provider, "stats", {}) or {})
+    log.info("%s", summary.line())
+    return summary
+
+
+def _results(
+    provider: Provider,
+    table: pd.DataFrame,
+    batch_size: int,
+    stored: dict[str, tuple[str, str]],
+    should_stop: Callable[[], bool] | None,
+) -> Iterator[Sequence[CaptureResult]]:
+    """Results group by group: streamed by web providers, batch by batch otherwise."""
+    stream = getattr(provider, "stream", None)
+    if stream is not None:
+        yield from stream(table, known=stored.__contains__, should_stop=should_stop)
+        return
+    for start in range(0, len(table), batch_size):
+        if should_stop is not None and should_stop():
+            return
+        yield provider.capture_points(table.iloc[start : start + batch_size])
+
+
+@dataclass
+class SurveySummary:
+    """What a metadata-only run found: coverage and the cost of a full harvest."""
+
+    provider: str
+    points: int
+    points_with_imagery: int = 0
+    panoramas: int = 0
+    images: int = 0
+    requests: int = 0
+    layer: str = ""
+
+    def line(self) -> str:
+        share = self.points_with_imagery / self.points if self.points else 0.0
+        return (
+            f"{self.provider} coverage: {self.points_with_imagery:,} of {self.points:,} points "
+            f"({share:.0%}) have imagery in {self.panoramas:,} panoramas; a full harvest would "
+            f"fetch {self.images:,} images ({self.requests:,} metadata requests made); "
+            f"layer {self.layer}"
+        )
+
+
+def survey(
+    study: Study,
+    provider: Provider,
+    *,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> SurveySummary:
+    """Metadata only: which points have imagery, in how many panoramas, at what cost.
+
+    Nothing is downloaded and the ``captures`` layer is untouched; the answer goes to the
+    ``coverage_<provider>`` layer (one row per point and heading: pano_id, captured_at,
+    status) so coverage can be mapped before any image is paid for.
+    """
+    if not getattr(provider, "metadata_only", False):
+        raise InputError(f"provider {provider.name} has no metadata-only mode")
+    if not study.has_layer("points"):
+        raise InputError(f"study {study.root} has no points; run 'urbanvis sample' first")
+    points = study.read_layer("points", columns=["point_id", "bearing"])
+    if limit is not None:
+        points = points.iloc[: max(int(limit), 0)]
+    table = pd.DataFrame(
+        {
+            "point_id": points["point_id"].to_numpy(),
+            "bearing": points["bearing"].to_numpy(dtype=float),
+            "lon": points.geometry.x.to_numpy(),
+            "lat": points.geometry.y.to_numpy(),
+        }
+    )
+    rows: list[dict] = []
+    counts = dict.fromkeys(STATUSES, 0)
+    if progress is not None:
+        progress(0, len(table), dict(counts))
+    seen_points: set[int] = set()
+    for group in provider.stream(table):
+        for result in group:
+            row = dict(result.row)
+            row.update(provider=provider.name, image_path="", sha256="")
+            rows.append(row)
+            counts[row["status"]] += 1
+            seen_points.add(int(row["point_id"]))
+        if progress is not None:
+            progress(len(seen_points), len(table), dict(counts))
+    frame = _frame(rows) if rows else None
+    layer = f"coverage_{provider.name}"
+    summary = SurveySummary(provider=provider.name, points=len(seen_points), layer=layer)
+    summary.requests = int(getattr(provider, "stats", {}).get("requests", 0))
+    if frame is not None:
+        frame = frame.drop(columns=["image_path", "sha256", "width", "height"])
+        study.write_layer(layer, frame)
+        ok = frame[frame["status"] == "ok"]
+        summary.points_with_imagery = int(ok["point_id"].nunique())
+        summary.panoramas = int(ok["pano_id"].nunique())
+        summary.images = int(ok.drop_duplicates(["pano_id", "heading"]).shape[0])
     log.info("%s", summary.line())
     return summary
 
@@ -154,11 +290,15 @@ def _committed_captures(study: Study, provider: str) -> pd.DataFrame:
     """``point_id`` and ``image_path`` of this provider's committed captures (one read)."""
     if not study.has_layer("captures"):
         return pd.DataFrame(
-            {"point_id": pd.Series(dtype="int64"), "image_path": pd.Series(dtype="object")}
+            {
+                "point_id": pd.Series(dtype="int64"),
+                "image_path": pd.Series(dtype="object"),
+                "sha256": pd.Series(dtype="object"),
+            }
         )
     return study.read_layer(
         "captures",
-        columns=["point_id", "image_path"],
+        columns=["point_id", "image_path", "sha256"],
         where=f"provider = '{_sql_text(provider)}'",
         read_geometry=False,
     )
@@ -182,7 +322,10 @@ def _remove_orphans(study: Study, provider: str, known: set[str]) -> int:
     return removed
 
 
-def _store(study: Study, provider: str, result: CaptureResult) -> dict:
+def _store(
+    study: Study, provider: str, result: CaptureResult, stored: dict[str, tuple[str, str]]
+) -> dict:
+    """The capture's row, its image written (temporary name, fsync, rename) unless shared."""
     row = dict(result.row)
     row["provider"] = provider
     row["image_path"] = ""
@@ -190,20 +333,42 @@ def _store(study: Study, provider: str, result: CaptureResult) -> dict:
     if row.get("status") not in STATUSES:
         raise ValueError(f"provider {provider} returned status {row.get('status')!r}")
     if row["status"] == "ok":
-        if not result.image:
+        key = result.image_key
+        if key is not None and key in stored:  # the same image as another capture's
+            row["image_path"], row["sha256"] = stored[key]
+        elif not result.image:
             raise ValueError(f"provider {provider} returned an ok capture without an image")
-        rel = Path("images") / provider / _image_name(row, result.suffix)
-        (study.root / rel).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(study.root / rel, result.image)
-        row["image_path"] = rel.as_posix()
-        row["sha256"] = hashlib.sha256(result.image).hexdigest()
+        else:
+            name = _safe(key) if key is not None else _safe(row["capture_id"])
+            bucket = _bucket(key) if key is not None else f"{int(row['point_id']) // 1000:05d}"
+            rel = Path("images") / provider / bucket / f"{name}{result.suffix}"
+            (study.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(study.root / rel, result.image)
+            row["image_path"] = rel.as_posix()
+            row["sha256"] = hashlib.sha256(result.image).hexdigest()
+            if key is not None:
+                stored[key] = (row["image_path"], row["sha256"])
     row.update(result.extra)
     return row
 
 
-def _image_name(row: dict, suffix: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(row["capture_id"]))
-    return f"{int(row['point_id']) // 1000:05d}/{safe}{suffix}"
+def _safe(text: object) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))
+
+
+def _bucket(key: str) -> str:
+    return hashlib.sha1(key.encode()).hexdigest()[:2]
+
+
+def _stored_images(committed: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Image key (the file's stem) -> (image_path, sha256) of committed images."""
+    stored: dict[str, tuple[str, str]] = {}
+    if "sha256" not in committed.columns:
+        return stored
+    for path, sha in zip(committed["image_path"], committed["sha256"], strict=True):
+        if isinstance(path, str) and path:
+            stored[Path(path).stem] = (path, sha)
+    return stored
 
 
 def _frame(rows: list[dict]) -> gpd.GeoDataFrame:

@@ -42,6 +42,10 @@ class CaptureResult:
     image: bytes | None = None
     suffix: str = ".jpg"
     extra: dict[str, Any] = field(default_factory=dict)
+    image_key: str | None = None
+    """Names the image when several captures can share it (one panorama seen from one
+    heading by neighbouring points): the engine stores it once under this name, and an ok
+    result whose key is already stored may come without ``image``."""
 
 
 class Provider(Protocol):
