@@ -196,11 +196,13 @@ class GsvProvider(WebProvider):
                 raise TransientError(f"image answered HTTP {response.status}")
             if not response.content_type.startswith("image/"):
                 error = f"expected an image, got {response.content_type or 'no content type'}"
+                self.http.retried += 1
                 continue
             try:
                 width, height, grey = check_image(response.body, size=(cfg.size, cfg.size))
             except BadImage as exc:
                 error = str(exc)
+                self.http.retried += 1
                 continue
             if grey:
                 return None, "no imagery (grey placeholder)", 0, 0
