@@ -14,14 +14,27 @@ from ._options import study_option
     type=click.Choice(["blockgroup", "tract", "hex", "buffer"]),
     default="blockgroup",
     show_default=True,
-    help="Zone level; names the layers zones_LEVEL and predictions_LEVEL.",
+    help="Zone level; names the layers zones_LEVEL and predictions_LEVEL. Without --zones, "
+    "blockgroup and tract zones are downloaded from Census TIGER/Line (US only).",
 )
-@click.option("--zones", default=None, help="Zones file (shapefile or GeoPackage, any CRS).")
+@click.option(
+    "--zones",
+    default=None,
+    help="Zones file (shapefile or GeoPackage, any CRS) [default: TIGER/Line for "
+    "blockgroup/tract, a grid for hex/buffer].",
+)
 @click.option("--zones-layer", default=None, help="Layer of a multi-layer --zones file.")
 @click.option(
     "--id-field", default="GEOID", show_default=True, help="Zone id in --zones and --indicators."
 )
-@click.option("--indicators", default=None, help="CSV of indicators keyed by --id-field.")
+@click.option(
+    "--indicators",
+    default=None,
+    help="CSV of indicators keyed by --id-field, or acs:VAR[,VAR...] to download American "
+    "Community Survey 5-year estimates for the zones' GEOIDs: raw names (B19013_001E) or "
+    "aliases (median_income, poverty, population, median_age, median_rent, "
+    "median_home_value). A CENSUS_API_KEY in the environment is used when set.",
+)
 @click.option("--columns", default=None, help="Comma-separated indicator columns [default: all].")
 @click.option(
     "--topics", default=None, help="CSV with columns indicator,topic [default: built in]."
@@ -49,9 +62,34 @@ from ._options import study_option
 @click.option(
     "--apply", "apply_path", default=None, help="Predict with saved models (no --indicators)."
 )
+@click.option(
+    "--tiger-year",
+    type=int,
+    default=2023,
+    show_default=True,
+    help="TIGER/Line vintage of the downloaded zones (2020 census boundaries: 2020-2029).",
+)
+@click.option(
+    "--acs-year",
+    type=int,
+    default=2022,
+    show_default=True,
+    help="ACS 5-year estimates ending this year (2022: 2018-2022); its geography must match "
+    "the zones' (2020 boundaries from ACS 2020 on).",
+)
+@click.option(
+    "--tiger-url",
+    default=None,
+    help="TIGER/Line mirror replacing https://www2.census.gov/geo/tiger [env URBANVIS_TIGER_URL].",
+)
+@click.option(
+    "--census-url",
+    default=None,
+    help="Census Data API mirror replacing https://api.census.gov/data [env URBANVIS_CENSUS_URL].",
+)
 def predict(
     study_dir, level, zones, zones_layer, id_field, indicators, columns, topics, protocol, seed,
-    min_images, cell_size, buffer, model, apply_path,
+    min_images, cell_size, buffer, model, apply_path, tiger_year, acs_year, tiger_url, census_url,
 ):  # fmt: skip
     """Predict zone indicators: StandardScaler -> PCA(0.99) -> LassoCV(cv=5) per indicator.
 
@@ -60,7 +98,14 @@ def predict(
     (R² per indicator and topic) and models/predict_LEVEL.joblib (for --apply).
 
     \b
+    US studies need no files: block groups (or tracts) come from Census TIGER/Line and
+    indicators from the ACS, both downloaded once and cached in ~/.cache/urbanvis
+    (env URBANVIS_CACHE); elsewhere pass --zones and an --indicators CSV.
+
+    \b
     Examples:
+      urbanvis predict --study la --indicators acs:median_income,poverty
+      urbanvis predict --study la --level tract --indicators acs:B19013_001E --acs-year 2021
       urbanvis predict --study hel --zones bg.shp --id-field GEOID --indicators acs.csv
       urbanvis predict --study sim --zones sim/study.gpkg --zones-layer zones_sim \\
           --id-field zone_id --indicators sim/truth/indicators.csv --protocol kfold5
@@ -72,7 +117,8 @@ def predict(
 
     st = study_mod.open_study(study_dir, create=False)
     common = dict(level=level, zones=zones, zones_layer=zones_layer, model=model,
-                  min_images=min_images, cell_size=cell_size, buffer=buffer)  # fmt: skip
+                  min_images=min_images, cell_size=cell_size, buffer=buffer,
+                  tiger_url=tiger_url, tiger_year=tiger_year)  # fmt: skip
     if apply_path is not None:
         if indicators is not None:
             raise InputError("--apply predicts without labels; drop --indicators")
@@ -85,14 +131,18 @@ def predict(
         )
         return
     if indicators is None:
-        raise InputError("pass --indicators CSV (or --apply MODELS to predict without labels)")
+        raise InputError(
+            "pass --indicators CSV or acs:VAR (or --apply MODELS to predict without labels)"
+        )
     out = predict_study(
         st, indicators=indicators, id_field=id_field, protocol=protocol, seed=seed,
-        topics=topics, columns=columns.split(",") if columns else None, **common,
+        topics=topics, columns=columns.split(",") if columns else None, census_url=census_url,
+        acs_year=acs_year, **common,
     )  # fmt: skip
     s = out["summary"]
     params = {"indicators": indicators, "id_field": id_field, "protocol": protocol,
-              "seed": seed, "topics": topics, "columns": columns, **common}  # fmt: skip
+              "seed": seed, "topics": topics, "columns": columns, "census_url": census_url,
+              "acs_year": acs_year, **common}  # fmt: skip
     st.record_run("predict", params, **s)
     from urbanvis.predict import scores_markdown
 

@@ -325,8 +325,8 @@ def _bad_inputs(base, tmp_path) -> dict[str, list[str]]:
         ("fewer-than-folds", ("fewer", "folds")),
         ("no-overlap", ("none of the 50 embedded captures",)),
         ("no-crs", ("no CRS",)),
-        ("acs", ("not built yet",)),
-        ("tiger", ("not built yet", "--zones")),
+        ("acs", ("'H", "not 12-digit block-group GEOIDs")),  # refused before any request
+        ("tiger", ("outside the US", "--zones")),  # Helsinki: refused before any download
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(base, tmp_path, case, needles):

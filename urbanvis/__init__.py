@@ -13,6 +13,7 @@ from ._version import __version__
 
 _SUBMODULES = (
     "areas",
+    "census",
     "demo",
     "embed",
     "harvest",
@@ -32,6 +33,7 @@ __all__ = ["__version__", *_SUBMODULES]
 if TYPE_CHECKING:  # pragma: no cover
     from . import (  # noqa: F401
         areas,
+        census,
         demo,
         embed,
         harvest,

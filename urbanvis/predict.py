@@ -29,6 +29,7 @@ TEST_SIZE = 0.3
 OUTER_FOLDS = 5
 INNER_FOLDS = 5
 MIN_LABELLED = 10
+ACS_PREFIX = "acs:"
 
 PAPER_TOPICS: dict[str, tuple[str, ...]] = {
     "Crime": ("logcrime", "logpetty"),
@@ -73,6 +74,63 @@ def topics_from_file(path: str | os.PathLike[str]) -> dict[str, tuple[str, ...]]
     return {t: tuple(g["indicator"]) for t, g in table.dropna().groupby("topic", sort=False)}
 
 
+def acs_names(spec: str) -> list[str]:
+    """The variable names of an ``acs:VAR[,VAR...]`` indicators spec, checked for shape.
+
+    Names are raw ACS variables (``B19013_001E``) or aliases from
+    :data:`urbanvis.census.ACS_ALIASES` (``median_income``).
+    """
+    from .census import acs_variable
+
+    names = [n.strip() for n in spec[len(ACS_PREFIX) :].split(",") if n.strip()]
+    if not names:
+        raise InputError(
+            "name at least one ACS variable after acs: (e.g. acs:B19013_001E,median_income)"
+        )
+    for name in names:
+        acs_variable(name)
+    return names
+
+
+def indicators_from_acs(
+    spec: str,
+    zone_frame: gpd.GeoDataFrame,
+    id_field: str,
+    *,
+    level: str,
+    year: int = 2022,
+    base_url: str | None = None,
+) -> pd.DataFrame:
+    """ACS estimates for the zones named by an ``acs:VAR[,VAR...]`` spec.
+
+    The zones' ids must be Census GEOIDs of ``level`` (``blockgroup`` or ``tract``). Returns
+    a table shaped like :func:`indicators_from_csv`'s: ``id_field`` and one float column per
+    variable (named as written in the spec). A variable without any value for these zones
+    (every estimate suppressed) is an InputError.
+    """
+    from .census import LEVELS, acs_indicators
+
+    if level not in LEVELS:
+        raise InputError(
+            f"ACS indicators need Census zones: use --level blockgroup or tract, not {level}"
+        )
+    names = acs_names(spec)
+    table = acs_indicators(zone_frame[id_field].astype(str), names, level=level,  # type: ignore[arg-type]
+                           year=year, base_url=base_url)  # fmt: skip
+    if table.empty:
+        raise InputError(
+            f"the ACS {year} has none of these zones' GEOIDs; match --acs-year to the zones' "
+            f"boundaries (2020 census geography: ACS 2020 onwards)"
+        )
+    for name in names:
+        if table[name].isna().all():
+            raise InputError(
+                f"ACS variable '{name}' has no estimate for any of these {len(table)} zones "
+                f"(all suppressed); choose another variable or --level tract"
+            )
+    return table.rename(columns={"GEOID": id_field})
+
+
 def indicators_from_csv(
     path: str | os.PathLike[str], id_field: str, *, columns: Sequence[str] | None = None
 ) -> pd.DataFrame:
@@ -81,12 +139,12 @@ def indicators_from_csv(
     Raises InputError for a missing id field, repeated ids, a non-numeric column or a
     column with no value at all.
     """
-    path = Path(path)
-    if str(path).startswith("acs:"):
+    if str(path).startswith(ACS_PREFIX):
         raise InputError(
-            "fetching ACS indicators (--indicators acs:VAR) is not built yet; download the "
-            "table and pass it as a CSV keyed by --id-field"
+            f"{path} names ACS variables, not a file; fetch them with "
+            f"urbanvis.census.acs_indicators (urbanvis predict does so for --indicators acs:VAR)"
         )
+    path = Path(path)
     if not path.is_file():
         raise InputFileError(f"indicators file {path} does not exist; check --indicators")
     try:
@@ -375,11 +433,19 @@ def study_zones(
     id_field: str = "GEOID",
     cell_size: float = 500.0,
     buffer: float = 100.0,
+    tiger_url: str | None = None,
+    tiger_year: int = 2023,
 ) -> tuple[gpd.GeoDataFrame, str]:
-    """The zones of a level: from ``zones`` (a file) or a grid over the captures.
+    """The zones of a level: from ``zones`` (a file), TIGER/Line, or a grid over the captures.
+
+    Without ``zones``, ``blockgroup`` and ``tract`` zones are the Census TIGER/Line
+    polygons of ``tiger_year`` that intersect the captures' bounding box (downloaded once
+    and cached, see :func:`urbanvis.census.tiger_zones`); their GEOID goes in ``id_field``.
+    ``hex`` and ``buffer`` zones are grids.
 
     Returns the zones and their id field (``zone_id`` for grids).
     """
+    from .census import tiger_zones
     from .zones import GRID_ID, zones_from_file, zones_from_grid
 
     if level not in LEVELS:
@@ -393,10 +459,11 @@ def study_zones(
         return zones_from_grid(rows, kind="hex", cell_size=cell_size), GRID_ID
     if level == "buffer":
         return zones_from_grid(rows, kind="square", cell_size=buffer), GRID_ID
-    raise InputError(
-        f"downloading Census TIGER/Line {level} polygons is not built yet; pass them with "
-        f"--zones FILE --id-field GEOID (e.g. tl_2020_<state>_bg.shp)"
-    )
+    if rows.crs is None:
+        raise InputError("the embeddings have no CRS; rerun 'urbanvis embed'")
+    bounds = rows.to_crs(4326).total_bounds
+    found = tiger_zones(bounds, level, year=tiger_year, base_url=tiger_url)  # type: ignore[arg-type]
+    return found.rename(columns={"GEOID": id_field}), id_field
 
 
 def predict_study(
@@ -415,8 +482,17 @@ def predict_study(
     topics: str | os.PathLike[str] | None = None,
     cell_size: float = 500.0,
     buffer: float = 100.0,
+    tiger_url: str | None = None,
+    tiger_year: int = 2023,
+    census_url: str | None = None,
+    acs_year: int = 2022,
 ) -> dict[str, Any]:
     """Zones, mean embeddings, fitted predictors and R² for a study; writes the results.
+
+    ``indicators`` is a CSV keyed by ``id_field`` or ``acs:VAR[,VAR...]``: American
+    Community Survey 5-year estimates of ``acs_year`` for the zones' GEOIDs (see
+    :func:`indicators_from_acs`). Without ``zones``, ``blockgroup``/``tract`` zones come
+    from TIGER/Line (``tiger_year``); ``tiger_url``/``census_url`` point at mirrors.
 
     Writes ``models/predict_<level>.joblib``, ``reports/predict_<level>.csv`` and ``.md``,
     and the layers ``zones_<level>`` and ``predictions_<level>``, only after every input
@@ -427,13 +503,22 @@ def predict_study(
 
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    from_acs = str(indicators).startswith(ACS_PREFIX)
+    if from_acs:
+        acs_names(str(indicators))  # a bad spec fails before any download
+        if columns:
+            raise InputError("--columns picks CSV columns; with acs: list the variables instead")
     topic_map = topics_from_file(topics) if topics is not None else None
     rows, vectors = read_embeddings(study, model=model)
     zone_polys, id_field = study_zones(
         study, rows, level=level, zones=zones, zones_layer=zones_layer, id_field=id_field,
-        cell_size=cell_size, buffer=buffer,
+        cell_size=cell_size, buffer=buffer, tiger_url=tiger_url, tiger_year=tiger_year,
     )  # fmt: skip
-    table = indicators_from_csv(indicators, id_field, columns=columns)
+    if from_acs:
+        table = indicators_from_acs(str(indicators), zone_polys, id_field, level=level,
+                                    year=acs_year, base_url=census_url)  # fmt: skip
+    else:
+        table = indicators_from_csv(indicators, id_field, columns=columns)
     zone_frame, features = zone_embeddings(
         rows, vectors, zone_polys, id_field=id_field, min_images=min_images
     )
@@ -480,8 +565,13 @@ def apply_study(
     min_images: int = 1,
     cell_size: float = 500.0,
     buffer: float = 100.0,
+    tiger_url: str | None = None,
+    tiger_year: int = 2023,
 ) -> dict[str, Any]:
-    """Predict a study's zones with models saved by :func:`predict_study` (no labels)."""
+    """Predict a study's zones with models saved by :func:`predict_study` (no labels).
+
+    Zones as in :func:`study_zones`: a file, TIGER/Line polygons or a grid.
+    """
     from .embed import read_embeddings
     from .zones import zone_embeddings
 
@@ -496,6 +586,7 @@ def apply_study(
     zone_polys, id_field = study_zones(
         study, rows, level=level, zones=zones, zones_layer=zones_layer,
         id_field=id_field or bundle["id_field"], cell_size=cell_size, buffer=buffer,
+        tiger_url=tiger_url, tiger_year=tiger_year,
     )  # fmt: skip
     zone_frame, features = zone_embeddings(
         rows, vectors, zone_polys, id_field=id_field, min_images=min_images
