@@ -1,11 +1,13 @@
 """Harvest street-level images for a study's points through a provider, resumably.
 
 The engine is the same for every provider: it reads the ``points`` layer, skips points that
-already have captures from this provider, asks the provider for the captures of a batch of
-points, writes each image under a temporary name, fsyncs and renames it, then appends the
-batch's rows to the ``captures`` layer in one transaction. A killed harvest therefore loses
-at most the batch in flight, and the next run fetches nothing that finished; image files of
-an uncommitted batch are removed at the start of the next run.
+already have captures from this provider, gets the captures of the pending points (batch
+by batch from offline providers, streamed as requests finish from web providers), writes
+each image under a temporary name and renames it, fsyncs the batch's images, then appends
+the batch's rows to the ``captures`` layer in one transaction. A killed harvest therefore
+loses at most the batch in flight, and the next run fetches nothing that finished; image
+files of an uncommitted batch are removed at the start of the next run. Images that several
+captures share (one panorama seen from one heading by neighbouring points) are stored once.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import InputError
-from ._files import atomic_write_bytes
+from ._files import DurableBatch
 from .providers.base import CAPTURE_COLUMNS, STATUSES, CaptureResult, Provider
 from .study import Study, toml_value
 
@@ -130,9 +132,11 @@ def harvest(
     rows: list[dict] = []
     rows_points = 0
     last_commit = time.monotonic()
+    files = DurableBatch()
 
     def commit() -> None:
         nonlocal rows, rows_points, last_commit
+        files.flush()  # the images are on disk before any row names them
         if rows:
             study.write_layer("captures", _frame(rows), append=True)
         for row in rows:
@@ -142,7 +146,7 @@ def harvest(
 
     try:
         for group in _results(provider, table, batch_size, stored, should_stop):
-            group_rows = [_store(study, provider.name, r, stored) for r in group]
+            group_rows = [_store(study, provider.name, r, stored, files) for r in group]
             rows.extend(group_rows)
             rows_points += len({int(r["point_id"]) for r in group_rows})
             if rows_points >= batch_size or time.monotonic() - last_commit >= commit_seconds:
@@ -161,7 +165,10 @@ def harvest(
             summary.stopped = True
             summary.reason = stopped or ""
     finally:
-        commit()  # finished work is kept, whatever stopped the run
+        try:
+            commit()  # finished work is kept, whatever stopped the run
+        finally:
+            files.close()
         close = getattr(provider, "close", None)
         if close is not None:
             close()
@@ -323,9 +330,16 @@ def _remove_orphans(study: Study, provider: str, known: set[str]) -> int:
 
 
 def _store(
-    study: Study, provider: str, result: CaptureResult, stored: dict[str, tuple[str, str]]
+    study: Study,
+    provider: str,
+    result: CaptureResult,
+    stored: dict[str, tuple[str, str]],
+    files: DurableBatch,
 ) -> dict:
-    """The capture's row, its image written (temporary name, fsync, rename) unless shared."""
+    """The capture's row, its image written (temporary name, rename) unless shared.
+
+    ``files.flush()`` makes the images durable before their rows are committed.
+    """
     row = dict(result.row)
     row["provider"] = provider
     row["image_path"] = ""
@@ -343,7 +357,7 @@ def _store(
             bucket = _bucket(key) if key is not None else f"{int(row['point_id']) // 1000:05d}"
             rel = Path("images") / provider / bucket / f"{name}{result.suffix}"
             (study.root / rel).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(study.root / rel, result.image)
+            files.write(study.root / rel, result.image)
             row["image_path"] = rel.as_posix()
             row["sha256"] = hashlib.sha256(result.image).hexdigest()
             if key is not None:

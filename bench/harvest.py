@@ -1,0 +1,126 @@
+"""Benchmark the web harvest engine against the local Street View stand-in.
+
+The stand-in (tests/webfake.py) runs as its own process with random transient faults
+(429/500/503, OVER_QUERY_LIMIT, slow answers, truncated bodies, dropped connections); the
+harvest runs in this process through the real engine and the real GeoPackage commits.
+Reported: requests/s (wall), CPU seconds of this process per 1,000 requests (all its
+threads), and a check that no capture was lost or duplicated.
+
+    python bench/harvest.py                     # 2,000 points x 4 headings, 64 in flight
+    python bench/harvest.py --points 500 --fault-rate 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from urbanvis.harvest import harvest  # noqa: E402
+from urbanvis.providers._web import WebSettings  # noqa: E402
+from urbanvis.providers.gsv import GsvConfig, GsvProvider  # noqa: E402
+from urbanvis.study import open_study  # noqa: E402
+
+KEY = "bench-key"
+
+
+def start_server(fault_rate: float, seed: int, size: int) -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, str(ROOT / "tests" / "webfake.py"), "--port", "0",
+            "--fault-rate", str(fault_rate), "--seed", str(seed), "--keys", KEY,
+            "--slow-seconds", "0.5"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        raise SystemExit(f"the stand-in did not start: {url!r}")
+    return proc, url
+
+
+def make_points(study, n: int, step: float) -> None:
+    # rows of points 7 m apart in the covered part of the fake world around Helsinki
+    lat0, lon0 = 60.17, 24.94
+    per_row = 200
+    rows = math.ceil(n / per_row)
+    i = np.arange(n)
+    lat = lat0 + (i // per_row) * (40.0 / 111_320.0)
+    lon = lon0 + (i % per_row) * step / (111_320.0 * math.cos(math.radians(lat0)))
+    del rows
+    points = gpd.GeoDataFrame(
+        {"point_id": i.astype(np.int64), "bearing": np.full(n, 90.0)},
+        geometry=gpd.points_from_xy(lon, lat),
+        crs="EPSG:4326",
+    )
+    study.write_layer("points", points)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=2000)
+    ap.add_argument("--headings", default="0,90,180,270")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--fault-rate", type=float, default=0.05)
+    ap.add_argument("--size", type=int, default=64, help="image side the stand-in serves")
+    ap.add_argument("--step", type=float, default=15.0, help="metres between points")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    headings = tuple(float(h) for h in args.headings.split(","))
+
+    proc, url = start_server(args.fault_rate, args.seed, args.size)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            study = open_study(Path(tmp) / "bench")
+            make_points(study, args.points, args.step)
+            provider = GsvProvider(
+                GsvConfig(size=args.size, headings=headings),
+                WebSettings(endpoint=url, concurrency=args.concurrency, rate=0, retries=6,
+                            timeout=10, backoff=0.05),  # fmt: skip
+                key=KEY,
+            )
+            cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.perf_counter()
+            summary = harvest(study, provider, batch_size=args.batch_size)
+            wall = time.perf_counter() - t0
+            cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+            requests = summary.stats["requests"]
+            caps = pyogrio.read_dataframe(study.gpkg, layer="captures")
+            expected = args.points * len(headings)
+            lost = expected - caps["capture_id"].nunique()
+            dup = len(caps) - caps["capture_id"].nunique()
+            ok = caps[caps["status"] == "ok"].drop_duplicates("image_path")
+            bad = sum(
+                hashlib.sha256((study.root / p).read_bytes()).hexdigest() != s
+                for p, s in zip(ok["image_path"], ok["sha256"], strict=True)
+            )
+            files = sum(1 for p in (study.root / "images").rglob("*") if p.is_file())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print(
+        f"{args.points:,} points x {len(headings)} headings, concurrency {args.concurrency}, "
+        f"{args.fault_rate:.0%} faults: {requests:,} requests in {wall:.2f} s = "
+        f"{requests / wall:,.0f} requests/s; CPU {cpu:.2f} s = {cpu / wall:.2f} cores, "
+        f"{1000 * cpu / requests:.2f} CPU s per 1,000 requests; retries "
+        f"{summary.stats['retries']:,}; counts {summary.counts}; lost {lost}, duplicated "
+        f"{dup}, bad sha256 {bad}, files {files:,} for {len(ok):,} images"
+    )
+    print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+
+
+if __name__ == "__main__":
+    main()

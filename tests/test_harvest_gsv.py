@@ -1,0 +1,351 @@
+"""The gsv provider and the web harvest engine against a real local Street View stand-in.
+
+Every test talks HTTP to ``tests/webfake.py`` (aiohttp on 127.0.0.1): requests and their
+parameters, URL signatures, each fault and status, resume after SIGKILL, the request budget,
+metadata-only surveys, and the key found nowhere it should not be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+from PIL import Image
+
+from urbanvis.harvest import harvest, survey
+from urbanvis.providers.base import CAPTURE_COLUMNS
+from urbanvis.providers.gsv import GsvConfig, GsvProvider, sign_url
+from urbanvis.providers._web import FatalError, WebSettings
+from urbanvis.study import open_study
+
+from .test_cli import assert_one_line_error
+from .webfake import FakeWeb
+from .webfake import sign_url as fake_sign
+
+KEY = "AIzaTestKey-0123456789abcdef"
+SECRET = "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="  # URL-safe base64
+N_POINTS = 40
+HEADINGS = (0.0, 90.0, 180.0, 270.0)
+
+
+# ----------------------------------------------------------------------------- helpers
+def make_study(root: Path, web: FakeWeb, n: int = N_POINTS, step: float = 7.0) -> Path:
+    """Points every ``step`` m eastwards from a covered spot of the fake world, bearing 90.
+
+    The fake's panoramas are 12 m apart, so neighbouring points often share one.
+    """
+    lat, lon = web.sample_location(covered=True)
+    dlon = step / (111_320.0 * math.cos(math.radians(lat)))
+    study = open_study(root)
+    points = gpd.GeoDataFrame(
+        {"point_id": np.arange(n, dtype=np.int64), "bearing": np.full(n, 90.0)},
+        geometry=gpd.points_from_xy(lon + dlon * np.arange(n), np.full(n, lat)),
+        crs="EPSG:4326",
+    )
+    study.write_layer("points", points)
+    return root
+
+
+def provider(web: FakeWeb, *, secret: str | None = None, **config) -> GsvProvider:
+    settings = dict(endpoint=web.url, rate=0, concurrency=8, backoff=0.01, retries=3)
+    for name in ("retries", "max_requests", "concurrency", "timeout"):
+        if name in config:
+            settings[name] = config.pop(name)
+    cfg = GsvConfig(**{"size": 64, "headings": HEADINGS, **config})
+    return GsvProvider(cfg, WebSettings(**settings), key=KEY, secret=secret)
+
+
+def captures(study: Path):
+    return pyogrio.read_dataframe(study / "study.gpkg", layer="captures")
+
+
+def image_files(study: Path) -> set[str]:
+    root = study / "images" / "gsv"
+    return {p.relative_to(study).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def cli(*args: str, key: str | None = KEY, env_extra: dict | None = None):
+    exe = Path(sys.executable).with_name("urbanvis")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("URBANVIS_", "GOOGLE_"))}
+    if key is not None:
+        env["GOOGLE_MAPS_API_KEY"] = key
+    env.update(env_extra or {})
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def assert_secret_nowhere(root: Path, *texts: str, secrets=(KEY, SECRET)) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in data, f"{secret[:6]}... found in {path}"
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+
+
+def study_with_points(tmp_path, web, n=N_POINTS):
+    return open_study(make_study(tmp_path / "s", web, n))
+
+
+# ------------------------------------------------------------------------------- tests
+def test_signature_matches_an_independent_implementation():
+    url = "https://maps.googleapis.com/maps/api/streetview?location=41.4,2.17&size=64x64&key=K"
+    signed = sign_url(url, SECRET)
+    path_query = url.split("maps.googleapis.com", 1)[1]
+    assert signed == "https://maps.googleapis.com" + fake_sign(path_query, SECRET)
+    assert signed.startswith(url + "&signature=")
+
+
+def test_harvest_requests_captures_and_shares_panoramas(tmp_path):
+    with FakeWeb(keys={KEY}, secret=SECRET) as web:
+        st = study_with_points(tmp_path, web)
+        summary = harvest(st, provider(web, secret=SECRET))
+        log = web.requests
+        shared = web.image_requests
+    caps = captures(st.root)
+    assert list(caps.columns[: len(CAPTURE_COLUMNS)]) == CAPTURE_COLUMNS
+    assert len(caps) == N_POINTS * len(HEADINGS) and caps["capture_id"].is_unique
+    points = pyogrio.read_dataframe(st.gpkg, layer="points")
+    # metadata: one request per point, with the documented parameters (signed: the
+    # server checks every signature and answers 403 to a bad one)
+    meta = [r for r in log if r["endpoint"] == "metadata"]
+    assert len(meta) == N_POINTS
+    for r in meta:
+        q = r["query"]
+        assert q["key"] == KEY and q["radius"] == "50" and q["source"] == "outdoor"
+        assert "signature" in q and r["status"] == 200
+    # each point: the pano the server gives for its location, four headings off the bearing
+    for row in points.itertuples():
+        expected = web.pano_for(row.geometry.y, row.geometry.x)
+        mine = caps[caps["point_id"] == row.point_id]
+        if expected["status"] == "OK":
+            assert set(mine["pano_id"]) == {expected["pano_id"]}
+            assert set(mine["status"]) == {"ok"}
+            assert set(mine["captured_at"]) == {expected["date"]}
+            assert np.allclose(mine.geometry.y, expected["location"]["lat"])
+        else:
+            assert set(mine["status"]) == {"missing"} and set(mine["pano_id"]) == {""}
+    ok = caps[caps["status"] == "ok"]
+    assert len(ok)
+    assert set(np.round((ok["heading"] - 90.0) % 360, 3)) == set(HEADINGS)
+    # images: by pano id, asked size, return_error_code, each (pano, heading) once
+    images = [r for r in log if r["endpoint"] == "image"]
+    for r in images:
+        q = r["query"]
+        assert q["size"] == "64x64" and q["return_error_code"] == "true" and "pano" in q
+        assert q["fov"] == "90" and q["pitch"] == "0" and "signature" in q
+    assert max(shared.values()) == 1
+    panos = ok.drop_duplicates(["pano_id", "heading"])
+    assert len(images) == len(panos) < len(ok)  # neighbours shared panoramas
+    assert summary.stats["images_shared"] == len(ok) - len(panos)
+    # files: every ok row's image exists, decodes at the asked size, sha256 matches
+    assert image_files(st.root) == set(ok["image_path"])
+    for row in ok.itertuples():
+        data = (st.root / row.image_path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row.sha256
+        with Image.open(st.root / row.image_path) as im:
+            assert im.size == (64, 64) and (row.width, row.height) == (64, 64)
+    assert_secret_nowhere(st.root)
+
+
+def test_transient_faults_are_retried_and_end_in_the_same_captures(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        clean = study_with_points(tmp_path / "a", web, 12)
+        harvest(clean, provider(web))
+        web.reset_log()
+        st = study_with_points(tmp_path / "b", web, 12)
+        for kind in ("http429", "http500", "http503", "over_query_limit", "truncated", "reset"):
+            web.inject(kind, n=1, path_prefix="metadata")
+        for kind in ("http429", "http503", "truncated", "wrong_content_type", "reset"):
+            web.inject(kind, n=1, path_prefix="image")
+        summary = harvest(st, provider(web, retries=4))
+        faults = [r["fault"] for r in web.requests if r["fault"]]
+        assert not web.pending_faults
+    # a dropped keep-alive connection ("reset") aiohttp reopens by itself; the others retry
+    assert len(faults) == 11 and summary.stats["retries"] >= 9
+    a, b = captures(clean.root), captures(st.root)
+    cols = ["capture_id", "pano_id", "status", "sha256"]
+    assert a.sort_values("capture_id")[cols].values.tolist() == (
+        b.sort_values("capture_id")[cols].values.tolist()
+    )
+
+
+def test_missing_and_failed_captures(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web, 6)
+        web.inject("zero_results", n=1, path_prefix="metadata")  # point 0: no panorama
+        web.inject("grey", n=1, path_prefix="image")  # first image: the grey placeholder
+        web.inject("http500", n=50, path_prefix="metadata")  # then a dead server
+        summary = harvest(st, provider(web, retries=1, concurrency=1))
+    caps = captures(st.root)
+    by_point = caps.groupby("point_id")["status"].agg(set)
+    assert by_point[0] == {"missing"}
+    assert set(caps.loc[caps["point_id"] == 0, "error"]) == {"ZERO_RESULTS"}
+    failed = caps[caps["status"] == "failed"]
+    assert len(failed) and failed["error"].str.contains("HTTP 500").all()
+    assert not failed["error"].str.contains(KEY).any()
+    assert failed["error"].str.contains("key=\\*\\*\\*").all()  # URLs shown, redacted
+    assert sum(summary.counts.values()) == len(caps)
+
+
+def test_grey_placeholder_is_missing_not_ok(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web, 1)
+        web.inject("grey", n=1, path_prefix="image")
+        harvest(st, provider(web, headings=(0.0,)))
+    caps = captures(st.root)
+    expected_ok = web.pano_for(caps.geometry.y[0], caps.geometry.x[0])["status"] == "OK"
+    assert expected_ok
+    assert caps["status"].tolist() == ["missing"]
+    assert "grey placeholder" in caps["error"][0] and not image_files(st.root)
+
+
+@pytest.mark.parametrize(
+    "kind, needle",
+    [("request_denied", "GOOGLE_MAPS_API_KEY"), ("invalid_request", "INVALID_REQUEST")],
+)
+def test_denied_or_invalid_stops_at_once_without_retrying(tmp_path, kind, needle):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web, 5)
+        web.inject(kind, n=1, path_prefix="metadata")
+        with pytest.raises(FatalError, match=needle):
+            harvest(st, provider(web, concurrency=1))
+        denied = [r for r in web.requests if r["fault"] == kind]
+    assert len(denied) == 1  # never retried
+
+
+def test_cli_wrong_key_no_key_and_bad_options(tmp_path):
+    with FakeWeb(keys={KEY}, secret=SECRET) as web:
+        study = make_study(tmp_path / "s", web, 3)
+        base = ["harvest", "--study", str(study), "--provider", "gsv", "--endpoint", web.url]
+        wrong = cli(*base, key="AIzaWrongKey-000000000000",
+                    env_extra={"GOOGLE_MAPS_URL_SECRET": SECRET})  # fmt: skip
+        assert_one_line_error(wrong, "GOOGLE_MAPS_API_KEY", "denied")
+        assert "AIzaWrongKey" not in wrong.stderr + wrong.stdout
+        unsigned = cli(*base)  # the server wants signatures: 403 on the first image
+        assert_one_line_error(unsigned, "GOOGLE_MAPS_URL_SECRET")
+        assert_one_line_error(cli(*base, key=None), "no Google Maps API key", "--key-file")
+        assert_one_line_error(cli(*base, "--size", "800"), "--size")
+        assert_one_line_error(cli(*base, "--concurrency", "0"), "--concurrency")
+        assert_one_line_error(cli(*base[:-2], "--endpoint", "ftp:/x"), "--endpoint")
+        missing = cli(*base, "--key-file", str(tmp_path / "nope.txt"), key=None)
+        assert_one_line_error(missing, "--key-file")
+        assert_one_line_error(
+            cli("harvest", "--study", str(study), "--provider", "gsvv"), "did you mean 'gsv'"
+        )
+        empty = tmp_path / "empty"
+        open_study(empty)
+        assert_one_line_error(
+            cli("harvest", "--study", str(empty), "--provider", "gsv", "--endpoint", web.url),
+            "no points",
+        )
+    assert not (study / "study.gpkg").exists() or "captures" not in pyogrio.list_layers(
+        study / "study.gpkg"
+    )[:, 0]
+
+
+def test_cli_key_file_and_signed_harvest_keep_secrets_out(tmp_path):
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+    with FakeWeb(keys={KEY}, secret=SECRET) as web:
+        study = make_study(tmp_path / "s", web, 8)
+        web.inject("http500", n=3, path_prefix="image")
+        result = cli(
+            "-v", "harvest", "--study", str(study), "--provider", "gsv", "--endpoint",
+            web.url, "--key-file", str(key_file), "--size", "64", "--rate", "0",
+            key=None, env_extra={"GOOGLE_MAPS_URL_SECRET": SECRET},
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "8 points harvested" in result.stdout
+    assert_secret_nowhere(study, result.stdout, result.stderr)
+    toml = (study / "study.toml").read_text()
+    assert "[settings.\"harvest.gsv\"]" in toml and "signed = true" in toml
+
+
+def test_max_requests_stops_then_a_rerun_finishes(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web, 20)
+        first = harvest(st, provider(web, max_requests=30, concurrency=4))
+        assert web.count() == 30 and first.stopped and "--max-requests" in first.reason
+        done = captures(st.root)
+        assert 0 < done["point_id"].nunique() < 20
+        second = harvest(st, provider(web))
+        assert not second.stopped
+    caps = captures(st.root)
+    assert caps["point_id"].nunique() == 20 and caps["capture_id"].is_unique
+    assert len(caps) == 20 * len(HEADINGS)
+    assert image_files(st.root) == set(caps.loc[caps["status"] == "ok", "image_path"])
+
+
+def test_metadata_only_counts_coverage_without_images(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web)
+        p = provider(web)
+        p.metadata_only = True
+        found = survey(st, p)
+        assert web.count("image") == 0 and web.count("metadata") == N_POINTS
+        expected = [web.pano_for(g.y, g.x) for g in st.read_layer("points").geometry]
+    assert not st.has_layer("captures") and not image_files(st.root)
+    coverage = pyogrio.read_dataframe(st.gpkg, layer="coverage_gsv")
+    with_imagery = sum(e["status"] == "OK" for e in expected)
+    assert found.points_with_imagery == with_imagery
+    assert found.panoramas == len({e["pano_id"] for e in expected if e["status"] == "OK"})
+    assert found.images == found.panoramas * len(HEADINGS)
+    assert len(coverage) == N_POINTS * len(HEADINGS)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_at_random_moments(tmp_path):
+    """Kill the harvesting CLI at random moments, at least 5 times, then let it finish."""
+    with FakeWeb(keys={KEY}, fault_rate=0.05, seed=3, slow_seconds=0.3) as web:
+        study = make_study(tmp_path / "s", web, 150)
+        args = [
+            str(Path(sys.executable).with_name("urbanvis")), "-q", "harvest", "--study",
+            str(study), "--provider", "gsv", "--endpoint", web.url, "--size", "64",
+            "--rate", "200", "--concurrency", "8", "--batch-size", "8", "--timeout", "5",
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GOOGLE_")}
+        env["GOOGLE_MAPS_API_KEY"] = KEY
+        rng = np.random.default_rng(5)
+        kills = 0
+        for _ in range(12):
+            start = web.count("image")
+            proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and web.count("image") <= start and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.communicate(timeout=60)
+            if kills >= 6:
+                break
+        assert kills >= 5
+        final = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert final.returncode == 0, final.stderr
+    caps = captures(study)
+    assert len(caps) == 150 * len(HEADINGS) and caps["capture_id"].is_unique
+    ok = caps[caps["status"] == "ok"]
+    assert image_files(study) == set(ok["image_path"])  # no orphans
+    for row in ok.drop_duplicates("image_path").itertuples():
+        data = (study / row.image_path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row.sha256
+    assert not list(study.rglob("*.tmp*")) and not list(study.rglob(".*.part"))
+    assert_secret_nowhere(study)
