@@ -50,6 +50,12 @@ def start_server(fault_rate: float, seed: int, size: int) -> tuple[subprocess.Po
     return proc, url
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_points(study, n: int, step: float) -> None:
     # rows of points 7 m apart in the covered part of the fake world around Helsinki
     lat0, lon0 = 60.17, 24.94
@@ -92,10 +98,12 @@ def main() -> None:
                 key=KEY,
             )
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+            server0 = process_cpu(proc.pid)
             t0 = time.perf_counter()
             summary = harvest(study, provider, batch_size=args.batch_size)
             wall = time.perf_counter() - t0
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            server = process_cpu(proc.pid) - server0
             cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
             requests = summary.stats["requests"]
             caps = pyogrio.read_dataframe(study.gpkg, layer="captures")
@@ -116,7 +124,7 @@ def main() -> None:
         f"{args.fault_rate:.0%} faults: {requests:,} requests in {wall:.2f} s = "
         f"{requests / wall:,.0f} requests/s; CPU {cpu:.2f} s = {cpu / wall:.2f} cores, "
         f"{1000 * cpu / requests:.2f} CPU s per 1,000 requests; retries "
-        f"{summary.stats['retries']:,}; counts {summary.counts}; lost {lost}, duplicated "
+        f"{summary.stats['retries']:,}; server CPU {server / wall:.2f} cores; counts {summary.counts}; lost {lost}, duplicated "
         f"{dup}, bad sha256 {bad}, files {files:,} for {len(ok):,} images"
     )
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")

@@ -83,7 +83,7 @@ def test_rerun_fetches_nothing_and_same_seed_same_bytes(town_study, tmp_path, to
     before = read_captures(town_study)
     stamps = {p: (town_study / p).stat().st_mtime_ns for p in before["image_path"]}
     again = harvest(town_study)
-    assert again.returncode == 0 and "0 points harvested" in again.stderr
+    assert again.returncode == 0 and "0 points harvested" in again.stdout
     after = read_captures(town_study)
     assert len(after) == len(before)
     assert stamps == {p: (town_study / p).stat().st_mtime_ns for p in after["image_path"]}

@@ -173,7 +173,7 @@ def harvest(
         if close is not None:
             close()
         summary.stats = dict(getattr(provider, "stats", {}) or {})
-    log.info("%s", summary.line())
+    log.debug("%s", summary.line())
     return summary
 
 
