@@ -105,9 +105,9 @@ _WEB = "gsv, gsv-historical, mapillary"
 @click.option(
     "--captures-per-point",
     type=int,
-    default=3,
-    show_default=True,
-    help="simulator: capture dates per point (2+ gives temporal pairs).",
+    default=None,
+    help="simulator, mapillary: capture dates per point and heading (2+ gives temporal "
+    "pairs) [simulator 3, mapillary 1].",
 )
 @click.option(
     "--seed",

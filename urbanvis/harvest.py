@@ -181,7 +181,7 @@ def _results(
     provider: Provider,
     table: pd.DataFrame,
     batch_size: int,
-    stored: dict[str, tuple[str, str]],
+    stored: dict[str, tuple[str, str, int, int]],
     should_stop: Callable[[], bool] | None,
 ) -> Iterator[Sequence[CaptureResult]]:
     """Results group by group: streamed by web providers, batch by batch otherwise."""
@@ -301,11 +301,13 @@ def _committed_captures(study: Study, provider: str) -> pd.DataFrame:
                 "point_id": pd.Series(dtype="int64"),
                 "image_path": pd.Series(dtype="object"),
                 "sha256": pd.Series(dtype="object"),
+                "width": pd.Series(dtype="int64"),
+                "height": pd.Series(dtype="int64"),
             }
         )
     return study.read_layer(
         "captures",
-        columns=["point_id", "image_path", "sha256"],
+        columns=["point_id", "image_path", "sha256", "width", "height"],
         where=f"provider = '{_sql_text(provider)}'",
         read_geometry=False,
     )
@@ -333,7 +335,7 @@ def _store(
     study: Study,
     provider: str,
     result: CaptureResult,
-    stored: dict[str, tuple[str, str]],
+    stored: dict[str, tuple[str, str, int, int]],
     files: DurableBatch,
 ) -> dict:
     """The capture's row, its image written (temporary name, rename) unless shared.
@@ -349,7 +351,9 @@ def _store(
     if row["status"] == "ok":
         key = result.image_key
         if key is not None and key in stored:  # the same image as another capture's
-            row["image_path"], row["sha256"] = stored[key]
+            row["image_path"], row["sha256"], width, height = stored[key]
+            if not row.get("width"):
+                row["width"], row["height"] = width, height
         elif not result.image:
             raise ValueError(f"provider {provider} returned an ok capture without an image")
         else:
@@ -361,7 +365,7 @@ def _store(
             row["image_path"] = rel.as_posix()
             row["sha256"] = hashlib.sha256(result.image).hexdigest()
             if key is not None:
-                stored[key] = (row["image_path"], row["sha256"])
+                stored[key] = (row["image_path"], row["sha256"], row["width"], row["height"])
     row.update(result.extra)
     return row
 
@@ -374,14 +378,15 @@ def _bucket(key: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:2]
 
 
-def _stored_images(committed: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    """Image key (the file's stem) -> (image_path, sha256) of committed images."""
-    stored: dict[str, tuple[str, str]] = {}
+def _stored_images(committed: pd.DataFrame) -> dict[str, tuple[str, str, int, int]]:
+    """Image key (the file's stem) -> (image_path, sha256, width, height) of stored images."""
+    stored: dict[str, tuple[str, str, int, int]] = {}
     if "sha256" not in committed.columns:
         return stored
-    for path, sha in zip(committed["image_path"], committed["sha256"], strict=True):
+    columns = ["image_path", "sha256", "width", "height"]
+    for path, sha, width, height in committed[columns].itertuples(index=False, name=None):
         if isinstance(path, str) and path:
-            stored[Path(path).stem] = (path, sha)
+            stored[Path(path).stem] = (path, sha, int(width), int(height))
     return stored
 
 

@@ -104,8 +104,9 @@ def provider_from_name(name: str, **options: Any):
         from .mapillary import MapillaryConfig, MapillaryProvider
 
         config = MapillaryConfig(
-            **_pick(options, ("headings", "absolute_headings", "radius", "since", "until")),
-        )
+            **_pick(options, ("headings", "absolute_headings", "radius", "since", "until",
+                              "captures_per_point")),
+        )  # fmt: skip
         return MapillaryProvider(
             config,
             _web_settings(options),

@@ -364,6 +364,18 @@ class ImageCache:
             self._tasks.move_to_end(key)
         return await asyncio.shield(task)
 
+    async def close(self) -> None:
+        """Cancel fetches nobody waits for any more (a stopped or refused run)."""
+        pending = [t for t in self._tasks.values() if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in self._tasks.values():  # mark finished failures as seen
+            if task.done() and not task.cancelled():
+                task.exception()
+        self._tasks.clear()
+
 
 # ------------------------------------------------------------------------ the provider
 _DONE = object()
@@ -502,6 +514,7 @@ class WebProvider:
                     task.cancel()
                 if pending:
                     await asyncio.gather(*pending, return_exceptions=True)
+                await self.images.close()
                 self.stats = {
                     "requests": self.http.requests,
                     "retries": self.http.retried,
