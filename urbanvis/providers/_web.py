@@ -522,16 +522,22 @@ class WebProvider:
                 }
 
     async def _hand_over(self, done: set[asyncio.Task], out: queue.Queue, stop) -> None:
+        error: BaseException | None = None
         for task in done:
-            exc = task.exception()
+            exc = task.exception()  # read every one, so none is reported as unretrieved
             if isinstance(exc, BudgetExhausted):
                 continue  # the group is left for the next run
             if exc is not None:
-                raise exc
+                error = error or exc
+                continue
+            if error is not None:
+                continue
             while not _put(out, task.result(), stop):
                 if stop.is_set():
                     return
                 await asyncio.sleep(0.005)
+        if error is not None:
+            raise error
 
 
 def _put(out: queue.Queue, item: Any, stop: threading.Event, *, force: bool = False) -> bool:
