@@ -7,6 +7,7 @@ Reported: requests/s (wall), CPU seconds of this process per 1,000 requests (all
 threads), and a check that no capture was lost or duplicated.
 
     python bench/harvest.py                     # 2,000 points x 4 headings, 64 in flight
+    python bench/harvest.py --rate 600              # what one core buys at a set rate
     python bench/harvest.py --points 500 --fault-rate 0
 """
 
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="image side the stand-in serves")
     ap.add_argument("--step", type=float, default=15.0, help="metres between points")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--rate", type=float, default=0, help="requests/s cap, 0: none")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     headings = tuple(float(h) for h in args.headings.split(","))
@@ -93,7 +95,7 @@ def main() -> None:
             make_points(study, args.points, args.step)
             provider = GsvProvider(
                 GsvConfig(size=args.size, headings=headings),
-                WebSettings(endpoint=url, concurrency=args.concurrency, rate=0, retries=6,
+                WebSettings(endpoint=url, concurrency=args.concurrency, rate=args.rate, retries=6,
                             timeout=10, backoff=0.05),  # fmt: skip
                 key=KEY,
             )
@@ -121,6 +123,7 @@ def main() -> None:
         proc.wait(timeout=10)
     print(
         f"{args.points:,} points x {len(headings)} headings, concurrency {args.concurrency}, "
+        f"rate cap {args.rate or 'none'}, "
         f"{args.fault_rate:.0%} faults: {requests:,} requests in {wall:.2f} s = "
         f"{requests / wall:,.0f} requests/s; CPU {cpu:.2f} s = {cpu / wall:.2f} cores, "
         f"{1000 * cpu / requests:.2f} CPU s per 1,000 requests; retries "
