@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(redact(traceback.format_exc()), err=True)
         click.echo(f"error: {one_line(redact(str(exc)))}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click's name for Ctrl-C
+        click.echo("interrupted; finished work is kept, rerun to resume", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

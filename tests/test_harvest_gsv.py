@@ -349,3 +349,39 @@ def test_resume_after_sigkill_at_random_moments(tmp_path):
         assert hashlib.sha256(data).hexdigest() == row.sha256
     assert not list(study.rglob("*.tmp*")) and not list(study.rglob(".*.part"))
     assert_secret_nowhere(study)
+
+
+def test_ctrl_c_keeps_finished_work_and_a_rerun_completes(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        study = make_study(tmp_path / "s", web, 300)
+        args = [
+            str(Path(sys.executable).with_name("urbanvis")), "harvest", "--study", str(study),
+            "--provider", "gsv", "--endpoint", web.url, "--size", "64", "--rate", "80",
+            "--batch-size", "16",
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GOOGLE_")}
+        env["GOOGLE_MAPS_API_KEY"] = KEY
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while web.count("image") < 100 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines()[-1] == (
+            "interrupted; finished work is kept, rerun to resume"
+        )
+        kept = captures(study)
+        assert 0 < kept["point_id"].nunique() < 300
+        requests_before = web.count()
+        again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        # the rerun asks nothing about the points that finished
+        assert web.count("metadata") - len([r for r in web.requests[:requests_before]
+                                            if r["endpoint"] == "metadata"]) == (
+            300 - kept["point_id"].nunique()
+        )  # fmt: skip
+    caps = captures(study)
+    assert len(caps) == 300 * len(HEADINGS) and caps["capture_id"].is_unique
+    assert image_files(study) == set(caps.loc[caps["status"] == "ok", "image_path"])
