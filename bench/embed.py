@@ -1,23 +1,31 @@
 """Benchmark: ``embed_captures`` end to end, images/s from JPEG files to vectors on disk.
 
-A study is built in a temporary folder with ``n`` street views rendered by the synthetic
-city (``--source`` px JPEGs, quality 90) and a captures layer pointing at them; then
+For each setting a study is built in a temporary folder: two batches + ``n`` street views
+rendered by the synthetic city (JPEG, quality 90; at most 512 distinct renderings, repeated
+under other names) and a captures layer pointing at them. Then
 :func:`urbanvis.embed.embed_captures` runs with a random-init encoder (the weights do not
-change the speed): decoding, bicubic resize and centre crop in DataLoader workers, the
-forward pass, part files written per batch, the merge, the PCA and the layer write. The
-figure printed is images/s of the loop (``EmbedSummary.images_per_second``) and of the
-whole call including start-up, merge and layer write.
+change the speed): a warm-up call on two batches, then the timed call on the ``n`` others
+(DataLoader workers start inside it, as in a real run), which decodes, resizes and crops,
+runs the forward pass, writes a part file per batch, merges them, fits the PCA and writes
+the layer. Two figures per setting: images/s of the loop (``EmbedSummary.images_per_second``)
+and of the whole timed call, start-up, merge and layer write included.
+
+Settings, one printed line each:
 
 cpu
-    vit_tiny_patch16_224 at 224 px, fp32 (the default).
-cuda
-    the same code path on a GPU (``--device cuda --arch vit_base_patch16_224``); workers
-    decode with PIL, the batch is pinned and copied; not measured yet.
+    ``--arch`` (ViT-Tiny/16) at 224 px in fp32, PIL decoding in ``--workers`` processes.
+cuda-nvjpeg (when CUDA is available)
+    ``--gpu-arch`` (ViT-B/16) in bf16 autocast; workers read bytes, JPEGs are decoded as a
+    batch with nvJPEG and resized on the GPU (``decode="gpu"``).
+cuda-pil
+    the same model and precision with PIL decoding in the workers (``decode="cpu"``).
+cuda-forward
+    the forward pass alone on a random batch already on the GPU: the ceiling.
 
 Examples
 --------
 python bench/embed.py --device cpu --n 256 --batch 32 --workers 2
-python bench/embed.py --device cuda --arch vit_base_patch16_224 --n 4096 --batch 256 --workers 14
+python bench/embed.py --device cuda --gpu-n 8192 --gpu-batch 256 --gpu-workers 12
 """
 
 from __future__ import annotations
@@ -27,12 +35,14 @@ import io
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 
 def build_study(root: Path, n: int, size: int):
+    """A study of ``n`` captures whose images are ``size`` px JPEGs of the synthetic city."""
     import geopandas as gpd
     import numpy as np
     import pandas as pd
@@ -46,12 +56,16 @@ def build_study(root: Path, n: int, size: int):
     folder.mkdir(parents=True, exist_ok=True)
     city = City(seed=0)
     rng = np.random.default_rng(0)
+    distinct: list[bytes] = []
     for i in range(n):
-        x, y = rng.uniform(0, 3000, 2)
-        image = render(city, x, y, float(rng.uniform(0, 360)), "2020-06-01T12:00", size=size)
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="JPEG", quality=90)
-        (folder / f"{i}.jpg").write_bytes(buf.getvalue())
+        if len(distinct) < 512:
+            x, y = rng.uniform(0, 3000, 2)
+            heading = float(rng.uniform(0, 360))
+            image = render(city, x, y, heading, "2020-06-01T12:00", size=size)
+            buf = io.BytesIO()
+            Image.fromarray(image).save(buf, format="JPEG", quality=90)
+            distinct.append(buf.getvalue())
+        (folder / f"{i}.jpg").write_bytes(distinct[i % len(distinct)])
     frame = pd.DataFrame(
         {
             "capture_id": [f"bench-{i}" for i in range(n)],
@@ -68,49 +82,146 @@ def build_study(root: Path, n: int, size: int):
     return study
 
 
+def run_setting(name: str, *, n: int, source: int, **kwargs) -> dict:
+    """Warm up on two batches, then time ``embed_captures`` on ``n`` more images."""
+    from urbanvis.embed import embed_captures
+
+    root = Path(tempfile.mkdtemp(prefix=f"urbanvis-bench-embed-{name}-"))
+    warm_up = 2 * kwargs["batch_size"]
+    try:
+        study = build_study(root / "study", warm_up + n, source)
+        common = dict(model=kwargs.pop("arch"), random_init=True, **kwargs)
+        embed_captures(study, limit=warm_up, **common)
+        started = time.perf_counter()
+        summary = embed_captures(study, **common)
+        total = time.perf_counter() - started
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "setting": name,
+        "arch": common["model"],
+        **kwargs,
+        "source_px": source,
+        "images": summary.embedded,
+        "loop_images_per_second": round(summary.images_per_second, 1),
+        "call_images_per_second": round(summary.embedded / total, 1),
+    }
+
+
+def forward_only(arch: str, batch: int, steps: int = 20) -> dict:
+    """Images/s of the bf16 forward pass alone on a batch already on the GPU."""
+    import torch
+
+    from urbanvis.engine.encoders import create_encoder
+
+    net = create_encoder(arch).cuda().eval()
+    x = torch.randn(batch, 3, 224, 224, device="cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for _ in range(3):
+            net.forward_head(net.forward_features(x), pre_logits=True)
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(steps):
+            net.forward_head(net.forward_features(x), pre_logits=True)
+        torch.cuda.synchronize()
+    rate = steps * batch / (time.perf_counter() - started)
+    return {
+        "setting": "cuda-forward",
+        "arch": arch,
+        "batch_size": batch,
+        "precision": "bf16",
+        "loop_images_per_second": round(rate, 1),
+    }
+
+
+def line(r: dict) -> str:
+    parts = [f"{r['setting']:<13}", f"{r['arch']:<22}", f"{r.get('precision', 'fp32'):<5}"]
+    if "decode" in r:
+        parts.append(
+            f"decode {r['decode']:<4} batch {r['batch_size']:>4} workers {r['workers']:>2} "
+            f"{r['images']:>6,} images of {r['source_px']} px:  loop "
+            f"{r['loop_images_per_second']:>8,.1f} img/s   whole call "
+            f"{r['call_images_per_second']:>8,.1f} img/s"
+        )
+    else:
+        parts.append(
+            f"batch {r['batch_size']:>4}, forward pass only:  "
+            f"{r['loop_images_per_second']:>8,.1f} img/s"
+        )
+    return "  ".join(parts)
+
+
 def main() -> None:
     import torch
 
-    from urbanvis.embed import embed_captures
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--arch", default="vit_tiny_patch16_224")
-    parser.add_argument("--n", type=int, default=256, help="images")
-    parser.add_argument("--source", type=int, default=320, help="side of the JPEG files")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="cpu: the CPU setting; cuda: the GPU settings; auto: cpu, then cuda if present",
+    )
+    parser.add_argument("--arch", default="vit_tiny_patch16_224", help="CPU model")
+    parser.add_argument("--n", type=int, default=256, help="images timed (CPU)")
+    parser.add_argument("--source", type=int, default=320, help="side of the JPEGs (CPU)")
+    parser.add_argument("--batch", type=int, default=32, help="batch size (CPU)")
+    parser.add_argument("--workers", type=int, default=2, help="decoding processes (CPU)")
+    parser.add_argument("--gpu-arch", default="vit_base_patch16_224")
+    parser.add_argument("--gpu-n", type=int, default=8192, help="images timed (GPU)")
+    parser.add_argument("--gpu-source", type=int, default=640, help="Street View's 640 px")
+    parser.add_argument("--gpu-batch", type=int, default=256)
+    parser.add_argument("--gpu-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")
     args = parser.parse_args()
-    if args.device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
-    root = Path(tempfile.mkdtemp(prefix="urbanvis-bench-embed-"))
-    study = build_study(root / "study", args.n, args.source)
-    started = time.perf_counter()
-    summary = embed_captures(
-        study,
-        model=args.arch,
-        random_init=True,
-        batch_size=args.batch,
-        workers=args.workers,
-        device=args.device,
-    )
-    total = time.perf_counter() - started
-    out = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            **({"gpu": torch.cuda.get_device_name()} if args.device == "cuda" else {}),
-        },
-        "config": vars(args) | {"json": None},
-        "images": summary.embedded,
-        "loop_images_per_second": round(summary.images_per_second, 2),
-        "call_images_per_second": round(summary.embedded / total, 2),
+
+    cuda = torch.cuda.is_available()
+    if args.device == "cuda" and not cuda:
+        parser.error("--device cuda: no CUDA GPU is visible")
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        **({"gpu": torch.cuda.get_device_name()} if cuda else {}),
     }
-    print(json.dumps(out, indent=2))
+    print("machine:", ", ".join(f"{k} {v}" for k, v in machine.items()), flush=True)
+    results = []
+    if args.device in ("auto", "cpu"):
+        torch.set_num_threads(os.cpu_count() or 1)
+        results.append(
+            run_setting(
+                "cpu",
+                n=args.n,
+                source=args.source,
+                arch=args.arch,
+                batch_size=args.batch,
+                workers=args.workers,
+                device="cpu",
+                precision="fp32",
+                decode="cpu",
+            )
+        )
+        print(line(results[-1]), flush=True)
+    if args.device in ("auto", "cuda") and cuda:
+        for name, decode in (("cuda-nvjpeg", "gpu"), ("cuda-pil", "cpu")):
+            results.append(
+                run_setting(
+                    name,
+                    n=args.gpu_n,
+                    source=args.gpu_source,
+                    arch=args.gpu_arch,
+                    batch_size=args.gpu_batch,
+                    workers=args.gpu_workers,
+                    device="cuda",
+                    precision="bf16",
+                    decode=decode,
+                )
+            )
+            print(line(results[-1]), flush=True)
+        results.append(forward_only(args.gpu_arch, args.gpu_batch))
+        print(line(results[-1]), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -33,12 +33,32 @@ from ._options import ProgressBar, study_option
     type=int,
     default=64,
     show_default=True,
-    help="Images per forward pass and per saved part; a kill loses at most one batch.",
+    help="Images per forward pass and per saved part; a kill loses at most the batch in "
+    "flight (two on a GPU).",
 )
 @click.option(
-    "--workers", type=int, default=2, show_default=True, help="Processes decoding images."
+    "--workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Processes decoding images (--decode cpu) or reading their files (--decode gpu).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Forward pass in bf16 autocast or fp32; auto: bf16 on CUDA, fp32 on CPU.",
+)
+@click.option(
+    "--decode",
+    type=click.Choice(["auto", "cpu", "gpu"]),
+    default="auto",
+    show_default=True,
+    help="Where images are decoded and resized: cpu (PIL, in the workers) or gpu (a batch at "
+    "a time on the device, JPEGs with nvJPEG); auto picks gpu on CUDA.",
+)
 @click.option(
     "--image-size",
     type=int,
@@ -49,7 +69,18 @@ from ._options import ProgressBar, study_option
     "--limit", type=int, default=None, help="Embed at most this many more captures (a trial)."
 )
 def embed(
-    study_dir, checkpoint, model, random_init, seed, batch_size, workers, device, image_size, limit
+    study_dir,
+    checkpoint,
+    model,
+    random_init,
+    seed,
+    batch_size,
+    workers,
+    device,
+    precision,
+    decode,
+    image_size,
+    limit,
 ):
     """Embed every ok capture with a ViT backbone ([CLS] after the final LayerNorm), resumably.
 
@@ -58,12 +89,15 @@ def embed(
     embeddings layer gets capture_id, point_id, model (encoder@checkpoint-sha256), pc1..pc3
     and the capture's point. Rerunning skips captures this model has already embedded.
     Read both in Python with urbanvis.embed.read_embeddings(study, model=...).
+    Under torchrun each process embeds its own share and rank 0 writes the layer; a killed
+    run, single or multi-process, resumes where it stopped.
 
     \b
     Examples:
       urbanvis embed --study hel --checkpoint hel/checkpoints/run/checkpoint_0299.pth.tar
       urbanvis embed --study hel --model vit_small --random-init --device cpu
-      torchrun --nproc_per_node 8 -m urbanvis_cli.main embed --study hel --checkpoint C
+      torchrun --standalone --nproc_per_node 8 -m urbanvis_cli.main embed --study hel \\
+          --checkpoint C --batch-size 256
     """
     from urbanvis import study as study_mod
     from urbanvis._errors import InputError
@@ -85,6 +119,8 @@ def embed(
             batch_size=batch_size,
             workers=workers,
             device=device,
+            precision=precision,
+            decode=decode,
             image_size=image_size,
             limit=limit,
             progress=bar if rank0 else None,
@@ -101,6 +137,9 @@ def embed(
             "batch_size": batch_size,
             "workers": workers,
             "device": device,
+            "precision": precision,
+            "decode": decode,
+            "processes": int(os.environ.get("WORLD_SIZE", "1")),
             "image_size": image_size,
             "limit": limit,
         },

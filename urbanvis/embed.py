@@ -1,9 +1,18 @@
 """Embed a study's captures with a ViT backbone, resumably, and read the vectors back.
 
 :func:`embed_captures` runs batched inference over the ``ok`` rows of the ``captures``
-layer: each image is decoded in DataLoader worker processes (PIL), resized (bicubic, shorter
-side) and centre-cropped to the model's input size, normalised with the encoder's mean/std,
-and the [CLS] token after the final LayerNorm is kept, not normalised (design section 6).
+layer: each image is resized (bicubic, shorter side) and centre-cropped to the model's
+input size, normalised with the encoder's mean/std, and the [CLS] token after the final
+LayerNorm is kept, not normalised (design section 6). Images are decoded either
+
+- ``cpu``: with PIL in DataLoader worker processes (the reference; the default on a CPU), or
+- ``gpu``: workers only read the file bytes; JPEGs are decoded as a batch with
+  ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA, the default there), other formats with
+  ``decode_image`` on the CPU, and the resize, crop and normalisation run as tensor
+  operations on the device (:func:`eval_transform_batch`, which reproduces PIL's bicubic
+  resize to within a grey level or two). On a CPU device the same code runs on CPU tensors.
+
+The forward pass runs in bf16 autocast on CUDA (``precision="auto"``) and in fp32 on a CPU.
 
 Where things go (design section 3)::
 
@@ -12,13 +21,18 @@ Where things go (design section 3)::
     embeddings/<model>/vectors.parquet  all vectors: capture_id + a float32 fixed-size list
     study.gpkg, layer ``embeddings``    capture_id, point_id, model, pc1..pc3, geometry
 
-A kill loses at most the batch in flight: the next run skips every capture that already
-has a vector from the same model (same checkpoint hash). When every capture is done the
-parts are merged into ``vectors.parquet``, a PCA is fitted on all of that model's vectors
-and the model's rows of the ``embeddings`` layer are replaced in one transaction.
+A kill loses at most the batches in flight (two on a GPU, one on a CPU): the next run
+skips every capture that already has a vector from the same model (same checkpoint hash).
+When every capture is done the parts are merged into ``vectors.parquet``, a PCA is fitted
+on all of that model's vectors and the model's rows of the ``embeddings`` layer are
+replaced in one transaction.
 
-Under ``torchrun`` each rank embeds its share of the captures into its own part files;
-rank 0 merges them and writes the layer. Read the result with :func:`read_embeddings`.
+Under ``torchrun`` (``WORLD_SIZE`` > 1; NCCL on GPUs, gloo on CPUs) every rank reads the
+same list of pending captures and takes every ``world``-th one from its rank on, so the
+shards are disjoint and fixed by the files on disk; each rank writes its own part files
+(``part-r<rank>-<n>.parquet``). After a barrier rank 0 alone merges the parts and writes
+the layer. A killed run resumes under any number of processes. Read the result with
+:func:`read_embeddings`.
 
 ``import urbanvis.embed`` does not import torch; the functions that need it import it.
 """
@@ -94,6 +108,8 @@ def embed_captures(
     batch_size: int = 64,
     workers: int = 2,
     device: str = "auto",
+    precision: str = "auto",
+    decode: str = "auto",
     image_size: int | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
@@ -113,10 +129,19 @@ def embed_captures(
     random_init, seed
         Allow a bare ``model`` name with random weights drawn from ``seed``.
     batch_size, workers
-        Images per forward pass (and per part file: a kill loses at most one batch);
-        DataLoader processes decoding images (0: in this process).
+        Images per forward pass (and per part file: a kill loses at most the batches in
+        flight); DataLoader processes decoding images, or with ``decode="gpu"`` reading
+        their bytes (0: in this process).
     device
-        ``auto`` (a GPU when one is visible), ``cpu``, ``cuda`` or ``cuda:N``.
+        ``auto`` (a GPU when one is visible), ``cpu``, ``cuda`` or ``cuda:N``. Under
+        ``torchrun`` each process takes the GPU of its ``LOCAL_RANK``.
+    precision
+        ``auto`` (bf16 autocast on CUDA, fp32 on a CPU), ``fp32`` or ``bf16``. The
+        vectors are float32 either way.
+    decode
+        Where images are decoded and resized: ``cpu`` (PIL in the workers), ``gpu``
+        (a batch at a time on the device, JPEGs with nvJPEG on CUDA; on a CPU device the
+        same tensor code runs on the CPU), or ``auto`` (``gpu`` on CUDA, else ``cpu``).
     image_size
         Resize/crop side; defaults to the model's input size (224 for the ViT sizes).
         Another size resamples the position embedding and is part of the model id.
@@ -134,6 +159,10 @@ def embed_captures(
         raise InputError(f"workers must be 0 or more, got {workers}")
     if image_size is not None and image_size < 8:
         raise InputError(f"image size must be at least 8 pixels, got {image_size}")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise InputError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
+    if decode not in ("auto", "cpu", "gpu"):
+        raise InputError(f"--decode must be auto, cpu or gpu, not {decode!r}")
     if checkpoint is not None:
         _check_checkpoint_file(Path(checkpoint))
     captures = _ok_captures(study)  # before torch: a study without captures fails fast
@@ -147,13 +176,18 @@ def embed_captures(
         seed=seed,
         image_size=image_size,
     )
-    rank, world, local_rank = _init_distributed(device)
-    dev = _device(device, local_rank)
+    dev = _device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    rank, world, owned = _init_distributed(dev)
+    bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
+    amp = torch.bfloat16 if bf16 else None
+    on_device = decode == "gpu" or (decode == "auto" and dev.type == "cuda")
     folder = model_folder(study, meta["model"])
     summary = EmbedSummary(model=meta["model"], captures_total=len(captures), done_before=0)
     summary.dim = int(meta["dim"])
     summary.vectors = folder / "vectors.parquet"
 
+    # Every rank reads the same files (nothing is written before the barrier below), so
+    # every rank sees the same pending list and the shards rank::world are disjoint.
     done = set(_vector_ids(folder))
     summary.done_before = len(done & set(captures["capture_id"]))
     pending = captures[~captures["capture_id"].isin(done)]
@@ -162,6 +196,7 @@ def embed_captures(
     mine = pending.iloc[rank::world]
     if rank == 0:
         _write_meta(folder, meta)
+        _remove_temporaries(folder)  # left by a killed run
     if world > 1:
         import torch.distributed as dist
 
@@ -172,37 +207,46 @@ def embed_captures(
         progress(summary.done_before, summary.captures_total, dict(counts))
     started = time.perf_counter()
     net = net.to(dev).eval()
-    loader = _loader(study.root, mine, meta, batch_size=batch_size, workers=workers, device=dev)
-    seq = _next_part_number(folder, rank)
+    loader = _loader(
+        study.root, mine, meta, batch_size=batch_size, workers=workers, device=dev, raw=on_device
+    )
+    parts = _PartWriter(folder, rank)
     with torch.inference_mode():
-        for ids, images, failed in loader:
+        for batch_ids, batch, batch_failed in loader:
             if should_stop is not None and should_stop():
                 summary.stopped = True
                 break
+            ids, images, failed = batch_ids, batch, batch_failed
+            if on_device and ids:
+                ids, images, unreadable = _transform_on_device(ids, batch, meta, dev)
+                failed = failed + unreadable
             for capture_id, error in failed:
                 log.warning("capture %s skipped: %s", capture_id, error)
             counts["failed"] += len(failed)
             if ids:
                 images = images.to(dev, non_blocking=True)
-                vectors = _forward(net, images).float().cpu().numpy()
-                _write_part(folder, rank, seq, ids, vectors)
-                seq += 1
+                with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+                    vectors = _forward(net, images)
+                parts.add(ids, vectors)
                 counts["ok"] += len(ids)
             if progress is not None and rank == 0:
                 done_now = summary.done_before + world * counts["ok"]  # other ranks: estimate
                 progress(min(done_now, summary.captures_total), summary.captures_total, counts)
+        parts.flush()
     summary.seconds = time.perf_counter() - started
     summary.embedded, summary.failed = counts["ok"], counts["failed"]
     if limit is not None and len(pending) < len(captures) - summary.done_before:
         summary.stopped = True
-    if world > 1:
-        summary.embedded, summary.failed = _sum_over_ranks([summary.embedded, summary.failed], dev)
-        import torch.distributed as dist
-
+    if world > 1:  # every rank has written its parts once it joins the sum
+        totals = [summary.embedded, summary.failed, int(summary.stopped)]
+        summary.embedded, summary.failed, stopped = _sum_over_ranks(totals, dev)
+        summary.stopped = stopped > 0
         dist.barrier()
     if rank == 0 and not summary.stopped:
         summary.layer_written = _finalise(study, folder, meta["model"], captures)
-    log.info("%s", summary.line())
+    if owned:
+        dist.destroy_process_group()
+    log.log(logging.INFO if rank == 0 else logging.DEBUG, "%s", summary.line())
     return summary
 
 
@@ -279,17 +323,17 @@ def _forward(net, images):
     return net.forward_head(net.forward_features(images), pre_logits=True)
 
 
-def _init_distributed(device: str) -> tuple[int, int, int]:
+def _init_distributed(device) -> tuple[int, int, bool]:
+    """``(rank, world, owned)``; ``owned``: this call started the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1, 0
-    import torch
+        return 0, 1, False
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        gpu = torch.cuda.is_available() and device != "cpu"
-        dist.init_process_group("nccl" if gpu else "gloo")
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), True
 
 
 def _device(name: str, local_rank: int):
@@ -319,21 +363,67 @@ def _sum_over_ranks(values: list[int], device) -> list[int]:
     return [int(v) for v in t.tolist()]
 
 
+class _PartWriter:
+    """Writes each batch's vectors to the next part file of this rank.
+
+    On CUDA a batch is written one batch late: its copy to (pinned) host memory is queued
+    behind the forward pass, and the host writes the previous batch while the GPU runs.
+    """
+
+    def __init__(self, folder: Path, rank: int) -> None:
+        self.folder = folder
+        self.rank = rank
+        self.seq = _next_part_number(folder, rank)
+        self.waiting: tuple | None = None
+
+    def add(self, ids: list[str], vectors) -> None:
+        import torch
+
+        if vectors.device.type == "cuda":
+            host = vectors.float().to("cpu", non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+            self.flush()
+            self.waiting = (ids, host, ready)
+        else:
+            self.waiting = (ids, vectors.float(), None)
+            self.flush()
+
+    def flush(self) -> None:
+        if self.waiting is None:
+            return
+        ids, host, ready = self.waiting
+        self.waiting = None
+        if ready is not None:
+            ready.synchronize()
+        _write_part(self.folder, self.rank, self.seq, ids, host.numpy())
+        self.seq += 1
+
+
 # ------------------------------------------------------------------------- decoding
 class _CaptureImages:
-    """Item ``i``: ``(capture_id, tensor or None, error or None)``; decoded in workers."""
+    """Item ``i``: ``(capture_id, tensor or None, error or None)``, decoded in a worker.
 
-    def __init__(self, root: Path, captures: pd.DataFrame, meta: dict[str, Any]) -> None:
+    With ``raw`` the tensor is replaced by ``(image_path, file bytes as a uint8 tensor)``,
+    to be decoded on the device.
+    """
+
+    def __init__(
+        self, root: Path, captures: pd.DataFrame, meta: dict[str, Any], *, raw: bool = False
+    ) -> None:
         self.root = root
         self.ids = captures["capture_id"].to_numpy()
         self.paths = captures["image_path"].to_numpy()
         self.meta = meta
+        self.raw = raw
         self.transform: Any = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int):
+        if self.raw:
+            return self._bytes(i)
         from PIL import Image
 
         if self.transform is None:  # built in the worker
@@ -347,29 +437,145 @@ class _CaptureImages:
         except OSError as exc:  # missing or undecodable file: skipped, retried next run
             return self.ids[i], None, f"{self.paths[i]}: {exc.strerror or exc}"
 
+    def _bytes(self, i: int):
+        import torch
 
-def _collate(items):
+        try:
+            data = (self.root / self.paths[i]).read_bytes()
+        except OSError as exc:
+            return self.ids[i], None, f"{self.paths[i]}: {exc.strerror or exc}"
+        if not data:
+            return self.ids[i], None, f"{self.paths[i]}: empty file"
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return self.ids[i], (self.paths[i], encoded), None
+
+
+def _collate(items, *, stack: bool = True):
     import torch
 
     good = [(cid, x) for cid, x, _ in items if x is not None]
     failed = [(cid, err) for cid, x, err in items if x is None]
-    images = torch.stack([x for _, x in good]) if good else None
+    images: Any = [x for _, x in good]
+    if stack:
+        images = torch.stack(images) if good else None
     return [str(cid) for cid, _ in good], images, failed
 
 
-def _loader(root: Path, captures: pd.DataFrame, meta, *, batch_size, workers, device):
+def _loader(root: Path, captures: pd.DataFrame, meta, *, batch_size, workers, device, raw):
+    from functools import partial
+
     from torch.utils.data import DataLoader
 
     return DataLoader(
-        _CaptureImages(root, captures, meta),  # type: ignore[arg-type]
+        _CaptureImages(root, captures, meta, raw=raw),  # type: ignore[arg-type]
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
+        collate_fn=partial(_collate, stack=not raw),
+        pin_memory=device.type == "cuda" and not raw,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
+
+
+_JPEG_START = [0xFF, 0xD8, 0xFF]
+
+
+def decode_images(data: list, device) -> tuple[list, list[str | None]]:
+    """Decode encoded images (1-D uint8 tensors on the CPU) to uint8 RGB ``(3, H, W)``.
+
+    JPEGs are decoded in one ``torchvision.io.decode_jpeg`` call on ``device`` (nvJPEG on
+    CUDA, libjpeg-turbo on a CPU); other formats, and the JPEGs of a call that failed, one
+    at a time with ``decode_image`` on the CPU, then moved to ``device``.
+
+    Returns
+    -------
+    (list, list)
+        Per input, the image or None, and None or why it could not be decoded.
+    """
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    rgb = ImageReadMode.RGB
+    images: list = [None] * len(data)
+    errors: list[str | None] = [None] * len(data)
+    jpegs = [i for i, d in enumerate(data) if d[:3].tolist() == _JPEG_START]
+    if jpegs:
+        try:
+            decoded = decode_jpeg([data[i] for i in jpegs], mode=rgb, device=device)
+        except RuntimeError:  # one bad file fails the call: every file is retried below
+            decoded = [None] * len(jpegs)
+        for i, image in zip(jpegs, decoded, strict=True):
+            images[i] = image
+    for i, d in enumerate(data):
+        if images[i] is None:
+            try:
+                images[i] = decode_image(d, mode=rgb).to(device)
+            except RuntimeError as exc:
+                errors[i] = re.sub(r"^.*?\.cpp:\d+,\s*", "", str(exc)).strip() or "undecodable"
+    return images, errors
+
+
+def eval_transform_batch(images: list, size: int, *, mean, std):
+    """The eval transform of :func:`urbanvis.engine.transforms.eval_transform` on tensors.
+
+    Resize (bicubic, shorter side to ``size``), centre crop ``size``, scale to [0, 1] and
+    normalise, for uint8 ``(3, H, W)`` images on any device; images of one shape are
+    resized together. PIL's resize is reproduced: antialiased bicubic (a = -0.5),
+    horizontal pass first, rounded to 8 bits after each pass. Against PIL a value differs
+    by one grey level at about 0.1% of the values (rounding ties), rarely by two.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 ``(len(images), 3, size, size)`` on the images' device.
+    """
+    import torch
+
+    dev = images[0].device
+    out = torch.empty((len(images), 3, size, size), device=dev)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault((int(image.shape[-2]), int(image.shape[-1])), []).append(i)
+    for index in groups.values():
+        out[index] = _resize_and_crop(torch.stack([images[i] for i in index]).float(), size)
+    m = torch.tensor(mean, device=dev, dtype=out.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=dev, dtype=out.dtype).view(1, 3, 1, 1)
+    return out.div_(255.0).sub_(m).div_(s)
+
+
+def _resize_and_crop(x, size: int):
+    """Float batch (B, 3, H, W) in 0..255 -> (B, 3, size, size), as torchvision on PIL."""
+    from torch.nn import functional as F
+
+    def bicubic(t, shape):
+        t = F.interpolate(t, size=shape, mode="bicubic", antialias=True, align_corners=False)
+        return t.clamp_(0.0, 255.0).add_(0.5).floor_()  # PIL keeps 8 bits between passes
+
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    long = int(size * max(h, w) / min(h, w))  # torchvision: the long side truncated
+    nh, nw = (size, long) if h <= w else (long, size)
+    if nw != w:
+        x = bicubic(x, (h, nw))
+    if nh != h:
+        x = bicubic(x, (nh, nw))
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    return x[..., top : top + size, left : left + size]
+
+
+def _transform_on_device(ids: list[str], items: list, meta: dict[str, Any], device):
+    """Decode a batch of ``(path, bytes)`` on ``device`` and apply the eval transform there.
+
+    Returns the ids that decoded, their normalised batch, and ``(id, error)`` of the rest.
+    """
+    images, errors = decode_images([data for _, data in items], device)
+    good = [i for i, image in enumerate(images) if image is not None]
+    failed = [(ids[i], f"{items[i][0]}: {errors[i]}") for i, e in enumerate(images) if e is None]
+    if not good:
+        return [], None, failed
+    batch = eval_transform_batch(
+        [images[i] for i in good], meta["image_size"], mean=meta["mean"], std=meta["std"]
+    )
+    return [ids[i] for i in good], batch, failed
 
 
 # -------------------------------------------------------------------------- storage
@@ -404,6 +610,12 @@ def _write_parquet(path: Path, ids: list[str], vectors: np.ndarray) -> None:
 
 def _write_part(folder: Path, rank: int, seq: int, ids: list[str], vectors) -> None:
     _write_parquet(folder / "parts" / f"part-r{rank:03d}-{seq:06d}.parquet", ids, vectors)
+
+
+def _remove_temporaries(folder: Path) -> None:
+    """Delete the temporary files of writes a kill interrupted (never read as output)."""
+    for path in [*folder.glob(".*.tmp"), *(folder / "parts").glob(".*.tmp")]:
+        path.unlink(missing_ok=True)
 
 
 def _next_part_number(folder: Path, rank: int) -> int:
