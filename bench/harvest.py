@@ -95,8 +95,14 @@ def main() -> None:
             make_points(study, args.points, args.step)
             provider = GsvProvider(
                 GsvConfig(size=args.size, headings=headings),
-                WebSettings(endpoint=url, concurrency=args.concurrency, rate=args.rate, retries=6,
-                            timeout=10, backoff=0.05),  # fmt: skip
+                WebSettings(
+                    endpoint=url,
+                    concurrency=args.concurrency,
+                    rate=args.rate,
+                    retries=6,
+                    timeout=10,
+                    backoff=0.05,
+                ),  # fmt: skip
                 key=KEY,
             )
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -127,7 +133,8 @@ def main() -> None:
         f"{args.fault_rate:.0%} faults: {requests:,} requests in {wall:.2f} s = "
         f"{requests / wall:,.0f} requests/s; CPU {cpu:.2f} s = {cpu / wall:.2f} cores, "
         f"{1000 * cpu / requests:.2f} CPU s per 1,000 requests; retries "
-        f"{summary.stats['retries']:,}; server CPU {server / wall:.2f} cores; counts {summary.counts}; lost {lost}, duplicated "
+        f"{summary.stats['retries']:,}; server CPU {server / wall:.2f} cores; "
+        f"counts {summary.counts}; lost {lost}, duplicated "
         f"{dup}, bad sha256 {bad}, files {files:,} for {len(ok):,} images"
     )
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")

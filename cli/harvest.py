@@ -196,8 +196,13 @@ def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, 
             raise InputError(f"--metadata-only is for {_WEB}, not {provider}")
         with ProgressBar(f"survey {provider}") as progress:
             found = survey(st, source, limit=limit, progress=progress)
-        st.record_run("harvest --metadata-only", {"provider": provider, **source.parameters()},
-                      points=found.points, panoramas=found.panoramas, images=found.images)  # fmt: skip
+        st.record_run(
+            "harvest --metadata-only",
+            {"provider": provider, **source.parameters()},
+            points=found.points,
+            panoramas=found.panoramas,
+            images=found.images,
+        )
         click.echo(found.line())
         return
     with ProgressBar(f"harvest {provider}") as progress:

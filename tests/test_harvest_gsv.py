@@ -23,9 +23,9 @@ import pytest
 from PIL import Image
 
 from urbanvis.harvest import harvest, survey
+from urbanvis.providers._web import FatalError, WebSettings
 from urbanvis.providers.base import CAPTURE_COLUMNS
 from urbanvis.providers.gsv import GsvConfig, GsvProvider, sign_url
-from urbanvis.providers._web import FatalError, WebSettings
 from urbanvis.study import open_study
 
 from .test_cli import assert_one_line_error
@@ -80,9 +80,7 @@ def cli(*args: str, key: str | None = KEY, env_extra: dict | None = None):
     if key is not None:
         env["GOOGLE_MAPS_API_KEY"] = key
     env.update(env_extra or {})
-    return subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def assert_secret_nowhere(root: Path, *texts: str, secrets=(KEY, SECRET)) -> None:
@@ -252,9 +250,10 @@ def test_cli_wrong_key_no_key_and_bad_options(tmp_path):
             cli("harvest", "--study", str(empty), "--provider", "gsv", "--endpoint", web.url),
             "no points",
         )
-    assert not (study / "study.gpkg").exists() or "captures" not in pyogrio.list_layers(
-        study / "study.gpkg"
-    )[:, 0]
+    assert (
+        not (study / "study.gpkg").exists()
+        or "captures" not in pyogrio.list_layers(study / "study.gpkg")[:, 0]
+    )
 
 
 def test_cli_key_file_and_signed_harvest_keep_secrets_out(tmp_path):
@@ -272,7 +271,7 @@ def test_cli_key_file_and_signed_harvest_keep_secrets_out(tmp_path):
     assert "8 points harvested" in result.stdout
     assert_secret_nowhere(study, result.stdout, result.stderr)
     toml = (study / "study.toml").read_text()
-    assert "[settings.\"harvest.gsv\"]" in toml and "signed = true" in toml
+    assert '[settings."harvest.gsv"]' in toml and "signed = true" in toml
 
 
 def test_max_requests_stops_then_a_rerun_finishes(tmp_path):
@@ -326,8 +325,10 @@ def test_resume_after_sigkill_at_random_moments(tmp_path):
             proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)  # fmt: skip
             deadline = time.monotonic() + 60
-            while proc.poll() is None and web.count("image") <= start and (
-                time.monotonic() < deadline
+            while (
+                proc.poll() is None
+                and web.count("image") <= start
+                and (time.monotonic() < deadline)
             ):
                 time.sleep(0.01)
             time.sleep(rng.uniform(0.0, 0.5))

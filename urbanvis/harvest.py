@@ -51,8 +51,10 @@ class HarvestSummary:
         c = self.counts
         state = "done"
         if self.stopped:
-            state = f"stopped early ({self.reason}); rerun to resume" if self.reason else (
-                "stopped early; rerun to resume"
+            state = (
+                f"stopped early ({self.reason}); rerun to resume"
+                if self.reason
+                else ("stopped early; rerun to resume")
             )
         if self.stats.get("requests"):
             state = f"{self.stats['requests']:,} requests, {state}"

@@ -3,7 +3,8 @@
 - ``simulator``: the offline synthetic city (:mod:`.simulator`).
 - ``folder``: your own geotagged images or a manifest (:mod:`.folder`).
 - ``gsv``: Google's Street View Static API, newest panorama per point (:mod:`.gsv`).
-- ``gsv-historical``: every dated panorama near each point, via ``streetlevel`` (:mod:`.historical`).
+- ``gsv-historical``: every dated panorama near each point, via ``streetlevel``
+  (:mod:`.historical`).
 - ``mapillary``: Mapillary's Graph API v4 (:mod:`.mapillary`).
 
 The web providers share one async engine (:mod:`._web`): concurrency, rate limit, retries,
@@ -69,9 +70,7 @@ def provider_from_name(name: str, **options: Any):
                 "the folder provider needs --images PATH: a folder of geotagged images or a "
                 "CSV/GeoPackage manifest with path, lon, lat"
             )
-        return FolderProvider(
-            source, **_pick(options, ("radius", "since", "until"))
-        )
+        return FolderProvider(source, **_pick(options, ("radius", "since", "until")))
     if name == "gsv":
         from .gsv import GsvConfig, GsvProvider
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import io
 import logging
 import queue
@@ -238,7 +239,7 @@ class Http:
                             resp.status, resp.headers.get("Content-Type", ""), body, shown
                         )
                         retry_after = resp.headers.get("Retry-After")
-                except (TimeoutError, asyncio.TimeoutError):
+                except TimeoutError:
                     reason = f"timed out after {self.settings.timeout:g} s"
                     continue
                 except aiohttp.ClientError as exc:
@@ -462,15 +463,11 @@ class WebProvider:
             stop.set()
             loop, task = state["loop"], state["task"]
             if thread.is_alive() and loop is not None and task is not None:
-                try:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     loop.call_soon_threadsafe(task.cancel)
-                except RuntimeError:
-                    pass
             while thread.is_alive():  # drain so the producer never blocks on a full queue
-                try:
+                with contextlib.suppress(queue.Empty):
                     out.get(timeout=0.05)
-                except queue.Empty:
-                    pass
             thread.join()
 
     @property
@@ -505,9 +502,7 @@ class WebProvider:
                         await self._hand_over(done, out, stop)
                     pending.add(asyncio.ensure_future(self.capture_group(group)))
                 while pending:
-                    done, pending = await asyncio.wait(
-                        pending, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     await self._hand_over(done, out, stop)
             finally:
                 for task in pending:
@@ -559,7 +554,9 @@ def read_secret(env: str, key_file: str | None, *, what: str, option: str = "--k
     if key_file:
         path = Path(key_file).expanduser()
         if not path.is_file():
-            raise InputError(f"{option} {key_file} does not exist; give the file holding the {what}")
+            raise InputError(
+                f"{option} {key_file} does not exist; give the file holding the {what}"
+            )
         lines = [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
         if not lines:
             raise InputError(f"{option} {key_file} is empty; put the {what} on its first line")

@@ -152,9 +152,7 @@ class GsvProvider(WebProvider):
         if cfg.source != "default":
             params["source"] = cfg.source
         params["key"] = self.key
-        response = await self.http.get(
-            METADATA, params, sign=self._sign, retry_if=_metadata_retry
-        )
+        response = await self.http.get(METADATA, params, sign=self._sign, retry_if=_metadata_retry)
         if response.status in (401, 403):
             raise FatalError(_denied(f"HTTP {response.status}"))
         if response.status != 200:
@@ -182,7 +180,7 @@ class GsvProvider(WebProvider):
             "return_error_code": "true",
             "key": self.key,
         }
-        for attempt in range(int(self.web.retries) + 1):
+        for _ in range(int(self.web.retries) + 1):
             response = await self.http.get(API, params, sign=self._sign)
             if response.status == 404:
                 return None, "no imagery (HTTP 404)", 0, 0
