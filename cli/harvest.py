@@ -133,10 +133,15 @@ _WEB = "gsv, gsv-historical, mapillary"
 @click.option(
     "--limit", type=int, default=None, help="Harvest at most this many more points (a trial run)."
 )
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Harvest again the points whose captures failed last time (after every retry).",
+)
 def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, radius,
             outdoor_only, since, until, images, key_file, secret_file, concurrency, rate,
             retries, timeout, max_requests, metadata_only, endpoint, captures_per_point, seed,
-            workers, batch_size, limit):  # fmt: skip
+            workers, batch_size, limit, retry_failed):  # fmt: skip
     """Capture street-level images for every point of the study, resumably.
 
     \b
@@ -206,7 +211,14 @@ def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, 
         click.echo(found.line())
         return
     with ProgressBar(f"harvest {provider}") as progress:
-        summary = run_harvest(st, source, batch_size=batch_size, limit=limit, progress=progress)
+        summary = run_harvest(
+            st,
+            source,
+            batch_size=batch_size,
+            limit=limit,
+            progress=progress,
+            retry_failed=retry_failed,
+        )
     st.record_run(
         "harvest",
         {"provider": provider, **source.parameters(), "batch_size": batch_size, "limit": limit},

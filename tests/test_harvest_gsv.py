@@ -386,3 +386,28 @@ def test_ctrl_c_keeps_finished_work_and_a_rerun_completes(tmp_path):
     caps = captures(study)
     assert len(caps) == 300 * len(HEADINGS) and caps["capture_id"].is_unique
     assert image_files(study) == set(caps.loc[caps["status"] == "ok", "image_path"])
+
+
+def test_retry_failed_harvests_failed_points_again_and_reuses_stored_images(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web, 12)
+        web.inject("http503", n=6, path_prefix="image")  # retries=1: three images fail
+        harvest(st, provider(web, retries=1, concurrency=1))
+        first = captures(st.root)
+        failed_points = set(first.loc[first["status"] == "failed", "point_id"])
+        assert failed_points
+        plain = harvest(st, provider(web))  # a plain rerun leaves failures alone
+        assert plain.points_harvested == 0
+        web.reset_log()
+        again = harvest(st, provider(web), retry_failed=True)
+        assert again.points_harvested == len(failed_points)
+        # only the failed points are asked again, and only their missing images fetched
+        asked = {r["query"]["location"] for r in web.requests if r["endpoint"] == "metadata"}
+        assert len(asked) == len(failed_points)
+        bad = first[first["status"] == "failed"]  # neighbours share a failed fetch too
+        assert web.count("image") == len(bad.drop_duplicates(["pano_id", "heading"]))
+    final = captures(st.root)
+    assert len(final) == len(first) and final["capture_id"].is_unique
+    assert "failed" not in set(final["status"])
+    assert image_files(st.root) == set(final.loc[final["status"] == "ok", "image_path"])
+    assert pyogrio.read_info(st.gpkg, layer="captures")["features"] == len(final)

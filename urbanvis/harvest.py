@@ -45,6 +45,7 @@ class HarvestSummary:
     stopped: bool = False
     reason: str = ""
     orphans_removed: int = 0
+    retried_rows: int = 0
     stats: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
@@ -74,6 +75,7 @@ def harvest(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     commit_seconds: float = 10.0,
+    retry_failed: bool = False,
 ) -> HarvestSummary:
     """Capture images for every point of ``study`` that this provider has not done yet.
 
@@ -93,6 +95,9 @@ def harvest(
         ``should_stop()`` is checked between batches.
     commit_seconds
         Streaming providers also commit whatever finished after this many seconds.
+    retry_failed
+        Harvest again the points with a capture recorded as ``failed`` (their rows are
+        replaced; images already stored are reused, not fetched again).
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
@@ -108,9 +113,17 @@ def harvest(
     if len(points) == 0:
         raise InputError(f"study {study.root} has no points; run 'urbanvis sample' first")
     committed = _committed_captures(study, provider.name)
-    done = set(committed["point_id"].astype(np.int64).tolist())
-    _check_same_settings(study, provider, has_captures=bool(done))
+    _check_same_settings(study, provider, has_captures=len(committed) > 0)
     orphans = _remove_orphans(study, provider.name, set(committed["image_path"].dropna()))
+    stored = _stored_images(committed)  # before any retry drops rows: their files are reused
+    retried = 0
+    if retry_failed:
+        again = sorted(set(committed.loc[committed["status"] == "failed", "point_id"]))
+        if again:
+            retried = _drop_points(study, provider.name, again)
+            committed = committed[~committed["point_id"].isin(again)]
+            log.info("retrying %d points with failed captures", len(again))
+    done = set(committed["point_id"].astype(np.int64).tolist())
     pending = points[~points["point_id"].isin(done)]
     if limit is not None:
         pending = pending.iloc[: max(int(limit), 0)]
@@ -119,6 +132,7 @@ def harvest(
         points_total=len(points),
         points_done_before=len(done & set(points["point_id"])),
         orphans_removed=orphans,
+        retried_rows=retried,
     )
     table = pd.DataFrame(
         {
@@ -128,7 +142,6 @@ def harvest(
             "lat": pending.geometry.y.to_numpy(),
         }
     )
-    stored = _stored_images(committed)
     if progress is not None:  # the starting point, so that rates count this run only
         progress(summary.points_done_before, summary.points_total, dict(summary.counts))
     rows: list[dict] = []
@@ -305,14 +318,28 @@ def _committed_captures(study: Study, provider: str) -> pd.DataFrame:
                 "sha256": pd.Series(dtype="object"),
                 "width": pd.Series(dtype="int64"),
                 "height": pd.Series(dtype="int64"),
+                "status": pd.Series(dtype="object"),
             }
         )
     return study.read_layer(
         "captures",
-        columns=["point_id", "image_path", "sha256", "width", "height"],
+        columns=["point_id", "image_path", "sha256", "width", "height", "status"],
         where=f"provider = '{_sql_text(provider)}'",
         read_geometry=False,
     )
+
+
+def _drop_points(study: Study, provider: str, point_ids: Sequence[int]) -> int:
+    """Delete this provider's capture rows of ``point_ids`` (so they are harvested again)."""
+    deleted = 0
+    ids = [int(p) for p in point_ids]
+    for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        deleted += study.delete_rows(
+            "captures", f"provider = ? AND point_id IN ({marks})", [provider, *chunk]
+        )
+    return deleted
 
 
 def _remove_orphans(study: Study, provider: str, known: set[str]) -> int:

@@ -24,7 +24,7 @@ import platform
 import sqlite3
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -147,6 +147,31 @@ class Study:
                 f"that the study folder is writable and has space"
             ) from exc
         log.debug("wrote %d rows to %s:%s", len(frame), self.gpkg.name, name)
+
+    def delete_rows(self, name: str, where: str, params: Sequence[Any] = ()) -> int:
+        """Delete the rows of layer ``name`` matching the SQL ``where`` (with ``?`` params).
+
+        One SQLite transaction: the GeoPackage's spatial index follows through its triggers,
+        and the cached feature count is cleared so GDAL and QGIS count again. Returns the
+        number of rows deleted.
+        """
+        if name == META_LAYER or not self.has_layer(name):
+            raise InputError(f"study {self.root} has no '{name}' layer to delete rows from")
+        try:
+            with contextlib.closing(sqlite3.connect(self.gpkg)) as con, con:
+                cur = con.execute(f'DELETE FROM "{name}" WHERE {where}', tuple(params))
+                con.execute(
+                    "UPDATE gpkg_ogr_contents SET feature_count = NULL WHERE table_name = ?",
+                    (name,),
+                )
+                deleted = cur.rowcount
+        except sqlite3.Error as exc:
+            raise StudyError(
+                f"could not delete rows of layer '{name}' in {self.gpkg} ({first_line(exc)}); "
+                f"check that the study folder is writable"
+            ) from exc
+        log.debug("deleted %d rows of %s:%s", deleted, self.gpkg.name, name)
+        return deleted
 
     # -------------------------------------------------------------- provenance
     def settings(self, section: str) -> dict[str, Any] | None:
