@@ -61,6 +61,12 @@ _WEB = "gsv, gsv-historical, mapillary"
               help="First capture date kept: a year or YYYY-MM [simulator: 2015].")  # fmt: skip
 @click.option("--until", default=None,
               help="Last capture date kept: a year or YYYY-MM [simulator: 2024].")  # fmt: skip
+@click.option("--city", metavar="NAME",
+              help="No points yet? Sample this place's streets first (as urbanvis sample).")  # fmt: skip
+@click.option("--area", metavar="FILE", help="No points yet? Sample inside this polygon file.")
+@click.option("--bbox", metavar="W,S,E,N", help="No points yet? Sample inside this box.")
+@click.option("--osm", metavar="FILE",
+              help="No points yet? Sample the roads of this local OSM file.")  # fmt: skip
 @click.option(
     "--images",
     default=None,
@@ -139,7 +145,7 @@ _WEB = "gsv, gsv-historical, mapillary"
     help="Harvest again the points whose captures failed last time (after every retry).",
 )
 def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, radius,
-            outdoor_only, since, until, images, key_file, secret_file, concurrency, rate,
+            outdoor_only, since, until, city, area, bbox, osm, images, key_file, secret_file, concurrency, rate,
             retries, timeout, max_requests, metadata_only, endpoint, captures_per_point, seed,
             workers, batch_size, limit, retry_failed):  # fmt: skip
     """Capture street-level images for every point of the study, resumably.
@@ -155,6 +161,7 @@ def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, 
     \b
     Examples:
       urbanvis harvest --study hel --provider simulator --captures-per-point 3
+      urbanvis harvest --study la --city "Los Angeles, California, USA" --provider gsv
       GOOGLE_MAPS_API_KEY=... urbanvis harvest --study la --provider gsv --metadata-only
       urbanvis harvest --study la --provider gsv --headings 0,90,180,270 --rate 100
       urbanvis harvest --study la --provider gsv-historical --since 2010 --until 2020
@@ -193,6 +200,16 @@ def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, 
         metadata_only=metadata_only,
     )
     source = provider_from_name(provider, **options)  # validates before touching the study
+    where = dict(city=city, area=area, bbox=bbox, osm=osm)
+    if any(where.values()):
+        _sample_first(study_dir, where)
+    elif provider != "folder" and not _has_study(study_dir):
+        from urbanvis._errors import InputError
+
+        raise InputError(
+            f"{study_dir} is not a study yet; give --city, --area, --bbox or --osm to sample "
+            f"its points first, or run 'urbanvis sample --study {study_dir}'"
+        )
     st = study_mod.open_study(study_dir, create=provider == "folder")
     if metadata_only:
         if not getattr(source, "metadata_only", False):
@@ -227,3 +244,30 @@ def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, 
         **summary.stats,
     )
     click.echo(summary.line())
+
+
+def _sample_first(study_dir: str, where: dict) -> None:
+    """Sample points (urbanvis sample's defaults) unless the study has them already."""
+    import logging
+
+    from urbanvis import sampling
+    from urbanvis import study as study_mod
+
+    log = logging.getLogger("urbanvis.harvest")
+    study_mod.check_writable(study_dir)
+    existing = study_mod.open_study(study_dir, create=False) if _has_study(study_dir) else None
+    if existing is not None and existing.has_layer("points"):
+        given = ", ".join(f"--{k}" for k, v in where.items() if v)
+        log.info("the study has its points already; %s not used again", given)
+        return
+    points = sampling.sample(**where)  # a bad place or file fails here, before any write
+    st = study_mod.open_study(study_dir)
+    st.write_layer("points", points)
+    st.record_run("sample", {**where, "spacing": 15.0, "network": "drive"}, points=len(points))
+    log.info("sampled %s points into %s", f"{len(points):,}", st.gpkg)
+
+
+def _has_study(study_dir: str) -> bool:
+    from pathlib import Path
+
+    return (Path(study_dir).expanduser() / "study.gpkg").is_file()

@@ -411,3 +411,26 @@ def test_retry_failed_harvests_failed_points_again_and_reuses_stored_images(tmp_
     assert "failed" not in set(final["status"])
     assert image_files(st.root) == set(final.loc[final["status"] == "ok", "image_path"])
     assert pyogrio.read_info(st.gpkg, layer="captures")["features"] == len(final)
+
+
+def test_harvest_samples_the_area_first_when_the_study_has_no_points(tmp_path, town_osm):
+    study = tmp_path / "fresh"
+    with FakeWeb(keys={KEY}) as web:
+        base = ["harvest", "--study", str(study), "--provider", "gsv", "--endpoint", web.url,
+                "--size", "64", "--rate", "0"]  # fmt: skip
+        none = cli(*base)
+        assert_one_line_error(none, "--city", "--osm")
+        assert not study.exists()
+        bad = cli(*base, "--osm", str(tmp_path / "nope.osm"))
+        assert bad.returncode == 2 and not study.exists()
+        first = cli(*base, "--osm", str(town_osm), "--limit", "10")
+        assert first.returncode == 0, first.stderr
+        points = pyogrio.read_dataframe(study / "study.gpkg", layer="points")
+        assert len(points) == 50  # the town's streets, as `urbanvis sample` makes them
+        again = cli(*base, "--osm", str(town_osm))  # resumes: the points are not redone
+        assert again.returncode == 0, again.stderr
+        assert "not used again" in again.stderr
+    after = pyogrio.read_dataframe(study / "study.gpkg", layer="points")
+    assert after["point_id"].tolist() == points["point_id"].tolist()
+    caps = captures(study)
+    assert caps["point_id"].nunique() == 50 and caps["capture_id"].is_unique

@@ -106,8 +106,8 @@ def harvest(
         prepare(study)
     if not study.has_layer("points"):
         raise InputError(
-            f"study {study.root} has no points; run 'urbanvis sample' first "
-            f"(or harvest with --provider folder to take points from your images)"
+            f"study {study.root} has no points; give --city, --area, --bbox or --osm to "
+            f"sample them, or run 'urbanvis sample' first"
         )
     points = study.read_layer("points", columns=["point_id", "bearing"])
     if len(points) == 0:
