@@ -61,8 +61,11 @@ _WEB = "gsv, gsv-historical, mapillary"
               help="First capture date kept: a year or YYYY-MM [simulator: 2015].")  # fmt: skip
 @click.option("--until", default=None,
               help="Last capture date kept: a year or YYYY-MM [simulator: 2024].")  # fmt: skip
-@click.option("--city", metavar="NAME",
-              help="No points yet? Sample this place's streets first (as urbanvis sample).")  # fmt: skip
+@click.option(
+    "--city",
+    metavar="NAME",
+    help="No points yet? Sample this place's streets first (as urbanvis sample).",
+)
 @click.option("--area", metavar="FILE", help="No points yet? Sample inside this polygon file.")
 @click.option("--bbox", metavar="W,S,E,N", help="No points yet? Sample inside this box.")
 @click.option("--osm", metavar="FILE",
@@ -145,9 +148,9 @@ _WEB = "gsv, gsv-historical, mapillary"
     help="Harvest again the points whose captures failed last time (after every retry).",
 )
 def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, radius,
-            outdoor_only, since, until, city, area, bbox, osm, images, key_file, secret_file, concurrency, rate,
-            retries, timeout, max_requests, metadata_only, endpoint, captures_per_point, seed,
-            workers, batch_size, limit, retry_failed):  # fmt: skip
+            outdoor_only, since, until, city, area, bbox, osm, images, key_file, secret_file,
+            concurrency, rate, retries, timeout, max_requests, metadata_only, endpoint,
+            captures_per_point, seed, workers, batch_size, limit, retry_failed):  # fmt: skip
     """Capture street-level images for every point of the study, resumably.
 
     \b
