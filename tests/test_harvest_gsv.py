@@ -94,8 +94,8 @@ def assert_secret_nowhere(root: Path, *texts: str, secrets=(KEY, SECRET)) -> Non
             assert secret not in text
 
 
-def study_with_points(tmp_path, web, n=N_POINTS):
-    return open_study(make_study(tmp_path / "s", web, n))
+def study_with_points(tmp_path, web, n=N_POINTS, step=7.0):
+    return open_study(make_study(tmp_path / "s", web, n, step))
 
 
 # ------------------------------------------------------------------------------- tests
@@ -434,3 +434,62 @@ def test_harvest_samples_the_area_first_when_the_study_has_no_points(tmp_path, t
     assert after["point_id"].tolist() == points["point_id"].tolist()
     caps = captures(study)
     assert caps["point_id"].nunique() == 50 and caps["capture_id"].is_unique
+
+
+def test_a_second_harvest_of_the_same_provider_is_refused_while_one_runs(tmp_path):
+    from urbanvis._errors import InputError
+    from urbanvis._imagestore import ImageStore
+
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web, 3)
+        holder = ImageStore(st, "gsv")
+        holder.lock()  # as a running harvest holds it
+        try:
+            with pytest.raises(InputError, match="another harvest of gsv is running"):
+                harvest(st, provider(web))
+        finally:
+            holder.close()
+        assert harvest(st, provider(web)).points_harvested == 3  # free again
+
+
+def test_a_damaged_stored_image_is_fetched_again_not_shared(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web, 6, step=3.0)  # 3 m apart: shared panoramas
+        harvest(st, provider(web, headings=(0.0,)), limit=1)
+        first = captures(st.root)
+        path = st.root / first["image_path"][0]
+        good = path.read_bytes()
+        path.write_bytes(good[: len(good) // 3])  # as a power cut might leave it
+        web.reset_log()
+        harvest(st, provider(web, headings=(0.0,)))
+        refetched = web.image_requests[(first["pano_id"][0], 90.0)]
+    assert refetched == 1
+    assert path.read_bytes() == good  # the same view, whole again
+    caps = captures(st.root)
+    shared = caps[caps["pano_id"] == first["pano_id"][0]]
+    assert len(shared) > 1 and set(shared["sha256"]) == {first["sha256"][0]}
+
+
+def test_files_of_a_killed_batch_are_swept_from_the_journal_only(tmp_path):
+    from urbanvis._imagestore import ImageStore
+
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web, 4)
+        harvest(st, provider(web), limit=2)
+        before = image_files(st.root)
+        # a killed run: a file written and journaled, its rows never committed
+        store = ImageStore(st, "gsv")
+        rel = store.rel_for_key("killed_h0.0_p0_f90_s64")
+        store.write(rel, b"not committed", None, (0, 0))
+        store._journal.close()  # the process dies here
+        keep = st.root / "images" / "gsv" / "notes.txt"  # a file of the user's, not journaled
+        keep.write_text("mine")
+        assert (st.root / rel).exists()
+        summary = harvest(st, provider(web))
+    assert summary.orphans_removed == 1 and not (st.root / rel).exists()
+    assert keep.read_text() == "mine"
+    caps = captures(st.root)
+    assert before <= image_files(st.root)
+    assert image_files(st.root) - {keep.relative_to(st.root).as_posix()} == set(
+        caps.loc[caps["status"] == "ok", "image_path"]
+    )

@@ -12,19 +12,19 @@ captures share (one panorama seen from one heading by neighbouring points) are s
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
 from ._errors import InputError
-from ._files import DurableBatch
+from ._imagestore import ImageStore
 from .providers.base import CAPTURE_COLUMNS, STATUSES, CaptureResult, Provider
 from .study import Study, toml_value
 
@@ -112,25 +112,29 @@ def harvest(
     points = study.read_layer("points", columns=["point_id", "bearing"])
     if len(points) == 0:
         raise InputError(f"study {study.root} has no points; run 'urbanvis sample' first")
-    committed = _committed_captures(study, provider.name)
-    _check_same_settings(study, provider, has_captures=len(committed) > 0)
-    orphans = _remove_orphans(study, provider.name, set(committed["image_path"].dropna()))
-    stored = _stored_images(committed)  # before any retry drops rows: their files are reused
-    retried = 0
-    if retry_failed:
-        again = sorted(set(committed.loc[committed["status"] == "failed", "point_id"]))
-        if again:
-            retried = _drop_points(study, provider.name, again)
-            committed = committed[~committed["point_id"].isin(again)]
-            log.info("retrying %d points with failed captures", len(again))
-    done = set(committed["point_id"].astype(np.int64).tolist())
+    done = _points_with(study, provider.name)
+    _check_same_settings(study, provider, has_captures=len(done) > 0)
+    store = ImageStore(study, provider.name)
+    store.lock()
+    try:
+        orphans = store.sweep()
+        retried = 0
+        if retry_failed:
+            again = _points_with(study, provider.name, status="failed")
+            if len(again):
+                retried = _drop_points(study, provider.name, again.tolist())
+                done = np.setdiff1d(done, again)
+                log.info("retrying %d points with failed captures", len(again))
+    except BaseException:
+        store.close()
+        raise
     pending = points[~points["point_id"].isin(done)]
     if limit is not None:
         pending = pending.iloc[: max(int(limit), 0)]
     summary = HarvestSummary(
         provider=provider.name,
         points_total=len(points),
-        points_done_before=len(done & set(points["point_id"])),
+        points_done_before=int(points["point_id"].isin(done).sum()),
         orphans_removed=orphans,
         retried_rows=retried,
     )
@@ -147,21 +151,21 @@ def harvest(
     rows: list[dict] = []
     rows_points = 0
     last_commit = time.monotonic()
-    files = DurableBatch()
 
     def commit() -> None:
         nonlocal rows, rows_points, last_commit
-        files.flush()  # the images are on disk before any row names them
+        store.flush()  # the images are on disk before any row names them
         if rows:
             study.write_layer("captures", _frame(rows), append=True)
+        store.committed()
         for row in rows:
             summary.counts[row["status"]] += 1
         summary.points_harvested += rows_points
         rows, rows_points, last_commit = [], 0, time.monotonic()
 
     try:
-        for group in _results(provider, table, batch_size, stored, should_stop):
-            group_rows = [_store(study, provider.name, r, stored, files) for r in group]
+        for group in _results(provider, table, batch_size, store, should_stop):
+            group_rows = [_store(store, provider.name, r) for r in group]
             rows.extend(group_rows)
             rows_points += len({int(r["point_id"]) for r in group_rows})
             if rows_points >= batch_size or time.monotonic() - last_commit >= commit_seconds:
@@ -183,7 +187,7 @@ def harvest(
         try:
             commit()  # finished work is kept, whatever stopped the run
         finally:
-            files.close()
+            store.close()
         close = getattr(provider, "close", None)
         if close is not None:
             close()
@@ -196,13 +200,13 @@ def _results(
     provider: Provider,
     table: pd.DataFrame,
     batch_size: int,
-    stored: dict[str, tuple[str, str, int, int]],
+    store: ImageStore,
     should_stop: Callable[[], bool] | None,
 ) -> Iterator[Sequence[CaptureResult]]:
     """Results group by group: streamed by web providers, batch by batch otherwise."""
     stream = getattr(provider, "stream", None)
     if stream is not None:
-        yield from stream(table, known=stored.__contains__, should_stop=should_stop)
+        yield from stream(table, known=store.known, should_stop=should_stop)
         return
     for start in range(0, len(table), batch_size):
         if should_stop is not None and should_stop():
@@ -308,25 +312,21 @@ def _check_same_settings(study: Study, provider: Provider, *, has_captures: bool
     study.store_settings(section, wanted)
 
 
-def _committed_captures(study: Study, provider: str) -> pd.DataFrame:
-    """``point_id`` and ``image_path`` of this provider's committed captures (one read)."""
+def _points_with(study: Study, provider: str, *, status: str | None = None) -> np.ndarray:
+    """Distinct ``point_id`` of this provider's committed captures (of ``status``, if given).
+
+    One SQL query: a harvest of tens of millions of captures does not load them.
+    """
     if not study.has_layer("captures"):
-        return pd.DataFrame(
-            {
-                "point_id": pd.Series(dtype="int64"),
-                "image_path": pd.Series(dtype="object"),
-                "sha256": pd.Series(dtype="object"),
-                "width": pd.Series(dtype="int64"),
-                "height": pd.Series(dtype="int64"),
-                "status": pd.Series(dtype="object"),
-            }
-        )
-    return study.read_layer(
-        "captures",
-        columns=["point_id", "image_path", "sha256", "width", "height", "status"],
-        where=f"provider = '{_sql_text(provider)}'",
-        read_geometry=False,
-    )
+        return np.empty(0, dtype=np.int64)
+    sql = "SELECT DISTINCT point_id FROM captures WHERE provider = ?"
+    params: list = [provider]
+    if status is not None:
+        sql += " AND status = ?"
+        params.append(status)
+    with contextlib.closing(sqlite3.connect(study.gpkg)) as con:
+        ids = [r[0] for r in con.execute(sql, params)]
+    return np.asarray(ids, dtype=np.int64)
 
 
 def _drop_points(study: Study, provider: str, point_ids: Sequence[int]) -> int:
@@ -342,34 +342,10 @@ def _drop_points(study: Study, provider: str, point_ids: Sequence[int]) -> int:
     return deleted
 
 
-def _remove_orphans(study: Study, provider: str, known: set[str]) -> int:
-    """Delete image files of this provider that no committed capture row refers to."""
-    folder = study.images / provider
-    if not folder.exists():
-        return 0
-    removed = 0
-    for path in folder.rglob("*"):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(study.root).as_posix()
-        if rel not in known:
-            path.unlink()
-            removed += 1
-    if removed:
-        log.info("removed %d image files left by an interrupted harvest", removed)
-    return removed
+def _store(store: ImageStore, provider: str, result: CaptureResult) -> dict:
+    """The capture's row, its image written (journal, temporary name, rename) unless shared.
 
-
-def _store(
-    study: Study,
-    provider: str,
-    result: CaptureResult,
-    stored: dict[str, tuple[str, str, int, int]],
-    files: DurableBatch,
-) -> dict:
-    """The capture's row, its image written (temporary name, rename) unless shared.
-
-    ``files.flush()`` makes the images durable before their rows are committed.
+    ``store.flush()`` makes the images durable before their rows are committed.
     """
     row = dict(result.row)
     row["provider"] = provider
@@ -379,44 +355,23 @@ def _store(
         raise ValueError(f"provider {provider} returned status {row.get('status')!r}")
     if row["status"] == "ok":
         key = result.image_key
-        if key is not None and key in stored:  # the same image as another capture's
-            row["image_path"], row["sha256"], width, height = stored[key]
+        found = store.lookup(key) if key is not None else None
+        if found is not None:  # the same image as another capture's
+            row["image_path"], row["sha256"], width, height = found
             if not row.get("width"):
                 row["width"], row["height"] = width, height
         elif not result.image:
             raise ValueError(f"provider {provider} returned an ok capture without an image")
         else:
-            name = _safe(key) if key is not None else _safe(row["capture_id"])
-            bucket = _bucket(key) if key is not None else f"{int(row['point_id']) // 1000:05d}"
-            rel = Path("images") / provider / bucket / f"{name}{result.suffix}"
-            (study.root / rel).parent.mkdir(parents=True, exist_ok=True)
-            files.write(study.root / rel, result.image)
-            row["image_path"] = rel.as_posix()
-            row["sha256"] = hashlib.sha256(result.image).hexdigest()
             if key is not None:
-                stored[key] = (row["image_path"], row["sha256"], row["width"], row["height"])
+                rel = store.rel_for_key(key, result.suffix)
+            else:
+                rel = store.rel_for_capture(row["point_id"], row["capture_id"], result.suffix)
+            size = (row.get("width") or 0, row.get("height") or 0)
+            row["sha256"] = store.write(rel, result.image, key, size)
+            row["image_path"] = rel
     row.update(result.extra)
     return row
-
-
-def _safe(text: object) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))
-
-
-def _bucket(key: str) -> str:
-    return hashlib.sha1(key.encode()).hexdigest()[:2]
-
-
-def _stored_images(committed: pd.DataFrame) -> dict[str, tuple[str, str, int, int]]:
-    """Image key (the file's stem) -> (image_path, sha256, width, height) of stored images."""
-    stored: dict[str, tuple[str, str, int, int]] = {}
-    if "sha256" not in committed.columns:
-        return stored
-    columns = ["image_path", "sha256", "width", "height"]
-    for path, sha, width, height in committed[columns].itertuples(index=False, name=None):
-        if isinstance(path, str) and path:
-            stored[Path(path).stem] = (path, sha, int(width), int(height))
-    return stored
 
 
 def _frame(rows: list[dict]) -> gpd.GeoDataFrame:
@@ -441,7 +396,3 @@ def _frame(rows: list[dict]) -> gpd.GeoDataFrame:
     ):
         frame[col] = frame[col].fillna("").astype(str)
     return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
-
-
-def _sql_text(value: str) -> str:
-    return value.replace("'", "''")
