@@ -64,11 +64,16 @@ def main() -> None:
         )
         st.write_layer("captures", _frame(rows.to_dict("records")))
         del rows
-        provider = SimulatorProvider(headings=(0.0,), size=32, captures_per_point=1)
-        t0 = time.perf_counter()
-        summary = harvest(st, provider, limit=10)
-        wall = time.perf_counter() - t0
-    print(f"{n:,} points, {m:,} committed captures: harvest start to return {wall:.2f} s")
+        walls = []
+        for _ in range(2):  # the first start also builds the captures indexes
+            provider = SimulatorProvider(headings=(0.0,), size=32, captures_per_point=1)
+            t0 = time.perf_counter()
+            summary = harvest(st, provider, limit=10)
+            walls.append(time.perf_counter() - t0)
+    print(
+        f"{n:,} points, {m:,} committed captures: harvest start to return "
+        f"{walls[0]:.2f} s (first, indexes built), {walls[1]:.2f} s (next)"
+    )
     print(summary.line())
 
 

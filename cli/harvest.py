@@ -224,7 +224,7 @@ def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, 
         st.record_run(
             "harvest --metadata-only",
             {"provider": provider, **source.parameters()},
-            points=found.points,
+            points=found.surveyed,
             panoramas=found.panoramas,
             images=found.images,
         )

@@ -446,7 +446,7 @@ def test_a_thumbnail_that_keeps_failing_is_a_failed_row(web, tmp_path):
         "thumbnail: HTTP 500 (2 tries)"
     }
     assert set(failed.loc[failed["pano_id"] == wrong, "error"]) == {
-        "expected an image, got text/html; charset=utf-8"
+        "thumbnail: expected an image, got text/html; charset=utf-8 (2 tries)"
     }
     assert (failed["image_path"] == "").all() and (failed["mly_sequence"] != "").all()
     caps.loc[caps["status"] == "failed", "error"] = ""
@@ -489,7 +489,7 @@ def test_a_thumbnail_that_does_not_decode_is_retried_then_a_short_reason():
         return str(info.value)
 
     reason = asyncio.run(scenario())
-    assert reason.startswith("image does not decode") and "\n" not in reason
+    assert reason.startswith("thumbnail: image does not decode") and "\n" not in reason
     assert served == ["/t/1.jpg"] * 3
 
 

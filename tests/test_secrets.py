@@ -38,3 +38,9 @@ def test_log_filter_redacts_formatted_records(monkeypatch, caplog):
         logging.getLogger("urbanvis").info("the key is %s", "AIzaLogKey-0001")
     assert "AIzaLogKey-0001" not in caplog.text
     assert caplog.text.count("***") == 2
+
+
+def test_credentials_in_a_url_are_blanked():
+    out = _secrets.redact("failed for http://proxyuser:Pr0xyPass@127.0.0.1:8080/maps?key=K123")
+    assert "Pr0xyPass" not in out and "proxyuser" not in out and "K123" not in out
+    assert out == "failed for http://***@127.0.0.1:8080/maps?key=***"

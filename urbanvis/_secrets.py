@@ -33,6 +33,7 @@ _param_re = re.compile(
     r"(?P<name>(?<![A-Za-z0-9_])(?:" + "|".join(SECRET_PARAMS) + r"))=(?P<value>[^&\s#\"']+)",
     re.IGNORECASE,
 )
+_userinfo_re = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _auth_re = re.compile(r"(?P<scheme>(?:OAuth|Bearer)\s+)(?P<value>[^\s\"',}]+)")
 
 
@@ -53,8 +54,9 @@ def known_secrets() -> list[str]:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the values of secret-bearing query parameters replaced by ``***``."""
-    return _param_re.sub(lambda m: f"{m.group('name')}={MASK}", str(url))
+    """``url`` with secret query parameters and any ``user:password@`` replaced by ``***``."""
+    out = _userinfo_re.sub(lambda m: f"{m.group('scheme')}{MASK}@", str(url))
+    return _param_re.sub(lambda m: f"{m.group('name')}={MASK}", out)
 
 
 def redact(text: object) -> str:

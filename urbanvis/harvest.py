@@ -101,22 +101,23 @@ def harvest(
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
-    prepare = getattr(provider, "prepare", None)
-    if prepare is not None:  # e.g. folder: seeds the points layer from the images
-        prepare(study)
-    if not study.has_layer("points"):
-        raise InputError(
-            f"study {study.root} has no points; give --city, --area, --bbox or --osm to "
-            f"sample them, or run 'urbanvis sample' first"
-        )
-    points = study.read_layer("points", columns=["point_id", "bearing"])
-    if len(points) == 0:
-        raise InputError(f"study {study.root} has no points; run 'urbanvis sample' first")
-    done = _points_with(study, provider.name)
-    _check_same_settings(study, provider, has_captures=len(done) > 0)
     store = ImageStore(study, provider.name)
-    store.lock()
+    store.lock()  # first: a refused second run must not touch the study's settings
     try:
+        prepare = getattr(provider, "prepare", None)
+        if prepare is not None:  # e.g. folder: seeds the points layer from the images
+            prepare(study)
+        if not study.has_layer("points"):
+            raise InputError(
+                f"study {study.root} has no points; give --city, --area, --bbox or --osm to "
+                f"sample them, or run 'urbanvis sample' first"
+            )
+        points = study.read_layer("points", columns=["point_id", "bearing"])
+        if len(points) == 0:
+            raise InputError(f"study {study.root} has no points; run 'urbanvis sample' first")
+        _index_captures(study)
+        done = _points_with(study, provider.name)
+        _check_same_settings(study, provider, has_captures=len(done) > 0)
         orphans = store.sweep()
         retried = 0
         if retry_failed:
@@ -152,16 +153,20 @@ def harvest(
     rows_points = 0
     last_commit = time.monotonic()
 
-    def commit() -> None:
+    def commit(*, clean: bool = True) -> None:
+        """Commit the finished rows; ``clean=False`` (an interrupted run) keeps the journal,
+        which may name files of a group that never reached ``rows``."""
         nonlocal rows, rows_points, last_commit
+        batch, points_in_batch = rows, rows_points
+        rows, rows_points, last_commit = [], 0, time.monotonic()  # never written twice
         store.flush()  # the images are on disk before any row names them
-        if rows:
-            study.write_layer("captures", _frame(rows), append=True)
-        store.committed()
-        for row in rows:
+        if batch:
+            study.write_layer("captures", _frame(batch), append=True)
+        if clean:
+            store.committed()
+        for row in batch:
             summary.counts[row["status"]] += 1
-        summary.points_harvested += rows_points
-        rows, rows_points, last_commit = [], 0, time.monotonic()
+        summary.points_harvested += points_in_batch
 
     try:
         for group in _results(provider, table, batch_size, store, should_stop):
@@ -183,17 +188,28 @@ def harvest(
         if stopped or (should_stop is not None and should_stop()):
             summary.stopped = True
             summary.reason = stopped or ""
-    finally:
+    except BaseException:
         try:
-            commit()  # finished work is kept, whatever stopped the run
+            commit(clean=False)  # finished work is kept, whatever stopped the run
         finally:
-            store.close()
+            _close(store, provider, summary)
+        raise
+    try:
+        commit()
+    finally:
+        _close(store, provider, summary)
+    log.debug("%s", summary.line())
+    return summary
+
+
+def _close(store: ImageStore, provider: Provider, summary: HarvestSummary) -> None:
+    try:
+        store.close()
+    finally:
         close = getattr(provider, "close", None)
         if close is not None:
             close()
         summary.stats = dict(getattr(provider, "stats", {}) or {})
-    log.debug("%s", summary.line())
-    return summary
 
 
 def _results(
@@ -225,14 +241,21 @@ class SurveySummary:
     images: int = 0
     requests: int = 0
     layer: str = ""
+    surveyed: int = 0
+    reason: str = ""
 
     def line(self) -> str:
-        share = self.points_with_imagery / self.points if self.points else 0.0
+        share = self.points_with_imagery / self.surveyed if self.surveyed else 0.0
+        stop = (
+            f"; stopped early ({self.reason}) after {self.surveyed:,} points"
+            if (self.reason)
+            else ""
+        )
         return (
-            f"{self.provider} coverage: {self.points_with_imagery:,} of {self.points:,} points "
-            f"({share:.0%}) have imagery in {self.panoramas:,} panoramas; a full harvest would "
-            f"fetch {self.images:,} images ({self.requests:,} metadata requests made); "
-            f"layer {self.layer}"
+            f"{self.provider} coverage: {self.points_with_imagery:,} of {self.surveyed:,} "
+            f"points surveyed ({share:.0%}) have imagery in {self.panoramas:,} panoramas; a "
+            f"full harvest of them would fetch {self.images:,} images ({self.requests:,} "
+            f"metadata requests made); layer {self.layer}{stop}"
         )
 
 
@@ -280,8 +303,11 @@ def survey(
             progress(len(seen_points), len(table), dict(counts))
     frame = _frame(rows) if rows else None
     layer = f"coverage_{provider.name}"
-    summary = SurveySummary(provider=provider.name, points=len(seen_points), layer=layer)
+    summary = SurveySummary(
+        provider=provider.name, points=len(table), surveyed=len(seen_points), layer=layer
+    )
     summary.requests = int(getattr(provider, "stats", {}).get("requests", 0))
+    summary.reason = getattr(provider, "stopped_reason", None) or ""
     if frame is not None:
         frame = frame.drop(columns=["image_path", "sha256", "width", "height"])
         study.write_layer(layer, frame)
@@ -327,6 +353,23 @@ def _points_with(study: Study, provider: str, *, status: str | None = None) -> n
     with contextlib.closing(sqlite3.connect(study.gpkg)) as con:
         ids = [r[0] for r in con.execute(sql, params)]
     return np.asarray(ids, dtype=np.int64)
+
+
+def _index_captures(study: Study) -> None:
+    """Indexes that keep a restart's queries fast on tens of millions of captures."""
+    if not study.has_layer("captures"):
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(study.gpkg)) as con, con:
+            con.execute(
+                "CREATE INDEX IF NOT EXISTS urbanvis_captures_provider_point "
+                "ON captures (provider, point_id)"
+            )
+            con.execute(
+                "CREATE INDEX IF NOT EXISTS urbanvis_captures_image ON captures (image_path)"
+            )
+    except sqlite3.Error as exc:  # a read-only study still harvests nothing; say why later
+        log.debug("could not index captures: %s", exc)
 
 
 def _drop_points(study: Study, provider: str, point_ids: Sequence[int]) -> int:

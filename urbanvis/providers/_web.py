@@ -27,6 +27,7 @@ import collections
 import contextlib
 import io
 import logging
+import math
 import queue
 import random
 import threading
@@ -44,7 +45,8 @@ from .base import CaptureResult
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 425, 429, *range(500, 600)}) - {501, 505}
+"""Statuses worth another try: timeouts, throttling and server errors (not "not implemented")."""
 
 
 class FatalError(UrbanvisError, RuntimeError):
@@ -110,6 +112,11 @@ class WebSettings:
     endpoint: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("timeout", "backoff", "backoff_max"):
+            if not math.isfinite(float(getattr(self, name))) or float(getattr(self, name)) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+        if self.rate is not None and not math.isfinite(float(self.rate)):
+            raise InputError(f"--rate must be a number of requests/s, got {self.rate}")
         if int(self.concurrency) < 1:
             raise InputError(f"--concurrency must be at least 1, got {self.concurrency}")
         if self.rate is not None and float(self.rate) < 0:
@@ -124,8 +131,10 @@ class WebSettings:
             parts = urlsplit(self.endpoint)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise InputError(
-                    f"--endpoint {self.endpoint!r} is not a URL like https://mirror.example.org"
+                    f"--endpoint {_secrets.redact_url(self.endpoint)!r} is not a URL like "
+                    f"https://mirror.example.org"
                 )
+            _secrets.register(parts.password)  # user:password@ of a proxy stays out of text
 
 
 def with_endpoint(url: str, endpoint: str | None) -> str:
@@ -355,15 +364,21 @@ class ImageCache:
         if task is None:
             task = asyncio.ensure_future(fetch())
             self._tasks[key] = task
-            while len(self._tasks) > self.size:
-                old_key, old = next(iter(self._tasks.items()))
-                if not old.done():
-                    break
-                del self._tasks[old_key]
+            task.add_done_callback(lambda t, k=key: self._forget_failure(k, t))
+            if len(self._tasks) > self.size:
+                finished = [k for k, t in self._tasks.items() if t.done()]
+                for old in finished[: len(self._tasks) - self.size]:
+                    del self._tasks[old]
         else:
             self.shared += 1
             self._tasks.move_to_end(key)
         return await asyncio.shield(task)
+
+    def _forget_failure(self, key: str, task: asyncio.Future) -> None:
+        """A failed fetch is shared with those already waiting, never replayed to later ones."""
+        failed = task.cancelled() or task.exception() is not None
+        if failed and self._tasks.get(key) is task:
+            del self._tasks[key]
 
     async def close(self) -> None:
         """Cancel fetches nobody waits for any more (a stopped or refused run)."""
@@ -406,6 +421,10 @@ class WebProvider:
 
     async def capture_group(self, group: pd.DataFrame) -> list[CaptureResult]:
         raise NotImplementedError
+
+    def request_estimate(self, group: pd.DataFrame) -> int:
+        """Requests a group will most likely make (used to keep within ``max_requests``)."""
+        return len(group)
 
     def session_headers(self) -> dict[str, str]:
         return {"User-Agent": "urbanvis (+https://github.com/urbanvis/urbanvis)"}
@@ -488,19 +507,38 @@ class WebProvider:
             self.http = Http(session, self.web)
             self.images = ImageCache(known)
             window = 2 * int(self.web.concurrency)
+            limit = self.web.max_requests
             pending: set[asyncio.Task] = set()
+            cost: dict[asyncio.Task, int] = {}
             try:
                 for group in self.groups(points):
                     if stop.is_set() or self.http.exhausted:
                         break
                     if should_stop is not None and should_stop():
                         break
-                    while len(pending) >= window:
+                    need = max(int(self.request_estimate(group)), 1)
+                    # with a budget, start a group only when its requests fit beside those
+                    # the groups in flight may still make: a group cut short by the budget
+                    # would throw away what it had paid for
+                    while len(pending) >= window or (
+                        limit is not None
+                        and pending
+                        and self.http.requests + sum(cost[t] for t in pending) + need > limit
+                    ):
                         done, pending = await asyncio.wait(
                             pending, return_when=asyncio.FIRST_COMPLETED
                         )
                         await self._hand_over(done, out, stop)
-                    pending.add(asyncio.ensure_future(self.capture_group(group)))
+                    if (
+                        limit is not None
+                        and self.http.requests
+                        and (self.http.requests + need > limit)
+                    ):
+                        self.http.exhausted = True  # the first group always gets its try
+                        break
+                    task = asyncio.ensure_future(self.capture_group(group))
+                    cost[task] = need
+                    pending.add(task)
                 while pending:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     await self._hand_over(done, out, stop)
@@ -524,8 +562,6 @@ class WebProvider:
                 continue  # the group is left for the next run
             if exc is not None:
                 error = error or exc
-                continue
-            if error is not None:
                 continue
             while not _put(out, task.result(), stop):
                 if stop.is_set():
@@ -557,7 +593,15 @@ def read_secret(env: str, key_file: str | None, *, what: str, option: str = "--k
             raise InputError(
                 f"{option} {key_file} does not exist; give the file holding the {what}"
             )
-        lines = [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise InputError(
+                f"cannot read {option} {key_file} ({reason}); give a readable text file "
+                f"with the {what} on its first line"
+            ) from None
+        lines = [s.strip() for s in text.splitlines() if s.strip()]
         if not lines:
             raise InputError(f"{option} {key_file} is empty; put the {what} on its first line")
         value = lines[0]

@@ -137,6 +137,10 @@ class GsvProvider(WebProvider):
         _secrets.register(self.key)
         self.metadata_only = bool(metadata_only)
 
+    def request_estimate(self, group: pd.DataFrame) -> int:
+        per_point = 1 if self.metadata_only else 1 + len(self.config.headings)
+        return len(group) * per_point
+
     def parameters(self) -> dict[str, Any]:
         params = asdict(self.config)
         params["signed"] = bool(self.secret)
@@ -180,32 +184,35 @@ class GsvProvider(WebProvider):
             "return_error_code": "true",
             "key": self.key,
         }
-        for _ in range(int(self.web.retries) + 1):
-            response = await self.http.get(API, params, sign=self._sign)
-            if response.status == 404:
-                return None, "no imagery (HTTP 404)", 0, 0
-            if response.status in (401, 403):
-                raise FatalError(_denied(f"image request answered HTTP {response.status}"))
-            if response.status == 400:
-                raise FatalError(
-                    "Street View says INVALID_REQUEST for an image; check --size, --fov, --pitch"
-                )
+        checked: dict[str, tuple[int, int, bool]] = {}
+
+        def bad_body(response: Response) -> str | None:
+            """A 200 that is not the image asked for is retried like a server error."""
             if response.status != 200:
-                raise TransientError(f"image answered HTTP {response.status}")
+                return None
             if not response.content_type.startswith("image/"):
-                error = f"expected an image, got {response.content_type or 'no content type'}"
-                self.http.retried += 1
-                continue
+                return f"expected an image, got {response.content_type or 'no content type'}"
             try:
-                width, height, grey = check_image(response.body, size=(cfg.size, cfg.size))
+                checked["image"] = check_image(response.body, size=(cfg.size, cfg.size))
             except BadImage as exc:
-                error = str(exc)
-                self.http.retried += 1
-                continue
-            if grey:
-                return None, "no imagery (grey placeholder)", 0, 0
-            return response.body, "", width, height
-        raise TransientError(error)
+                return str(exc)
+            return None
+
+        response = await self.http.get(API, params, sign=self._sign, retry_if=bad_body)
+        if response.status == 404:
+            return None, "no imagery (HTTP 404)", 0, 0
+        if response.status in (401, 403):
+            raise FatalError(_denied(f"image request answered HTTP {response.status}"))
+        if response.status == 400:
+            raise FatalError(
+                "Street View says INVALID_REQUEST for an image; check --size, --fov, --pitch"
+            )
+        if response.status != 200:
+            raise TransientError(f"image answered HTTP {response.status}")
+        width, height, grey = checked["image"]
+        if grey:
+            return None, "no imagery (grey placeholder)", 0, 0
+        return response.body, "", width, height
 
     # -------------------------------------------------------------- one point
     async def capture_group(self, group: pd.DataFrame) -> list[CaptureResult]:

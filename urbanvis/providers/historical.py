@@ -188,6 +188,11 @@ class HistoricalProvider(WebProvider):
                 secret_file=secret_file,
             )
 
+    def request_estimate(self, group: pd.DataFrame) -> int:
+        # one lookup, then (typically a few) dated panoramas times the headings
+        per_point = 1 if self.metadata_only else 1 + 3 * len(self.config.headings)
+        return len(group) * per_point
+
     def parameters(self) -> dict[str, Any]:
         params = asdict(self.config)
         params["signed"] = bool(self.static is not None and self.static.secret)

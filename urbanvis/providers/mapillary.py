@@ -320,6 +320,13 @@ class MapillaryProvider(WebProvider):
     def __repr__(self) -> str:  # never the token
         return f"MapillaryProvider({self.config!r}, metadata_only={self.metadata_only})"
 
+    def request_estimate(self, group: pd.DataFrame) -> int:
+        # one listing page (usually), then a thumbnail per point, heading and day at most
+        if self.metadata_only:
+            return 1
+        cfg = self.config
+        return 1 + len(group) * len(cfg.headings) * int(cfg.captures_per_point)
+
     def parameters(self) -> dict[str, Any]:
         return asdict(self.config)
 
@@ -403,26 +410,30 @@ class MapillaryProvider(WebProvider):
 
     async def _thumb(self, url: str) -> tuple[bytes, int, int]:
         """The thumbnail's bytes and size; TransientError with a short reason if it fails."""
-        error = ""
-        for _ in range(int(self.web.retries) + 1):
-            try:  # a CDN link: no token sent
-                response = await self._http().get(url, rewrite=False)
-            except TransientError as exc:  # the reason, without the long signed link
-                head, sep, _ = str(exc).rpartition(" for ")
-                raise TransientError(f"thumbnail: {head if sep else exc}") from None
+        checked: dict[str, tuple[int, int, bool]] = {}
+
+        def bad_body(response: Response) -> str | None:
+            """A 200 that is not an image is retried like a server error."""
             if response.status != 200:
-                expired = " (expired or refused link)" if response.status in (403, 410) else ""
-                raise TransientError(f"thumbnail answered HTTP {response.status}{expired}")
+                return None
             if not response.content_type.startswith("image/"):
-                error = f"expected an image, got {response.content_type or 'no content type'}"
-                continue
+                return f"expected an image, got {response.content_type or 'no content type'}"
             try:
-                width, height, _ = check_image(response.body, size=None, placeholder=False)
+                checked["image"] = check_image(response.body, size=None, placeholder=False)
             except BadImage as exc:
-                error = str(exc)
-                continue
-            return response.body, width, height
-        raise TransientError(error)
+                return str(exc)
+            return None
+
+        try:  # a CDN link: no token sent
+            response = await self._http().get(url, rewrite=False, retry_if=bad_body)
+        except TransientError as exc:  # the reason, without the long signed link
+            head, sep, _ = str(exc).rpartition(" for ")
+            raise TransientError(f"thumbnail: {head if sep else exc}") from None
+        if response.status != 200:
+            expired = " (expired or refused link)" if response.status in (403, 410) else ""
+            raise TransientError(f"thumbnail answered HTTP {response.status}{expired}")
+        width, height, _ = checked["image"]
+        return response.body, width, height
 
     # --------------------------------------------------------------- choosing
     def _headings(self, bearing: float) -> list[tuple[float, float]]:
