@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+from pathlib import Path
 
 from ._errors import InputError
 from ._files import DurableBatch
@@ -52,6 +53,8 @@ class ImageStore:
             collections.OrderedDict()
         )
         self._files = DurableBatch()
+        self._root = str(study.root)
+        self._made: set[str] = set()  # folders known to exist
         self.journal = study.root / JOURNAL.format(safe_name(provider))
         self.lock_path = study.root / LOCK.format(safe_name(provider))
         self._journal = None
@@ -136,11 +139,12 @@ class ImageStore:
 
     def _from_disk(self, key: str) -> tuple[str, str, int, int] | None:
         rel = self.rel_for_key(key)
-        path = self.study.root / rel
-        if not path.is_file():
+        path = os.path.join(self._root, rel)
+        if not os.path.isfile(path):  # the common case: a new image (os.path: cheap)
             return None
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                data = fh.read()
             from .providers._web import BadImage, check_image
 
             width, height, _ = check_image(data, placeholder=False)
@@ -154,8 +158,11 @@ class ImageStore:
             self._journal = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115
         self._journal.write(rel + "\n")
         self._journal.flush()  # in the OS before the file exists: a kill cannot hide it
-        path = self.study.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = Path(self._root, rel)
+        folder = os.path.dirname(rel)
+        if folder not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
         self._files.write(path, data)
         sha = hashlib.sha256(data).hexdigest()
         if key is not None:

@@ -365,10 +365,16 @@ class ImageCache:
             task = asyncio.ensure_future(fetch())
             self._tasks[key] = task
             task.add_done_callback(lambda t, k=key: self._forget_failure(k, t))
-            if len(self._tasks) > self.size:
-                finished = [k for k, t in self._tasks.items() if t.done()]
-                for old in finished[: len(self._tasks) - self.size]:
-                    del self._tasks[old]
+            excess = len(self._tasks) - self.size
+            if excess > 0:  # the oldest finished entries go; fetches in flight stay
+                drop = []
+                for old_key, old in self._tasks.items():
+                    if len(drop) >= excess:
+                        break
+                    if old.done():
+                        drop.append(old_key)
+                for old_key in drop:
+                    del self._tasks[old_key]
         else:
             self.shared += 1
             self._tasks.move_to_end(key)
