@@ -533,3 +533,20 @@ def test_a_failed_image_is_not_replayed_to_later_points(tmp_path):
     assert status[:1] == ["failed"] and status[-3:] == ["ok"] * 3
     assert status.count("failed") <= 2
     assert served == 3  # two failed tries, then one fetch shared by the rest
+
+
+def test_metadata_only_writes_coverage_in_chunks_and_a_new_survey_replaces_it(
+    tmp_path, monkeypatch
+):
+    import urbanvis.harvest as engine
+
+    monkeypatch.setattr(engine, "SURVEY_CHUNK", 12)  # several chunks for 40 x 4 rows
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web)
+        for _ in range(2):
+            p = provider(web)
+            p.metadata_only = True
+            found = survey(st, p)
+    coverage = pyogrio.read_dataframe(st.gpkg, layer="coverage_gsv")
+    assert len(coverage) == N_POINTS * len(HEADINGS) == found.surveyed * len(HEADINGS)
+    assert coverage["capture_id"].is_unique

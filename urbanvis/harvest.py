@@ -30,6 +30,9 @@ from .study import Study, toml_value
 
 log = logging.getLogger(__name__)
 
+SURVEY_CHUNK = 20_000
+"""Coverage rows written per chunk by :func:`survey`."""
+
 Progress = Callable[[int, int, dict[str, int]], None]
 
 
@@ -287,34 +290,50 @@ def survey(
             "lat": points.geometry.y.to_numpy(),
         }
     )
-    rows: list[dict] = []
+    layer = f"coverage_{provider.name}"
+    summary = SurveySummary(provider=provider.name, points=len(table), layer=layer)
     counts = dict.fromkeys(STATUSES, 0)
+    seen_points: set[int] = set()
+    with_imagery: set[int] = set()
+    panoramas: set[str] = set()
+    images: set = set()
+    rows: list[dict] = []
+    written = 0
+
+    def flush() -> None:  # in chunks: a city-wide survey never holds all its rows
+        nonlocal rows, written
+        if rows:
+            frame = _frame(rows).drop(columns=["image_path", "sha256", "width", "height"])
+            study.write_layer(layer, frame, append=written > 0)
+            written += len(frame)
+        rows = []
+
     if progress is not None:
         progress(0, len(table), dict(counts))
-    seen_points: set[int] = set()
-    for group in provider.stream(table):
-        for result in group:
-            row = dict(result.row)
-            row.update(provider=provider.name, image_path="", sha256="")
-            rows.append(row)
-            counts[row["status"]] += 1
-            seen_points.add(int(row["point_id"]))
-        if progress is not None:
-            progress(len(seen_points), len(table), dict(counts))
-    frame = _frame(rows) if rows else None
-    layer = f"coverage_{provider.name}"
-    summary = SurveySummary(
-        provider=provider.name, points=len(table), surveyed=len(seen_points), layer=layer
-    )
+    try:
+        for group in provider.stream(table):
+            for result in group:
+                row = dict(result.row)
+                row.update(provider=provider.name, image_path="", sha256="")
+                rows.append(row)
+                counts[row["status"]] += 1
+                seen_points.add(int(row["point_id"]))
+                if row["status"] == "ok":
+                    with_imagery.add(int(row["point_id"]))
+                    panoramas.add(str(row["pano_id"]))
+                    images.add(result.image_key or (row["pano_id"], row["heading"]))
+            if len(rows) >= SURVEY_CHUNK:
+                flush()
+            if progress is not None:
+                progress(len(seen_points), len(table), dict(counts))
+    finally:
+        flush()  # what was surveyed is kept, however the run ends
+    summary.surveyed = len(seen_points)
+    summary.points_with_imagery = len(with_imagery)
+    summary.panoramas = len(panoramas)
+    summary.images = len(images)
     summary.requests = int(getattr(provider, "stats", {}).get("requests", 0))
     summary.reason = getattr(provider, "stopped_reason", None) or ""
-    if frame is not None:
-        frame = frame.drop(columns=["image_path", "sha256", "width", "height"])
-        study.write_layer(layer, frame)
-        ok = frame[frame["status"] == "ok"]
-        summary.points_with_imagery = int(ok["point_id"].nunique())
-        summary.panoramas = int(ok["pano_id"].nunique())
-        summary.images = int(ok.drop_duplicates(["pano_id", "heading"]).shape[0])
     log.info("%s", summary.line())
     return summary
 

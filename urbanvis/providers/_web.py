@@ -50,7 +50,13 @@ RETRY_STATUSES = frozenset({408, 425, 429, *range(500, 600)}) - {501, 505}
 
 
 class FatalError(UrbanvisError, RuntimeError):
-    """The service refused in a way retries cannot fix (a denied key, an invalid request)."""
+    """The service refused in a way retries cannot fix (a denied key, an invalid request).
+
+    The message is redacted when the error is made, so no caller can leak a secret in it.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(_secrets.redact(message))
 
 
 class TransientError(Exception):
