@@ -123,7 +123,7 @@ def predict(
         if indicators is not None:
             raise InputError("--apply predicts without labels; drop --indicators")
         out = apply_study(st, apply_path, id_field=id_field, **common)
-        st.record_run("predict --apply", {"apply": apply_path, **common}, **out["summary"])
+        st.record_run("predict --apply", _shown({"apply": apply_path, **common}), **out["summary"])
         s = out["summary"]
         click.echo(
             f"predicted {s['indicators']} indicators for {s['zones_with_images']:,} of "
@@ -143,7 +143,7 @@ def predict(
     params = {"indicators": indicators, "id_field": id_field, "protocol": protocol,
               "seed": seed, "topics": topics, "columns": columns, "census_url": census_url,
               "acs_year": acs_year, **common}  # fmt: skip
-    st.record_run("predict", params, **s)
+    st.record_run("predict", _shown(params), **s)
     from urbanvis.predict import scores_markdown
 
     click.echo(scores_markdown(out["scores"]), nl=False)
@@ -154,3 +154,10 @@ def predict(
         f"mean R² {s['mean_r2']:.3f}; layer {s['layer']}, report {s['report']}, "
         f"models {s['models']}"
     )
+
+
+def _shown(params: dict) -> dict:
+    """Parameters as study.toml may keep them: URLs without user:password or keys."""
+    from urbanvis._secrets import redact_url
+
+    return {k: redact_url(v) if isinstance(v, str) and "://" in v else v for k, v in params.items()}

@@ -30,7 +30,13 @@ import pytest
 import shapely
 
 from urbanvis._errors import InputError
-from urbanvis.census import ACS_ALIASES, CensusServiceError, acs_indicators, tiger_zones
+from urbanvis.census import (
+    ACS_ALIASES,
+    CensusServiceError,
+    acs_indicators,
+    acs_variable,
+    tiger_zones,
+)
 
 from .test_cli import assert_one_line_error, tree
 
@@ -404,6 +410,27 @@ def test_ids_that_are_not_geoids_are_refused_without_a_request(census, geoids, l
 def test_aliases_name_acs_variables():
     assert ACS_ALIASES["median_income"] == "B19013_001E"
     assert ACS_ALIASES["poverty"] == "B17021_002E"
+    assert acs_variable("b19013_001e") == "B19013_001E"  # the API's names are upper case
+    for word in ("NAME", "state", "GEO_ID"):
+        with pytest.raises(InputError, match="not an ACS variable"):
+            acs_variable(word)
+
+
+def test_an_answer_in_the_wrong_shape_is_not_cached(census, tmp_path, monkeypatch):
+    good = census._answer
+    monkeypatch.setattr(
+        census,
+        "_answer",
+        lambda path: (200, "application/json", b'[["NAME","B01003_001E"],["x","5"]]'),
+    )
+    with pytest.raises(InputError, match="without column"):
+        acs_indicators(["200010001001"], ["B01003_001E"], level="blockgroup",
+                       base_url=census.api, cache_dir=tmp_path)  # fmt: skip
+    assert not list(tmp_path.rglob("*.json"))
+    monkeypatch.setattr(census, "_answer", good)  # the server is mended: asked again
+    table = acs_indicators(["200010001001"], ["B01003_001E"], level="blockgroup",
+                           base_url=census.api, cache_dir=tmp_path)  # fmt: skip
+    assert len(census.queries()) == 2 and table["B01003_001E"].notna().all()
 
 
 # -------------------------------------------------------------------------- the CLI

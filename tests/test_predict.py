@@ -279,6 +279,12 @@ def test_predict_writes_layers_reports_and_models(base, tmp_path):
     has = applied["n_images"] > 0
     assert applied.loc[has, "logcrime_pred"].notna().all()
     assert applied.loc[~has, "logcrime_pred"].isna().all()
+    # models fitted on block groups do not predict tracts
+    wrong = run_predict(
+        "--study", str(other), "--apply", str(models), "--zones", str(base["zones"]),
+        "--level", "tract",
+    )  # fmt: skip
+    assert_one_line_error(wrong, "fitted on blockgroup zones", "--level blockgroup")
 
 
 def _bad_inputs(base, tmp_path) -> dict[str, list[str]]:

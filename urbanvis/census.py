@@ -73,6 +73,9 @@ MAX_VARIABLES = 49  # the API takes 50 names per query; NAME is one of them
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _ATTEMPTS = 3
 _TIMEOUT = 60.0
+_RESERVED = frozenset(
+    {"name", "geo_id", "state", "county", "tract", "block group", "for", "in", "key", "ucgid"}
+)
 _VARIABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # The contiguous states, Alaska (both sides of 180°), Hawaii, Puerto Rico and the Virgin
 # Islands, Guam and the Northern Marianas, American Samoa; generous boxes, so an area in
@@ -304,6 +307,12 @@ def acs_variable(name: str) -> str:
     name = name.strip()
     if name.lower() in ACS_ALIASES:
         return ACS_ALIASES[name.lower()]
+    if name.lower() in _RESERVED:
+        raise InputError(
+            f"{name!r} is a geography or query word of the Census API, not an ACS variable; "
+            f"ask for a variable such as B19013_001E"
+        )
+    name = name.upper()  # the API's names are upper case
     if not _VARIABLE.match(name):
         raise InputError(
             f"{name!r} is not an ACS variable name (e.g. B19013_001E) nor an alias "
@@ -455,9 +464,11 @@ def _acs_query(
     path = cache / f"{year}-{dataset.replace('/', '-')}-{county}-{digest}.json"
     if path.is_file():
         try:
-            return json.loads(path.read_text(encoding="utf-8")), False
-        except (OSError, ValueError):
-            log.warning("ignoring unreadable cache file %s", path)
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            _acs_table(cached, codes, level, host="the cache")  # only a usable answer counts
+            return cached, False
+        except (OSError, ValueError, CensusServiceError):
+            log.warning("ignoring unusable cache file %s; asking the API again", path)
     url = public + (f"&key={quote(key, safe='')}" if key else "")
     host = _host(base)
     try:
@@ -471,6 +482,7 @@ def _acs_query(
     except _Status as exc:
         raise _acs_status_error(exc, year, dataset, host, names, key) from None
     rows = _parse_acs(body, host=host, key=key)
+    _acs_table(rows, codes, level, host=host)  # checked before it is cached, not after
     _make_folder(cache)
     atomic_write_bytes(path, json.dumps(rows).encode())
     return rows, True
@@ -572,7 +584,10 @@ def _get(url: str, *, secret: str | None = None, timeout: float = _TIMEOUT) -> b
                 return response.read()
         except urllib.error.HTTPError as exc:
             with exc:
-                text = _redact(exc.read(4096).decode("utf-8", "replace"), secret)
+                try:
+                    text = _redact(exc.read(4096).decode("utf-8", "replace"), secret)
+                except (OSError, http.client.HTTPException):  # the body never came
+                    text = ""
             if exc.code in _RETRY_STATUS and not last:
                 _backoff(attempt, exc.headers.get("Retry-After"))
                 continue
@@ -584,7 +599,7 @@ def _get(url: str, *, secret: str | None = None, timeout: float = _TIMEOUT) -> b
                 continue
             raise _Unreachable(_redact(_reason(reason), secret)) from None
         except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-            if isinstance(exc, TimeoutError) and not last:
+            if not last:  # timed out, dropped or cut short: worth another try
                 _backoff(attempt, None)
                 continue
             raise _Unreachable(_redact(_reason(exc), secret)) from None

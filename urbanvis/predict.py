@@ -576,6 +576,12 @@ def apply_study(
     from .zones import zone_embeddings
 
     bundle = load_models(models_path)
+    fitted_level = bundle.get("level")
+    if fitted_level and fitted_level != level:
+        raise InputError(
+            f"{models_path} was fitted on {fitted_level} zones, not {level}; pass --level "
+            f"{fitted_level} (models do not carry across zone sizes)"
+        )
     rows, vectors = read_embeddings(study, model=model)
     if bundle.get("embedding_model") and bundle["embedding_model"] not in set(rows["model"]):
         log.warning(
