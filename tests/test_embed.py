@@ -515,3 +515,25 @@ def test_torchrun_shards_resumes_after_kill_9_and_equals_one_process(base, tmp_p
     runs = [r for r in open_study(two).runs() if r["outputs"].get("model_id") == single.model]
     assert [r["outputs"]["embedded"] for r in runs] == [60, embedded]  # the killed run: none
     assert runs[-1]["parameters"]["processes"] == 2
+
+
+@pytest.mark.parametrize("decode", ["cpu", "gpu"])
+def test_a_broken_png_is_skipped_not_a_crash(base, embedded, tmp_path, decode):
+    """A PNG whose data no longer matches its checksum: PIL reports it, and torchvision's PNG
+    decoder (libpng) can crash the process on it, so both paths must go through PIL, skip
+    the capture and go on."""
+    from PIL import Image
+
+    study = tmp_path / "study"
+    shutil.copytree(base["study"], study, ignore=shutil.ignore_patterns("embeddings"))
+    st = open_study(study)
+    caps = pyogrio.read_dataframe(study / "study.gpkg", layer="captures", read_geometry=False)
+    bad = study / caps["image_path"].iloc[3]
+    with Image.open(bad) as im:
+        buffer = io.BytesIO()
+        im.save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[data.index(b"IDAT") + 12] ^= 0xFF  # the chunk's data no longer matches its CRC
+    bad.write_bytes(bytes(data))
+    summary = embed_captures(st, checkpoint=base["ckpt_a"], decode=decode, workers=0)
+    assert (summary.embedded, summary.failed) == (N_CAPTURES - 1, 1) and summary.layer_written

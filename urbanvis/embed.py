@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._errors import InputError, InputFileError
+from ._errors import InputError, InputFileError, first_line
 from ._files import atomic_file, atomic_write_text
 from .study import Study
 
@@ -243,7 +243,9 @@ def embed_captures(
         summary.stopped = stopped > 0
         dist.barrier()
     if rank == 0 and not summary.stopped:
-        summary.layer_written = _finalise(study, folder, meta["model"], captures)
+        summary.layer_written = _finalise(
+            study, folder, meta["model"], captures, failed=summary.failed
+        )
     if owned:
         dist.destroy_process_group()
     log.log(logging.INFO if rank == 0 else logging.DEBUG, "%s", summary.line())
@@ -434,20 +436,19 @@ class _CaptureImages:
         try:
             with Image.open(self.root / self.paths[i]) as im:
                 return self.ids[i], self.transform(im.convert("RGB")), None
-        except OSError as exc:  # missing or undecodable file: skipped, retried next run
-            return self.ids[i], None, f"{self.paths[i]}: {exc.strerror or exc}"
+        except Exception as exc:  # missing or undecodable (PIL raises more than OSError)
+            reason = getattr(exc, "strerror", None) or first_line(exc)
+            return self.ids[i], None, f"{self.paths[i]}: {reason}"
 
     def _bytes(self, i: int):
-        import torch
-
         try:
             data = (self.root / self.paths[i]).read_bytes()
         except OSError as exc:
             return self.ids[i], None, f"{self.paths[i]}: {exc.strerror or exc}"
         if not data:
             return self.ids[i], None, f"{self.paths[i]}: empty file"
-        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return self.ids[i], (self.paths[i], encoded), None
+        # plain bytes: a tensor per image would cost one shared-memory file descriptor each
+        return self.ids[i], (self.paths[i], data), None
 
 
 def _collate(items, *, stack: bool = True):
@@ -475,6 +476,7 @@ def _loader(root: Path, captures: pd.DataFrame, meta, *, batch_size, workers, de
         pin_memory=device.type == "cuda" and not raw,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
+        timeout=600 if workers else 0,  # a wedged worker is an error, not a silent hang
     )
 
 
@@ -493,9 +495,15 @@ def decode_images(data: list, device) -> tuple[list, list[str | None]]:
     (list, list)
         Per input, the image or None, and None or why it could not be decoded.
     """
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
 
     rgb = ImageReadMode.RGB
+    data = [
+        torch.frombuffer(bytearray(d), dtype=torch.uint8) if isinstance(d, bytes | bytearray)
+        else d
+        for d in data
+    ]  # fmt: skip
     images: list = [None] * len(data)
     errors: list[str | None] = [None] * len(data)
     jpegs = [i for i, d in enumerate(data) if d[:3].tolist() == _JPEG_START]
@@ -507,12 +515,24 @@ def decode_images(data: list, device) -> tuple[list, list[str | None]]:
         for i, image in zip(jpegs, decoded, strict=True):
             images[i] = image
     for i, d in enumerate(data):
-        if images[i] is None:
+        if images[i] is None:  # PIL, the reference decoder (torchvision's can crash on bad PNGs)
             try:
-                images[i] = decode_image(d, mode=rgb).to(device)
-            except RuntimeError as exc:
-                errors[i] = re.sub(r"^.*?\.cpp:\d+,\s*", "", str(exc)).strip() or "undecodable"
+                images[i] = _pil_decode(bytes(d.numpy())).to(device)
+            except Exception as exc:
+                errors[i] = first_line(exc) or "undecodable"
     return images, errors
+
+
+def _pil_decode(data: bytes):
+    """uint8 RGB ``(3, H, W)`` tensor of an encoded image, decoded by PIL."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        array = np.asarray(im.convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def eval_transform_batch(images: list, size: int, *, mean, std):
@@ -692,13 +712,23 @@ def principal_components(matrix: np.ndarray, n: int = 3) -> np.ndarray:
     return out
 
 
-def _finalise(study: Study, folder: Path, model_id: str, captures: pd.DataFrame) -> bool:
+def _finalise(
+    study: Study, folder: Path, model_id: str, captures: pd.DataFrame, failed: int = 0
+) -> bool:
     """Merge the parts, fit the PCA and replace this model's rows of the layer."""
     import geopandas as gpd
 
+    if not _vector_files(folder) and failed:
+        raise InputError(
+            f"none of the {failed:,} captures could be read, so nothing was embedded; check "
+            f"the files under {study.images} (the warnings above name each one)"
+        )
     ids, matrix = read_vectors(study, model_id)
     has_parts = any((folder / "parts").glob("part-*.parquet"))
     _merge_parts(folder, ids, matrix)
+    rows = captures.set_index("capture_id").reindex(ids)
+    known = rows["point_id"].notna().to_numpy()  # vectors of captures no longer ok: left out
+    ids, matrix, rows = ids[known], matrix[known], rows[known]
     if not has_parts and study.has_layer(LAYER):
         existing = study.read_layer(
             LAYER,
@@ -708,9 +738,6 @@ def _finalise(study: Study, folder: Path, model_id: str, captures: pd.DataFrame)
         )
         if set(existing["capture_id"]) == set(ids):
             return False  # nothing new: the layer is already current
-    rows = captures.set_index("capture_id").reindex(ids)
-    known = rows["point_id"].notna().to_numpy()  # vectors of captures no longer ok: left out
-    ids, matrix, rows = ids[known], matrix[known], rows[known]
     pcs = principal_components(matrix)
     frame = gpd.GeoDataFrame(
         {
@@ -724,12 +751,14 @@ def _finalise(study: Study, folder: Path, model_id: str, captures: pd.DataFrame)
         geometry=gpd.GeoSeries(rows.geometry.to_numpy(), crs=captures.crs).to_crs(4326).values,
         crs="EPSG:4326",
     )
+    frame = gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326")
     if study.has_layer(LAYER):
-        others = study.read_layer(LAYER)
-        others = others[others["model"] != model_id]
-        if len(others):
-            frame = pd.concat([others, frame], ignore_index=True)
-    study.write_layer(LAYER, gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326"))
+        # only this model's rows change: other models' rows are never rewritten, so a kill
+        # can at worst leave this model's rows missing (the next run writes them again)
+        study.delete_rows(LAYER, "model = ?", [model_id])
+        study.write_layer(LAYER, frame, append=True)
+    else:
+        study.write_layer(LAYER, frame)
     return True
 
 
