@@ -347,6 +347,28 @@ def check_image(
     return width, height, grey
 
 
+class ImageBody:
+    """A ``retry_if`` for image requests: a 200 that is not a decodable image of the asked
+    size is retried like a server error; the last good check is kept in ``checked``
+    (``(width, height, is_placeholder)``) so the image is decoded once."""
+
+    def __init__(self, *, size: tuple[int, int] | None = None, placeholder: bool = True):
+        self.size = size
+        self.placeholder = placeholder
+        self.checked: tuple[int, int, bool] | None = None
+
+    def __call__(self, response: Response) -> str | None:
+        if response.status != 200:
+            return None
+        if not response.content_type.startswith("image/"):
+            return f"expected an image, got {response.content_type or 'no content type'}"
+        try:
+            self.checked = check_image(response.body, size=self.size, placeholder=self.placeholder)
+        except BadImage as exc:
+            return str(exc)
+        return None
+
+
 class ImageCache:
     """Images shared by neighbouring points are fetched once.
 

@@ -26,13 +26,12 @@ import pandas as pd
 
 from .._errors import InputError
 from ._web import (
-    BadImage,
     FatalError,
+    ImageBody,
     Response,
     TransientError,
     WebProvider,
     WebSettings,
-    check_image,
     read_secret,
 )
 from .base import CaptureResult
@@ -184,21 +183,8 @@ class GsvProvider(WebProvider):
             "return_error_code": "true",
             "key": self.key,
         }
-        checked: dict[str, tuple[int, int, bool]] = {}
-
-        def bad_body(response: Response) -> str | None:
-            """A 200 that is not the image asked for is retried like a server error."""
-            if response.status != 200:
-                return None
-            if not response.content_type.startswith("image/"):
-                return f"expected an image, got {response.content_type or 'no content type'}"
-            try:
-                checked["image"] = check_image(response.body, size=(cfg.size, cfg.size))
-            except BadImage as exc:
-                return str(exc)
-            return None
-
-        response = await self.http.get(API, params, sign=self._sign, retry_if=bad_body)
+        body = ImageBody(size=(cfg.size, cfg.size))
+        response = await self.http.get(API, params, sign=self._sign, retry_if=body)
         if response.status == 404:
             return None, "no imagery (HTTP 404)", 0, 0
         if response.status in (401, 403):
@@ -209,7 +195,7 @@ class GsvProvider(WebProvider):
             )
         if response.status != 200:
             raise TransientError(f"image answered HTTP {response.status}")
-        width, height, grey = checked["image"]
+        width, height, grey = body.checked
         if grey:
             return None, "no imagery (grey placeholder)", 0, 0
         return response.body, "", width, height

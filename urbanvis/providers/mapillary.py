@@ -45,14 +45,13 @@ import pandas as pd
 from .. import _secrets
 from .._errors import InputError, one_line
 from ._web import (
-    BadImage,
     FatalError,
     Http,
+    ImageBody,
     Response,
     TransientError,
     WebProvider,
     WebSettings,
-    check_image,
     read_secret,
 )
 from .base import CaptureResult
@@ -410,29 +409,16 @@ class MapillaryProvider(WebProvider):
 
     async def _thumb(self, url: str) -> tuple[bytes, int, int]:
         """The thumbnail's bytes and size; TransientError with a short reason if it fails."""
-        checked: dict[str, tuple[int, int, bool]] = {}
-
-        def bad_body(response: Response) -> str | None:
-            """A 200 that is not an image is retried like a server error."""
-            if response.status != 200:
-                return None
-            if not response.content_type.startswith("image/"):
-                return f"expected an image, got {response.content_type or 'no content type'}"
-            try:
-                checked["image"] = check_image(response.body, size=None, placeholder=False)
-            except BadImage as exc:
-                return str(exc)
-            return None
-
+        body = ImageBody(placeholder=False)
         try:  # a CDN link: no token sent
-            response = await self._http().get(url, rewrite=False, retry_if=bad_body)
+            response = await self._http().get(url, rewrite=False, retry_if=body)
         except TransientError as exc:  # the reason, without the long signed link
             head, sep, _ = str(exc).rpartition(" for ")
             raise TransientError(f"thumbnail: {head if sep else exc}") from None
         if response.status != 200:
             expired = " (expired or refused link)" if response.status in (403, 410) else ""
             raise TransientError(f"thumbnail answered HTTP {response.status}{expired}")
-        width, height, _ = checked["image"]
+        width, height, _ = body.checked
         return response.body, width, height
 
     # --------------------------------------------------------------- choosing
