@@ -128,6 +128,10 @@ class ImageStore:
             return True
         return self._from_disk(key) is not None
 
+    def recent(self, key: str) -> tuple[str, str, int, int] | None:
+        """The image of ``key`` if this run wrote or found it lately (no disk access)."""
+        return self._recent.get(key)
+
     def lookup(self, key: str) -> tuple[str, str, int, int] | None:
         """``(image_path, sha256, width, height)`` of the stored image of ``key``, or None."""
         found = self._recent.get(key)

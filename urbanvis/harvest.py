@@ -142,33 +142,28 @@ def harvest(
         orphans_removed=orphans,
         retried_rows=retried,
     )
-    table = pd.DataFrame(
-        {
-            "point_id": pending["point_id"].to_numpy(),
-            "bearing": pending["bearing"].to_numpy(dtype=float),
-            "lon": pending.geometry.x.to_numpy(),
-            "lat": pending.geometry.y.to_numpy(),
-        }
-    )
+    table = _points_table(pending)
     if progress is not None:  # the starting point, so that rates count this run only
         progress(summary.points_done_before, summary.points_total, dict(summary.counts))
     rows: list[dict] = []
     rows_points = 0
+    rows_counts = dict.fromkeys(STATUSES, 0)  # the statuses of ``rows``
     last_commit = time.monotonic()
 
     def commit(*, clean: bool = True) -> None:
         """Commit the finished rows; ``clean=False`` (an interrupted run) keeps the journal,
         which may name files of a group that never reached ``rows``."""
-        nonlocal rows, rows_points, last_commit
-        batch, points_in_batch = rows, rows_points
+        nonlocal rows, rows_points, rows_counts, last_commit
+        batch, points_in_batch, batch_counts = rows, rows_points, rows_counts
         rows, rows_points, last_commit = [], 0, time.monotonic()  # never written twice
+        rows_counts = dict.fromkeys(STATUSES, 0)
         store.flush()  # the images are on disk before any row names them
         if batch:
             study.write_layer("captures", _frame(batch), append=True)
         if clean:
             store.committed()
-        for row in batch:
-            summary.counts[row["status"]] += 1
+        for status, n in batch_counts.items():
+            summary.counts[status] += n
         summary.points_harvested += points_in_batch
 
     try:
@@ -176,12 +171,12 @@ def harvest(
             group_rows = [_store(store, provider.name, r) for r in group]
             rows.extend(group_rows)
             rows_points += len({int(r["point_id"]) for r in group_rows})
+            for row in group_rows:
+                rows_counts[row["status"]] += 1
             if rows_points >= batch_size or time.monotonic() - last_commit >= commit_seconds:
                 commit()
             if progress is not None:
-                shown = dict(summary.counts)
-                for row in rows:
-                    shown[row["status"]] += 1
+                shown = {k: summary.counts[k] + rows_counts[k] for k in STATUSES}
                 progress(
                     summary.points_done_before + summary.points_harvested + rows_points,
                     summary.points_total,
@@ -282,14 +277,7 @@ def survey(
     points = study.read_layer("points", columns=["point_id", "bearing"])
     if limit is not None:
         points = points.iloc[: max(int(limit), 0)]
-    table = pd.DataFrame(
-        {
-            "point_id": points["point_id"].to_numpy(),
-            "bearing": points["bearing"].to_numpy(dtype=float),
-            "lon": points.geometry.x.to_numpy(),
-            "lat": points.geometry.y.to_numpy(),
-        }
-    )
+    table = _points_table(points)
     layer = f"coverage_{provider.name}"
     summary = SurveySummary(provider=provider.name, points=len(table), layer=layer)
     counts = dict.fromkeys(STATUSES, 0)
@@ -357,6 +345,18 @@ def _check_same_settings(study: Study, provider: Provider, *, has_captures: bool
     study.store_settings(section, wanted)
 
 
+def _points_table(points: gpd.GeoDataFrame) -> pd.DataFrame:
+    """What providers are given: ``point_id``, ``bearing``, ``lon``, ``lat`` per point."""
+    return pd.DataFrame(
+        {
+            "point_id": points["point_id"].to_numpy(),
+            "bearing": points["bearing"].to_numpy(dtype=float),
+            "lon": points.geometry.x.to_numpy(),
+            "lat": points.geometry.y.to_numpy(),
+        }
+    )
+
+
 def _points_with(study: Study, provider: str, *, status: str | None = None) -> np.ndarray:
     """Distinct ``point_id`` of this provider's committed captures (of ``status``, if given).
 
@@ -417,7 +417,11 @@ def _store(store: ImageStore, provider: str, result: CaptureResult) -> dict:
         raise ValueError(f"provider {provider} returned status {row.get('status')!r}")
     if row["status"] == "ok":
         key = result.image_key
-        found = store.lookup(key) if key is not None else None
+        # with bytes in hand the provider found it not stored (known() looked on disk):
+        # only this run's own writes can hold it; without bytes, it is stored somewhere
+        found = None
+        if key is not None:
+            found = store.recent(key) if result.image else store.lookup(key)
         if found is not None:  # the same image as another capture's
             row["image_path"], row["sha256"], width, height = found
             if not row.get("width"):
