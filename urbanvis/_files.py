@@ -12,19 +12,23 @@ from ._errors import StudyError
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+def atomic_file(
+    path: str | os.PathLike[str], mode: str = "wb", *, fsync: bool = True
+) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it to ``path``.
 
     A failure (or a kill) leaves the old ``path``, if any, untouched and removes the
-    temporary file; an OSError becomes a one-line StudyError.
+    temporary file; an OSError becomes a one-line StudyError. ``fsync=False`` leaves the
+    fsync to the caller (see :class:`DurableBatch`, which fsyncs many files together).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -88,17 +92,8 @@ class DurableBatch:
 
     def write(self, path: str | os.PathLike[str], data: bytes) -> None:
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StudyError(f"could not write {path}: {exc.strerror or exc}") from exc
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_file(path, "wb", fsync=False) as fh:  # fsynced by flush()
+            fh.write(data)
         self._files.append(path)
         self._dirs.add(path.parent)
 
