@@ -176,8 +176,6 @@ class HistoricalProvider(WebProvider):
         self.metadata_only = bool(metadata_only)
         # The image half: the gsv provider's requests, key and signing, on this engine.
         self.static: GsvProvider | None = None
-        self._fetches: set[asyncio.Task] = set()  # image fetches in flight (see _cancel_fetches)
-        self._refused: Http | None = None  # the run (its Http) that met a FatalError
         if not self.metadata_only:
             self.static = GsvProvider(
                 self.config.image_config(),
@@ -225,17 +223,6 @@ class HistoricalProvider(WebProvider):
 
     # -------------------------------------------------------------- one point
     async def capture_group(self, group: pd.DataFrame) -> list[CaptureResult]:
-        try:
-            return await self._capture_point(group)
-        except FatalError:
-            # One refusal stops the harvest. Points refused after the first wait here to be
-            # cancelled with the rest, so that no second error is left unread in the engine.
-            if self._refused is not None and self._refused is self.http:
-                await asyncio.get_running_loop().create_future()  # never set
-            self._refused = self.http
-            raise
-
-    async def _capture_point(self, group: pd.DataFrame) -> list[CaptureResult]:
         point = group.iloc[0]
         pid = int(point["point_id"])
         cfg = self.config
@@ -287,17 +274,10 @@ class HistoricalProvider(WebProvider):
         assert static is not None and cache is not None
         static.http, static.images = self.http, cache  # gsv's image requests on this engine
 
-        def fetch(pano: str, heading: float) -> asyncio.Task:
-            # the cache runs what this returns; a task is tracked from its creation on
-            task = asyncio.ensure_future(static._image(pano, heading))
-            self._fetches.add(task)
-            task.add_done_callback(self._fetched)
-            return task
-
         async def view(pano: _Pano, heading: float, offset: int) -> CaptureResult:
             key = self._key(pano.id, heading)
             try:
-                fetched = await cache.get(key, lambda: fetch(pano.id, heading))
+                fetched = await cache.get(key, lambda: static._image(pano.id, heading))
             except TransientError as exc:
                 return CaptureResult(row(offset, heading, pano, status="failed", error=str(exc)))
             if fetched is None:  # stored already by an earlier capture
@@ -311,13 +291,9 @@ class HistoricalProvider(WebProvider):
                 image_key=key,
             )
 
-        try:
-            done = await asyncio.gather(
-                *(view(p, h, o) for p in kept for h, o in headings), return_exceptions=True
-            )
-        except asyncio.CancelledError:
-            await self._cancel_fetches()
-            raise
+        done = await asyncio.gather(
+            *(view(p, h, o) for p in kept for h, o in headings), return_exceptions=True
+        )  # shared fetches left running when a point is cancelled: ImageCache.close() ends them
         errors = [r for r in done if isinstance(r, BaseException)]
         if errors:  # after every view settled; a denied key first, then a spent budget
             errors.sort(
@@ -325,22 +301,6 @@ class HistoricalProvider(WebProvider):
             )
             raise errors[0]
         return [r for r in done if isinstance(r, CaptureResult)]
-
-    def _fetched(self, task: asyncio.Task) -> None:
-        self._fetches.discard(task)
-        if not task.cancelled():
-            task.exception()  # its waiters have it, or were cancelled and no longer want it
-
-    async def _cancel_fetches(self) -> None:
-        """Cancel the image fetches in flight, and wait for them, before the engine closes
-        its session: the image cache shields each shared fetch from its waiters, so
-        cancelling a point (Ctrl-C, a denied key elsewhere) would otherwise leave it running
-        against a closed session."""
-        tasks = [t for t in self._fetches if not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _key(self, pano: str, heading: float) -> str:
         cfg = self.config

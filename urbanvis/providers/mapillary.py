@@ -314,7 +314,6 @@ class MapillaryProvider(WebProvider):
         self._token = token
         self.metadata_only = bool(metadata_only)
         self._bounds = time_bounds(self.config.since, self.config.until)
-        self._fetching: set[asyncio.Task | None] = set()  # shared fetches (ImageCache tasks)
 
     def __repr__(self) -> str:  # never the token
         return f"MapillaryProvider({self.config!r}, metadata_only={self.metadata_only})"
@@ -519,13 +518,10 @@ class MapillaryProvider(WebProvider):
         answers: list[Any] = []
         if not self.metadata_only:  # one thumbnail per chosen image, shared (ImageCache)
             wanted = [c[3] for _, chosen in plans for c in chosen if c[3] is not None]
-            try:
-                answers = await asyncio.gather(
-                    *(self._image(image) for image in wanted), return_exceptions=True
-                )
-            except asyncio.CancelledError:  # the run is over: end the shared fetches too
-                await self._cancel_fetches()
-                raise
+            # a cancelled point leaves shared fetches running: ImageCache.close() ends them
+            answers = await asyncio.gather(
+                *(self._image(image) for image in wanted), return_exceptions=True
+            )
             for answer in answers:
                 if isinstance(answer, BaseException) and not isinstance(answer, TransientError):
                     raise answer  # a refused token, the budget spent, a cancellation
@@ -554,26 +550,13 @@ class MapillaryProvider(WebProvider):
                     results.append(ok)
         return results
 
-    async def _cancel_fetches(self) -> None:
-        """Cancel the shared thumbnail fetches still running, and wait for them to end."""
-        tasks = [t for t in self._fetching if t is not None and not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
     async def _image(self, image: MlyImage) -> tuple[bytes, int, int] | None:
         """The thumbnail (shared), or None when an earlier run stored it."""
 
         async def fetch() -> tuple[bytes, int, int]:
             if image.thumb is None:
                 raise TransientError(f"the listing gave no {THUMB_FIELD}")
-            task = asyncio.current_task()
-            self._fetching.add(task)
-            try:
-                return await self._thumb(image.thumb)
-            finally:
-                self._fetching.discard(task)
+            return await self._thumb(image.thumb)
 
         if self.images is None:
             raise RuntimeError("images are fetched only while stream() runs")
