@@ -4,15 +4,62 @@ Every error a user can cause is an :class:`UrbanvisError` whose message is one l
 says what went wrong and how to fix it. The CLI prints it on stderr and exits with code 2.
 Subclasses also inherit a builtin so that callers can catch ``ValueError`` or
 ``FileNotFoundError`` as they would elsewhere.
+
+Errors know no front end. A message names the parameters it is about between backticks,
+by their Python keyword (`` `spacing` must be positive``), and each front end words them
+its own way: :meth:`UrbanvisError.worded` with a naming function (the CLI writes
+``--spacing``, the QGIS plugin the parameter's label, ``str()`` the keyword itself).
+``param`` is the first parameter the message names, or the one given explicitly.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+_REF = re.compile(r"`([a-z_][a-z0-9_]*)`")
+
+
+def param_refs(message: str) -> list[str]:
+    """The parameter names a message refers to (between backticks), in order."""
+    return _REF.findall(message)
+
+
+def word_params(message: str, name_of: Callable[[str], str]) -> str:
+    """``message`` with each `` `param` `` reference replaced by ``name_of(param)``."""
+    return _REF.sub(lambda m: name_of(m.group(1)), message)
+
 
 class UrbanvisError(Exception):
-    """Base class for every error urbanvis raises on purpose."""
+    """Base class for every error urbanvis raises on purpose.
+
+    Parameters
+    ----------
+    message
+        One line that says what went wrong and how to fix it; parameters between
+        backticks (`` `radius` ``), by their Python keyword.
+    param
+        The parameter the error is about, when the message does not name it.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: object = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        text = str(message)
+        refs = param_refs(text)
+        self.param: str | None = param or (refs[0] if refs else None)
+        self._template = text
+
+    def worded(self, name_of: Callable[[str], str]) -> str:
+        """The message with its parameters named the way a front end names them."""
+        return word_params(self._template, name_of)
+
+    def __str__(self) -> str:
+        return self.worded(lambda name: name)
+
+    def __reduce__(self):  # keep ``param`` across processes (workers, torchrun ranks)
+        return (self.__class__, (self._template,), dict(self.__dict__))
 
 
 class InputError(UrbanvisError, ValueError):
