@@ -24,6 +24,19 @@ from .simulate import simulate
 
 _state = {"verbose": False}
 
+_FLAGS = {
+    # stage keywords whose command-line option is not simply --keyword-with-dashes
+    "source": "--outdoor-only/--any-imagery",
+    "study": "--study",
+    "study_dir": "--study",
+    "apply_path": "--apply",
+}
+
+
+def flag_name(param: str) -> str:
+    """How the command line names a stage parameter: ``merge_distance`` -> ``--merge-distance``."""
+    return _FLAGS.get(param) or "--" + param.replace("_", "-")
+
 
 class _OneLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -87,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     except UrbanvisError as exc:
         if _state["verbose"]:
             click.echo(redact(traceback.format_exc()), err=True)
-        click.echo(f"error: {one_line(redact(str(exc)))}", err=True)
+        click.echo(f"error: {one_line(redact(exc.worded(flag_name)))}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:  # click's name for Ctrl-C
         click.echo("interrupted; finished work is kept, rerun to resume", err=True)
