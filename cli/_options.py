@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from urbanvis._errors import word_params
+
 study_option = click.option(
     "--study",
     "study_dir",
@@ -14,6 +16,29 @@ study_option = click.option(
 )
 
 
+def _short(value):
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
+_FLAGS = {
+    # stage keywords whose command-line option is not simply --keyword-with-dashes
+    "source": "--outdoor-only/--any-imagery",
+    "study": "--study",
+    "study_dir": "--study",
+    "apply_path": "--apply",
+}
+
+
+def flag_name(param: str) -> str:
+    """How the command line names a stage parameter: ``merge_distance`` -> ``--merge-distance``."""
+    return _FLAGS.get(param) or "--" + param.replace("_", "-")
+
+
+def echo_result(result) -> None:
+    """Print a stage's summary, its parameter references worded as options."""
+    click.echo(word_params(result.message, flag_name))
+
+
 class ProgressBar:
     """A tqdm bar for the ``progress(done, total, counts)`` callbacks of long library work.
 
@@ -22,9 +47,10 @@ class ProgressBar:
     always closes.
     """
 
-    def __init__(self, desc: str, *, unit: str = "pt") -> None:
+    def __init__(self, desc: str, *, unit: str = "pt", enabled: bool = True) -> None:
         self.desc = desc
         self.unit = unit
+        self.enabled = enabled
         self.bar = None
 
     def __call__(self, done: int, total: int, counts: dict[str, int]) -> None:
@@ -36,10 +62,10 @@ class ProgressBar:
             )
             return
         self.bar.update(done - self.bar.n)
-        self.bar.set_postfix({k: v for k, v in counts.items() if v or k == "ok"})
+        self.bar.set_postfix({k: _short(v) for k, v in counts.items() if v or k == "ok"})
 
-    def __enter__(self) -> ProgressBar:
-        return self
+    def __enter__(self) -> ProgressBar | None:
+        return self if self.enabled else None
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

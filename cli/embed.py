@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ._options import ProgressBar, study_option
+from ._options import ProgressBar, echo_result, study_option
 
 
 @click.command()
@@ -99,21 +99,14 @@ def embed(
       torchrun --standalone --nproc_per_node 8 -m urbanvis_cli.main embed --study hel \\
           --checkpoint C --batch-size 256
     """
-    from urbanvis import study as study_mod
-    from urbanvis._errors import InputError
-    from urbanvis.embed import embed_captures
+    from urbanvis import stages
 
-    if (checkpoint is None) == (model is None):
-        raise InputError("give exactly one of --checkpoint FILE or --model NAME")
-    if random_init and model is None:
-        raise InputError("--random-init goes with --model NAME, not with --checkpoint")
-    st = study_mod.open_study(study_dir, create=False)
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    with ProgressBar("embed", unit="img") as bar:
-        summary = embed_captures(
-            st,
-            model=model,
+    with ProgressBar("embed", unit="img", enabled=rank0) as progress:
+        result = stages.embed(
+            study_dir,
             checkpoint=checkpoint,
+            model=model,
             random_init=random_init,
             seed=seed,
             batch_size=batch_size,
@@ -123,34 +116,7 @@ def embed(
             decode=decode,
             image_size=image_size,
             limit=limit,
-            progress=bar if rank0 else None,
+            progress=progress,
         )
-    if not rank0:
-        return
-    st.record_run(
-        "embed",
-        {
-            "checkpoint": checkpoint,
-            "model": model,
-            "random_init": random_init,
-            "seed": seed if random_init else None,
-            "batch_size": batch_size,
-            "workers": workers,
-            "device": device,
-            "precision": precision,
-            "decode": decode,
-            "processes": int(os.environ.get("WORLD_SIZE", "1")),
-            "image_size": image_size,
-            "limit": limit,
-        },
-        model_id=summary.model,
-        embedded=summary.embedded,
-        failed=summary.failed,
-        dim=summary.dim,
-    )
-    total = summary.done_before + summary.embedded
-    click.echo(
-        f"{total:,} of {summary.captures_total:,} captures embedded by {summary.model}; "
-        f"vectors in {summary.vectors.parent if summary.vectors else '-'}"
-        + ("" if summary.stopped else f", layer embeddings in {st.gpkg}")
-    )
+    if rank0:
+        echo_result(result)

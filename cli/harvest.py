@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import ProgressBar, study_option
-
-
-def _headings(value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a comma-separated list of degrees, e.g. 0,90,180,270"
-        ) from None
-
+from ._options import ProgressBar, echo_result, study_option
 
 _WEB = "gsv, gsv-historical, mapillary"
 
@@ -171,106 +161,42 @@ def harvest(study_dir, provider, headings, absolute_headings, size, fov, pitch, 
       MAPILLARY_TOKEN=... urbanvis harvest --study hel --provider mapillary --radius 20
       urbanvis harvest --study site --provider folder --images photos/
     """
-    from urbanvis import _secrets
-    from urbanvis import study as study_mod
-    from urbanvis.harvest import harvest as run_harvest
-    from urbanvis.harvest import survey
-    from urbanvis.providers import provider_from_name
+    from urbanvis import stages
 
-    _secrets.install_log_filter()
-    options = dict(
-        seed=seed,
-        captures_per_point=captures_per_point,
-        since=since,
-        until=until,
-        headings=_headings(headings),
-        absolute_headings=absolute_headings,
-        size=size,
-        fov=fov,
-        pitch=pitch,
-        radius=radius,
-        source="outdoor" if outdoor_only else "default",
-        workers=workers,
-        images=images,
-        key_file=key_file,
-        secret_file=secret_file,
-        concurrency=concurrency,
-        rate=rate,
-        retries=retries,
-        timeout=timeout,
-        max_requests=max_requests,
-        endpoint=endpoint,
-        metadata_only=metadata_only,
-    )
-    source = provider_from_name(provider, **options)  # validates before touching the study
-    where = dict(city=city, area=area, bbox=bbox, osm=osm)
-    if any(where.values()):
-        _sample_first(study_dir, where)
-    elif provider != "folder" and not _has_study(study_dir):
-        from urbanvis._errors import InputError
-
-        raise InputError(
-            f"{study_dir} is not a study yet; give --city, --area, --bbox or --osm to sample "
-            f"its points first, or run 'urbanvis sample --study {study_dir}'"
-        )
-    st = study_mod.open_study(study_dir, create=provider == "folder")
-    if metadata_only:
-        if not getattr(source, "metadata_only", False):
-            from urbanvis._errors import InputError
-
-            raise InputError(f"--metadata-only is for {_WEB}, not {provider}")
-        with ProgressBar(f"survey {provider}") as progress:
-            found = survey(st, source, limit=limit, progress=progress)
-        st.record_run(
-            "harvest --metadata-only",
-            {"provider": provider, **source.parameters()},
-            points=found.surveyed,
-            panoramas=found.panoramas,
-            images=found.images,
-        )
-        click.echo(found.line())
-        return
-    with ProgressBar(f"harvest {provider}") as progress:
-        summary = run_harvest(
-            st,
-            source,
+    label = "survey" if metadata_only else "harvest"
+    with ProgressBar(f"{label} {provider}") as progress:
+        result = stages.harvest(
+            study_dir,
+            provider=provider,
+            city=city,
+            area=area,
+            bbox=bbox,
+            osm=osm,
+            metadata_only=metadata_only,
             batch_size=batch_size,
             limit=limit,
-            progress=progress,
             retry_failed=retry_failed,
+            progress=progress,
+            seed=seed,
+            captures_per_point=captures_per_point,
+            since=since,
+            until=until,
+            headings=headings,
+            absolute_headings=absolute_headings,
+            size=size,
+            fov=fov,
+            pitch=pitch,
+            radius=radius,
+            source="outdoor" if outdoor_only else "default",
+            workers=workers,
+            images=images,
+            key_file=key_file,
+            secret_file=secret_file,
+            concurrency=concurrency,
+            rate=rate,
+            retries=retries,
+            timeout=timeout,
+            max_requests=max_requests,
+            endpoint=endpoint,
         )
-    st.record_run(
-        "harvest",
-        {"provider": provider, **source.parameters(), "batch_size": batch_size, "limit": limit},
-        **summary.counts,
-        points=summary.points_harvested,
-        **summary.stats,
-    )
-    click.echo(summary.line())
-
-
-def _sample_first(study_dir: str, where: dict) -> None:
-    """Sample points (urbanvis sample's defaults) unless the study has them already."""
-    import logging
-
-    from urbanvis import sampling
-    from urbanvis import study as study_mod
-
-    log = logging.getLogger("urbanvis.harvest")
-    study_mod.check_writable(study_dir)
-    existing = study_mod.open_study(study_dir, create=False) if _has_study(study_dir) else None
-    if existing is not None and existing.has_layer("points"):
-        given = ", ".join(f"--{k}" for k, v in where.items() if v)
-        log.info("the study has its points already; %s not used again", given)
-        return
-    points = sampling.sample(**where)  # a bad place or file fails here, before any write
-    st = study_mod.open_study(study_dir)
-    st.write_layer("points", points)
-    st.record_run("sample", {**where, "spacing": 15.0, "network": "drive"}, points=len(points))
-    log.info("sampled %s points into %s", f"{len(points):,}", st.gpkg)
-
-
-def _has_study(study_dir: str) -> bool:
-    from pathlib import Path
-
-    return (Path(study_dir).expanduser() / "study.gpkg").is_file()
+    echo_result(result)

@@ -12,6 +12,7 @@ from urbanvis import __version__
 from urbanvis._errors import UrbanvisError, one_line
 from urbanvis._secrets import redact
 
+from ._options import flag_name
 from .demo import demo
 from .embed import embed
 from .harvest import harvest
@@ -23,19 +24,6 @@ from .sample import sample
 from .simulate import simulate
 
 _state = {"verbose": False}
-
-_FLAGS = {
-    # stage keywords whose command-line option is not simply --keyword-with-dashes
-    "source": "--outdoor-only/--any-imagery",
-    "study": "--study",
-    "study_dir": "--study",
-    "apply_path": "--apply",
-}
-
-
-def flag_name(param: str) -> str:
-    """How the command line names a stage parameter: ``merge_distance`` -> ``--merge-distance``."""
-    return _FLAGS.get(param) or "--" + param.replace("_", "-")
 
 
 class _OneLineFormatter(logging.Formatter):

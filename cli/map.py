@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import study_option
+from ._options import echo_result, study_option
 
 
 @click.command("map")
@@ -60,8 +60,9 @@ from ._options import study_option
     "Default: twice the spacing of the points.",
 )
 def map_command(
-    study_dir, layer, column, out, tiles, attribution, thumbnails, raster, cell, method, radius
-):
+    study_dir, layer, column, out, tiles, attribution, thumbnails, raster, cell, method, radius,
+    zones_layer, title,
+):  # fmt: skip
     """Draw a study layer as a web map (folium HTML) or a GeoTIFF surface (QGIS).
 
     \b
@@ -76,56 +77,11 @@ def map_command(
       urbanvis map --study hel --layer zones_sim --column poverty_rate --tiles none
       urbanvis map --study hel --layer zones_sim --column poverty_rate --raster pov.tif --cell 50
     """
-    from pathlib import Path
+    from urbanvis import stages
 
-    from urbanvis import maps
-    from urbanvis import study as study_mod
-    from urbanvis._errors import InputError
-
-    if raster is not None and not cell > 0:
-        raise InputError(f"--cell must be a positive number of metres, not {cell:g}")
-    if raster is not None and not column:
-        raise InputError("--raster needs --column: the value to interpolate")
-    st = study_mod.open_study(study_dir, create=False)
-    if layer is None:
-        layer = "captures" if st.has_layer("captures") else "points"
-    if out is None and raster is None:
-        out = str(st.reports / f"map_{layer}.html")
-    html_path = maps.check_out_path(out) if out else None
-    tif_path = maps.check_out_path(raster, option="--raster") if raster else None
-    frame = st.read_layer(layer)
-    zones = None
-    zone_layers = [n for n in st.layers() if n.startswith(("predictions_", "zones_"))]
-    if html_path is not None and zone_layers and layer not in zone_layers:
-        zones = st.read_layer(zone_layers[0])
-    written = {}
-    if html_path is not None:
-        m = maps.map_from_layer(
-            frame,
-            column,
-            tiles=tiles,
-            attribution=attribution,
-            zones=zones,
-            study_root=st.root,
-            html_dir=html_path.parent,
-            thumbnails=thumbnails,
-            title=f"urbanvis: {layer}",
-        )
-        html = maps.render_html(m)  # checked before anything is written
-        if tif_path is not None:
-            maps.raster_from_points(
-                frame, column, tif_path, cell=cell, method=method, radius=radius
-            )
-            written["raster"] = str(tif_path)
-        maps.write_map(html, html_path)
-        written["html"] = str(html_path)
-    else:
-        maps.raster_from_points(frame, column, tif_path, cell=cell, method=method, radius=radius)
-        written["raster"] = str(tif_path)
-    parameters = dict(
-        layer=layer, column=column, tiles=tiles, thumbnails=thumbnails, cell=cell, method=method,
-        radius=radius,
+    result = stages.map(
+        study_dir, layer=layer, column=column, out=out, tiles=tiles, attribution=attribution,
+        thumbnails=thumbnails, raster=raster, cell=cell, method=method, radius=radius,
+        zones_layer=zones_layer, title=title,
     )  # fmt: skip
-    st.record_run("map", parameters, features=len(frame), **written)
-    for kind, path in written.items():
-        click.echo(f"wrote {Path(path)} ({kind}, {len(frame):,} features of '{layer}')")
+    echo_result(result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import study_option
+from ._options import echo_result, study_option
 
 
 @click.command()
@@ -111,53 +111,13 @@ def predict(
           --id-field zone_id --indicators sim/truth/indicators.csv --protocol kfold5
       urbanvis predict --study new --apply hel/models/predict_blockgroup.joblib --zones bg.shp
     """
-    from urbanvis import study as study_mod
-    from urbanvis._errors import InputError
-    from urbanvis.predict import apply_study, predict_study
+    from urbanvis import stages
 
-    st = study_mod.open_study(study_dir, create=False)
-    common = dict(level=level, zones=zones, zones_layer=zones_layer, model=model,
-                  min_images=min_images, cell_size=cell_size, buffer=buffer,
-                  tiger_url=tiger_url, tiger_year=tiger_year)  # fmt: skip
-    if apply_path is not None:
-        if indicators is not None:
-            raise InputError("--apply predicts without labels; drop --indicators")
-        out = apply_study(st, apply_path, id_field=id_field, **common)
-        st.record_run("predict --apply", _shown({"apply": apply_path, **common}), **out["summary"])
-        s = out["summary"]
-        click.echo(
-            f"predicted {s['indicators']} indicators for {s['zones_with_images']:,} of "
-            f"{s['zones']:,} zones; layer {s['layer']} in {st.gpkg}"
-        )
-        return
-    if indicators is None:
-        raise InputError(
-            "pass --indicators CSV or acs:VAR (or --apply MODELS to predict without labels)"
-        )
-    out = predict_study(
-        st, indicators=indicators, id_field=id_field, protocol=protocol, seed=seed,
-        topics=topics, columns=columns.split(",") if columns else None, census_url=census_url,
-        acs_year=acs_year, **common,
+    result = stages.predict(
+        study_dir, level=level, zones=zones, zones_layer=zones_layer, id_field=id_field,
+        indicators=indicators, columns=columns, topics=topics, protocol=protocol, seed=seed,
+        min_images=min_images, cell_size=cell_size, buffer=buffer, model=model,
+        apply=apply_path, tiger_year=tiger_year, acs_year=acs_year, tiger_url=tiger_url,
+        census_url=census_url,
     )  # fmt: skip
-    s = out["summary"]
-    params = {"indicators": indicators, "id_field": id_field, "protocol": protocol,
-              "seed": seed, "topics": topics, "columns": columns, "census_url": census_url,
-              "acs_year": acs_year, **common}  # fmt: skip
-    st.record_run("predict", _shown(params), **s)
-    from urbanvis.predict import scores_markdown
-
-    click.echo(scores_markdown(out["scores"]), nl=False)
-    click.echo(
-        f"{s['matched']:,} zones matched indicators ({s['zones_unmatched']:,} zones without a "
-        f"row, {s['rows_unmatched']:,} rows without a zone); {s['flagged']:,} zones under "
-        f"--min-images flagged ({s['zones'] - s['zones_with_images']:,} without images); "
-        f"mean R² {s['mean_r2']:.3f}; layer {s['layer']}, report {s['report']}, "
-        f"models {s['models']}"
-    )
-
-
-def _shown(params: dict) -> dict:
-    """Parameters as study.toml may keep them: URLs without user:password or keys."""
-    from urbanvis._secrets import redact_url
-
-    return {k: redact_url(v) if isinstance(v, str) and "://" in v else v for k, v in params.items()}
+    echo_result(result)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import click
 
-from ._options import study_option
+from ._options import ProgressBar, echo_result, study_option
 
 
 @click.command()
@@ -129,51 +129,11 @@ def pretrain(study_dir, pairs_name, name, resume, **options):
     A CPU trial:        urbanvis pretrain --study S --pairs temporal --arch vit_mini_patch16
                           --epochs 5 --batch-size 64 --mlp-dim 512
     """
-    from tqdm import tqdm
+    from urbanvis import stages
 
-    from urbanvis import study as study_mod
-    from urbanvis.engine.pretrain import PretrainConfig
-    from urbanvis.engine.pretrain import pretrain as run
-
-    st = study_mod.open_study(study_dir, create=False)
-    path = Path(pairs_name)
-    if path.suffix != ".parquet":
-        path = st.pairs / f"{pairs_name}.parquet"
-    config = PretrainConfig(**options)
-    run_name = name or f"{path.stem}-{config.arch}"
-    bar = None
-
-    def progress(info: dict) -> None:
-        nonlocal bar
-        if bar is None or info["iteration"] == 0:
-            if bar is not None:
-                bar.close()
-            bar = tqdm(
-                total=info["iterations"],
-                desc=f"epoch {info['epoch'] + 1}",
-                unit="it",
-                dynamic_ncols=True,
-            )
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{info['loss']:.4f}",
-            lr=f"{info['lr']:.2e}",
-            m=f"{info['momentum']:.4f}",
-            pairs_s=f"{info['pairs_per_s']:.0f}",
+    with ProgressBar("pretrain", unit="it") as progress:
+        result = stages.pretrain(
+            study_dir, pairs=pairs_name, name=name, resume=resume, progress=progress, **options
         )
-
-    try:
-        result = run(
-            st.root, path, st.checkpoints / run_name, config, resume=resume, progress=progress
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-    if result.checkpoint is not None and int(__import__("os").environ.get("RANK", "0")) == 0:
-        st.record_run(
-            "pretrain",
-            {"pairs": str(path), "name": run_name, **options},
-            checkpoint=str(result.checkpoint.relative_to(st.root)),
-            final_loss=result.epoch_losses[-1] if result.epoch_losses else None,
-        )
-        click.echo(f"checkpoint {result.checkpoint}")
+    if result.files.get("checkpoint") and int(os.environ.get("RANK", "0")) == 0:
+        echo_result(result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import study_option
+from ._options import echo_result, study_option
 
 
 @click.command()
@@ -90,10 +90,10 @@ def sample(
       urbanvis sample --study hel --osm helsinki.osm.pbf --bbox 24.93,60.16,24.96,60.18
       urbanvis sample --study site --area site.gpkg --method grid --spacing 50
     """
-    from urbanvis import sampling, study
+    from urbanvis import stages
 
-    study.check_writable(study_dir)
-    parameters = dict(
+    result = stages.sample(
+        study_dir,
         city=city,
         area=area,
         bbox=bbox,
@@ -105,8 +105,4 @@ def sample(
         nominatim_url=nominatim_url,
         overpass_url=overpass_url,
     )
-    points = sampling.sample(**parameters)
-    st = study.open_study(study_dir)
-    st.write_layer("points", points)
-    st.record_run("sample", parameters, points=len(points))
-    click.echo(f"wrote {len(points):,} points to {st.gpkg} (layer 'points')")
+    echo_result(result)

