@@ -20,9 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import _geo
 from .._errors import InputError
+from .._geo import utm_xy
 from .base import CaptureResult
+
+utm_coordinates = utm_xy
+"""Deprecated alias of :func:`urbanvis._geo.utm_xy` (the simulator's city coordinates)."""
 
 FOV = 90.0  # the renderer's horizontal field of view, degrees
 
@@ -126,7 +129,7 @@ def _render_points(cfg: SimulatorConfig, points: pd.DataFrame) -> list[CaptureRe
     from ..simulate import capture
 
     results: list[CaptureResult] = []
-    x, y = utm_coordinates(points["lon"].to_numpy(), points["lat"].to_numpy())
+    x, y = utm_xy(points["lon"].to_numpy(), points["lat"].to_numpy())
     for i, row in enumerate(points.itertuples(index=False)):
         bearing = 0.0 if cfg.absolute_headings or not np.isfinite(row.bearing) else row.bearing
         city = _city(cfg.seed, float(np.clip(round(row.lat), -66, 66)))
@@ -186,12 +189,6 @@ def capture_times(cfg: SimulatorConfig, point_id: int) -> list[str]:
         (start + timedelta(days=int(d), minutes=int(m))).strftime("%Y-%m-%dT%H:%M")
         for d, m in zip(day, minutes, strict=True)
     ]
-
-
-def utm_coordinates(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Easting and northing of each point in its own UTM zone (metres)."""
-    x, y, _ = _geo.utm_coordinates(lon, lat)
-    return x, y
 
 
 @lru_cache(maxsize=16)
