@@ -23,7 +23,7 @@ from PIL import Image
 from urbanvis._errors import InputError
 from urbanvis.harvest import harvest
 from urbanvis.providers import provider_from_name
-from urbanvis.providers._web import FatalError, WebSettings
+from urbanvis.providers._webhttp import FatalError, WebSettings
 from urbanvis.providers.base import CAPTURE_COLUMNS
 from urbanvis.providers.mapillary import (
     MapillaryConfig,
@@ -460,7 +460,7 @@ def test_a_thumbnail_that_does_not_decode_is_retried_then_a_short_reason():
     import aiohttp
     from aiohttp import web as aioweb
 
-    from urbanvis.providers._web import Http, TransientError
+    from urbanvis.providers._webhttp import Http, TransientError
 
     served = []
 

@@ -149,7 +149,7 @@ class ImageStore:
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-            from .providers._web import BadImage, check_image
+            from .providers._imagecheck import BadImage, check_image
 
             width, height, _ = check_image(data, placeholder=False)
         except (OSError, BadImage):

@@ -26,7 +26,7 @@ def _pick(options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _web_settings(options: dict[str, Any]):
-    from ._web import WebSettings
+    from ._webhttp import WebSettings
 
     return WebSettings(**_pick(options, WEB_OPTIONS))
 

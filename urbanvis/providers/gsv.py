@@ -25,15 +25,9 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from .._errors import InputError
-from ._web import (
-    FatalError,
-    ImageBody,
-    Response,
-    TransientError,
-    WebProvider,
-    WebSettings,
-    read_secret,
-)
+from ._imagecheck import ImageBody
+from ._web import WebProvider
+from ._webhttp import FatalError, Response, TransientError, WebSettings, read_secret
 from .base import CaptureResult
 
 API = "https://maps.googleapis.com/maps/api/streetview"

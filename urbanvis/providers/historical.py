@@ -35,15 +35,8 @@ from typing import Any
 import pandas as pd
 
 from .._errors import InputError, MissingDependencyError, first_line
-from ._web import (
-    BudgetExhausted,
-    FatalError,
-    Http,
-    Response,
-    TransientError,
-    WebProvider,
-    WebSettings,
-)
+from ._web import WebProvider
+from ._webhttp import BudgetExhausted, FatalError, Http, Response, TransientError, WebSettings
 from .base import CaptureResult
 from .gsv import GsvConfig, GsvProvider
 

@@ -44,16 +44,9 @@ import pandas as pd
 
 from .. import _secrets
 from .._errors import InputError, one_line
-from ._web import (
-    FatalError,
-    Http,
-    ImageBody,
-    Response,
-    TransientError,
-    WebProvider,
-    WebSettings,
-    read_secret,
-)
+from ._imagecheck import ImageBody
+from ._web import WebProvider
+from ._webhttp import FatalError, Http, Response, TransientError, WebSettings, read_secret
 from .base import CaptureResult
 
 log = logging.getLogger(__name__)
