@@ -239,10 +239,10 @@ def test_since_until_are_inclusive_periods_and_checked():
     )
     assert MapillaryConfig(since=2015).since == "2015"  # type: ignore[arg-type]
     MapillaryConfig(since="2020-06", until="2020")  # June is within 2020
-    with pytest.raises(InputError, match=r"^--since 2021 is after --until 2020") as info:
+    with pytest.raises(InputError, match=r"^since 2021 is after until 2020") as info:
         MapillaryConfig(since="2021", until="2020")
     assert "\n" not in str(info.value)
-    with pytest.raises(InputError, match="--since 'last year' is not a year"):
+    with pytest.raises(InputError, match="since 'last year' is not a year"):
         MapillaryConfig(since="last year")
     for bad in ({"radius": 0}, {"captures_per_point": 0}, {"page_size": 2001}, {"headings": ()}):
         with pytest.raises(InputError):

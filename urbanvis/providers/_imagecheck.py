@@ -68,3 +68,9 @@ class ImageBody:
         except BadImage as exc:
             return str(exc)
         return None
+
+    def result(self) -> tuple[int, int, bool]:
+        """``(width, height, is_placeholder)`` of the 200 answer this check let through."""
+        if self.checked is None:
+            raise RuntimeError("no 200 answer was checked: pass the ImageBody as retry_if")
+        return self.checked

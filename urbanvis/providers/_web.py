@@ -15,9 +15,11 @@ capture results using :meth:`Http.get <urbanvis.providers._webhttp.Http.get>`. T
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import contextlib
+import functools
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -26,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from ._webhttp import BudgetExhausted, Http, WebSettings
-from .base import CaptureResult
+from .base import CaptureResult, Provider
 
 
 class ImageCache:
@@ -52,10 +54,10 @@ class ImageCache:
         if task is None:
             task = asyncio.ensure_future(fetch())
             self._tasks[key] = task
-            task.add_done_callback(lambda t, k=key: self._forget_failure(k, t))
+            task.add_done_callback(functools.partial(self._forget_failure, key))
             excess = len(self._tasks) - self.size
             if excess > 0:  # the oldest finished entries go; fetches in flight stay
-                drop = []
+                drop: list[str] = []
                 for old_key, old in self._tasks.items():
                     if len(drop) >= excess:
                         break
@@ -68,7 +70,7 @@ class ImageCache:
             self._tasks.move_to_end(key)
         return await asyncio.shield(task)
 
-    def _forget_failure(self, key: str, task: asyncio.Future) -> None:
+    def _forget_failure(self, key: str, task: asyncio.Future[Any]) -> None:
         """A failed fetch is shared with those already waiting, never replayed to later ones."""
         failed = task.cancelled() or task.exception() is not None
         if failed and self._tasks.get(key) is task:
@@ -90,21 +92,21 @@ class ImageCache:
 _DONE = object()
 
 
-class WebProvider:
+class WebProvider(Provider):
     """Base class of the web providers (see the module docstring).
 
     Subclasses set ``name``, implement :meth:`capture_group` and :meth:`parameters`, and may
-    override :meth:`groups` (default: one point per group) and :meth:`session_headers`.
+    override :meth:`groups` (default: one point per group), :meth:`request_estimate` and
+    :meth:`session_headers`. ``http`` and ``images`` exist while :meth:`stream` runs.
     """
 
-    name = "web"
-    metadata_only = False
+    supports_metadata_only = True
 
     def __init__(self, settings: WebSettings | None = None) -> None:
         self.web = settings if settings is not None else WebSettings()
         self.http: Http | None = None
         self.images: ImageCache | None = None
-        self.stats: dict[str, int] = {}
+        self._stats: dict[str, int] = {}
 
     # --- for subclasses
     def groups(self, points: pd.DataFrame) -> Iterable[pd.DataFrame]:
@@ -112,32 +114,54 @@ class WebProvider:
         for i in range(len(points)):
             yield points.iloc[i : i + 1]
 
+    @abc.abstractmethod
     async def capture_group(self, group: pd.DataFrame) -> list[CaptureResult]:
-        raise NotImplementedError
+        """The captures of one group of points (from :meth:`groups`), made with
+        :meth:`client` and shared images through :meth:`image_cache`."""
 
-    def request_estimate(self, group: pd.DataFrame) -> int:
+    def request_estimate(self, points: pd.DataFrame) -> int:
         """Requests a group will most likely make (used to keep within ``max_requests``)."""
-        return len(group)
+        return len(points)
 
     def session_headers(self) -> dict[str, str]:
         return {"User-Agent": "urbanvis (+https://github.com/urbanvis/urbanvis)"}
 
-    def parameters(self) -> dict[str, Any]:
-        raise NotImplementedError
+    def client(self) -> Http:
+        """The HTTP client of the running :meth:`stream`."""
+        if self.http is None:
+            raise RuntimeError("requests are made only while stream() runs")
+        return self.http
+
+    def image_cache(self) -> ImageCache:
+        """The shared-image cache of the running :meth:`stream`."""
+        if self.images is None:
+            raise RuntimeError("images are fetched only while stream() runs")
+        return self.images
 
     # --- for the engine
+    def capture_points(self, points: pd.DataFrame) -> list[CaptureResult]:
+        """Every capture of ``points`` at once (through :meth:`stream`)."""
+        return [result for group in self.stream(points) for result in group]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """``requests``, ``retries`` and ``images_shared`` of the last :meth:`stream`."""
+        return self._stats
+
     def stream(
         self,
         points: pd.DataFrame,
         *,
         known: Callable[[str], bool] = lambda key: False,
         should_stop: Callable[[], bool] | None = None,
+        batch_size: int = 64,
     ) -> Iterator[list[CaptureResult]]:
         """Yield each finished group's results, in completion order, while fetching goes on.
 
         Stops early (quietly) when the request budget is spent or ``should_stop()``; raises
         :class:`FatalError` after yielding what finished before it. Closing the generator
-        (e.g. on Ctrl-C in the consumer) cancels the requests in flight.
+        (e.g. on Ctrl-C in the consumer) cancels the requests in flight. ``batch_size`` is
+        not used: groups are as :meth:`groups` makes them, and the engine commits by time.
         """
         out: queue.Queue = queue.Queue(maxsize=max(4 * int(self.web.concurrency), 64))
         stop = threading.Event()
@@ -184,6 +208,7 @@ class WebProvider:
 
     @property
     def stopped_reason(self) -> str | None:
+        """``--max-requests N reached`` when the request budget stopped the last run."""
         if self.http is not None and self.http.exhausted:
             return f"--max-requests {self.web.max_requests} reached"
         return None
@@ -197,15 +222,15 @@ class WebProvider:
         async with aiohttp.ClientSession(
             connector=connector, headers=self.session_headers(), raise_for_status=False
         ) as session:
-            self.http = Http(session, self.web)
-            self.images = ImageCache(known)
+            http = self.http = Http(session, self.web)
+            images = self.images = ImageCache(known)
             window = 2 * int(self.web.concurrency)
             limit = self.web.max_requests
             pending: set[asyncio.Task] = set()
             cost: dict[asyncio.Task, int] = {}
             try:
                 for group in self.groups(points):
-                    if stop.is_set() or self.http.exhausted:
+                    if stop.is_set() or http.exhausted:
                         break
                     if should_stop is not None and should_stop():
                         break
@@ -216,18 +241,14 @@ class WebProvider:
                     while len(pending) >= window or (
                         limit is not None
                         and pending
-                        and self.http.requests + sum(cost[t] for t in pending) + need > limit
+                        and http.requests + sum(cost[t] for t in pending) + need > limit
                     ):
                         done, pending = await asyncio.wait(
                             pending, return_when=asyncio.FIRST_COMPLETED
                         )
                         await self._hand_over(done, out, stop)
-                    if (
-                        limit is not None
-                        and self.http.requests
-                        and (self.http.requests + need > limit)
-                    ):
-                        self.http.exhausted = True  # the first group always gets its try
+                    if limit is not None and http.requests and (http.requests + need > limit):
+                        http.exhausted = True  # the first group always gets its try
                         break
                     task = asyncio.ensure_future(self.capture_group(group))
                     cost[task] = need
@@ -240,11 +261,11 @@ class WebProvider:
                     task.cancel()
                 if pending:
                     await asyncio.gather(*pending, return_exceptions=True)
-                await self.images.close()
-                self.stats = {
-                    "requests": self.http.requests,
-                    "retries": self.http.retried,
-                    "images_shared": self.images.shared,
+                await images.close()
+                self._stats = {
+                    "requests": http.requests,
+                    "retries": http.retried,
+                    "images_shared": images.shared,
                 }
 
     async def _hand_over(self, done: set[asyncio.Task], out: queue.Queue, stop) -> None:

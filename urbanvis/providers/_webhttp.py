@@ -20,7 +20,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -105,27 +105,33 @@ class WebSettings:
     def __post_init__(self) -> None:
         for name in ("timeout", "backoff", "backoff_max"):
             if not math.isfinite(float(getattr(self, name))) or float(getattr(self, name)) < 0:
-                raise InputError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+                raise InputError(f"`{name}` must be a positive number of seconds")
         if self.rate is not None and not math.isfinite(float(self.rate)):
-            raise InputError(f"--rate must be a number of requests/s, got {self.rate}")
+            raise InputError(f"`rate` must be a number of requests/s, got {self.rate}")
         if int(self.concurrency) < 1:
-            raise InputError(f"--concurrency must be at least 1, got {self.concurrency}")
+            raise InputError(f"`concurrency` must be at least 1, got {self.concurrency}")
         if self.rate is not None and float(self.rate) < 0:
-            raise InputError(f"--rate must be positive requests/s (or 0 for none), got {self.rate}")
+            raise InputError(f"`rate` must be positive requests/s (or 0 for none), got {self.rate}")
         if int(self.retries) < 0:
-            raise InputError(f"--retries must be 0 or more, got {self.retries}")
+            raise InputError(f"`retries` must be 0 or more, got {self.retries}")
         if float(self.timeout) <= 0:
-            raise InputError(f"--timeout must be positive seconds, got {self.timeout}")
+            raise InputError(f"`timeout` must be positive seconds, got {self.timeout}")
         if self.max_requests is not None and int(self.max_requests) < 1:
-            raise InputError(f"--max-requests must be at least 1, got {self.max_requests}")
+            raise InputError(f"`max_requests` must be at least 1, got {self.max_requests}")
         if self.endpoint is not None:
             parts = urlsplit(self.endpoint)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise InputError(
-                    f"--endpoint {_secrets.redact_url(self.endpoint)!r} is not a URL like "
+                    f"`endpoint` {_secrets.redact_url(self.endpoint)!r} is not a URL like "
                     f"https://mirror.example.org"
                 )
             _secrets.register(parts.password)  # user:password@ of a proxy stays out of text
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> WebSettings:
+        """The settings among a provider's options (None: the default)."""
+        names = ("concurrency", "rate", "retries", "timeout", "max_requests", "endpoint")
+        return cls(**{k: options[k] for k in names if options.get(k) is not None})
 
 
 def with_endpoint(url: str, endpoint: str | None) -> str:
@@ -291,8 +297,11 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-def read_secret(env: str, key_file: str | None, *, what: str, option: str = "--key-file") -> str:
-    """A secret from ``key_file`` (first non-empty line) or the environment variable ``env``."""
+def read_secret(env: str, key_file: str | None, *, what: str, param: str = "key_file") -> str:
+    """A secret from ``key_file`` (first non-empty line) or the environment variable ``env``.
+
+    ``param`` is the keyword that gave ``key_file``, named in error messages.
+    """
     import os
     from pathlib import Path
 
@@ -300,23 +309,23 @@ def read_secret(env: str, key_file: str | None, *, what: str, option: str = "--k
         path = Path(key_file).expanduser()
         if not path.is_file():
             raise InputError(
-                f"{option} {key_file} does not exist; give the file holding the {what}"
+                f"`{param}` {key_file} does not exist; give the file holding the {what}"
             )
         try:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise InputError(
-                f"cannot read {option} {key_file} ({reason}); give a readable text file "
+                f"cannot read `{param}` {key_file} ({reason}); give a readable text file "
                 f"with the {what} on its first line"
             ) from None
         lines = [s.strip() for s in text.splitlines() if s.strip()]
         if not lines:
-            raise InputError(f"{option} {key_file} is empty; put the {what} on its first line")
+            raise InputError(f"`{param}` {key_file} is empty; put the {what} on its first line")
         value = lines[0]
     else:
         value = os.environ.get(env, "").strip()
         if not value:
-            raise InputError(f"no {what}: set {env} (or pass {option} FILE)")
+            raise InputError(f"no {what}: set {env} (or pass `{param}` FILE)")
     _secrets.register(value)
     return value

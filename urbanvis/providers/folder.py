@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._dates import bounds
 from .._errors import InputError, first_line
-from ._exif import IMAGE_SUFFIXES, exif_tags, image_files, iso_time
+from ._exif import IMAGE_SUFFIXES, exif_tags, image_files
 from ._manifest import IMAGE_COLUMNS, image_frame, read_manifest
-from .base import CaptureResult
+from ._registry import pick
+from .base import CaptureResult, Provider
 
 if TYPE_CHECKING:
     from ..study import Study
@@ -52,7 +54,7 @@ _EARTH_RADIUS = 6_371_008.8  # mean radius (m): only to find candidates for the 
 _FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}
 
 
-class FolderProvider:
+class FolderProvider(Provider):
     """Captures from a folder of geotagged images or a manifest (see the module docstring).
 
     Parameters
@@ -68,8 +70,9 @@ class FolderProvider:
         farther than 45 degrees (or half the smallest gap between the given headings) from
         all of them is skipped. Images of unknown heading are kept. None keeps all.
     since, until
-        Years or ISO dates (inclusive) bounding the capture times; images of unknown time
-        are kept.
+        Dates bounding the capture times, both periods included (a year, ``YYYY-MM``,
+        ``YYYY-MM-DD`` or a time: :mod:`urbanvis._dates`); a time zone is dropped, as
+        cameras write local times. Images of unknown time are kept.
     """
 
     name = "folder"
@@ -87,7 +90,8 @@ class FolderProvider:
         if not self.source.exists():
             raise InputError(
                 f"image source {self.source} does not exist; pass a folder of geotagged images "
-                f"or a CSV/GeoPackage manifest with path,lon,lat"
+                f"or a CSV/GeoPackage manifest with path,lon,lat",
+                param="images",
             )
         self.source = self.source.resolve()
         try:
@@ -95,13 +99,13 @@ class FolderProvider:
         except (TypeError, ValueError):
             self.radius = float("nan")
         if not (math.isfinite(self.radius) and self.radius > 0):
-            raise InputError(f"radius must be a positive number of metres, e.g. 25; got {radius!r}")
+            raise InputError(
+                f"`radius` must be a positive number of metres, e.g. 25; got {radius!r}"
+            )
         self.headings = _check_headings(headings)
-        self.since = _time_bound(since, "since")
-        self.until = _time_bound(until, "until")
-        common = min(len(self.since or ""), len(self.until or ""))
-        if common and self.since[:common] > self.until[:common]:  # type: ignore[index]
-            raise InputError(f"--since {since} is after --until {until}; give the earlier first")
+        first, last = bounds(since, until, zones=False)  # camera times are local
+        self.since: str | None = first.iso if first is not None else None
+        self.until: str | None = last.iso if last is not None else None
         self.without_gps: list[str] = []
         """Images of a source folder that have no usable GPS position (after :meth:`scan`)."""
         self._images: pd.DataFrame | None = None
@@ -195,7 +199,7 @@ class FolderProvider:
             if len(images) == 0:
                 raise InputError(
                     f"study {study.root} has no points and no image of {self.source} passes "
-                    f"--since/--until/--headings; widen them or run 'urbanvis sample' first"
+                    f"`since`/`until`/`headings`; widen them or run 'urbanvis sample' first"
                 )
             points = points_from_images(images)
             study.write_layer("points", points)
@@ -238,6 +242,17 @@ class FolderProvider:
 
 
 # -------------------------------------------------------------------- functions
+def create(**options: Any) -> FolderProvider:
+    """The folder provider from its registry options (:mod:`urbanvis.providers._builtin`)."""
+    source = options.get("images")
+    if not source:
+        raise InputError(
+            "the folder provider needs `images` PATH: a folder of geotagged images or a "
+            "CSV/GeoPackage manifest with path, lon, lat"
+        )
+    return FolderProvider(source, **pick(options, ("radius", "since", "until")))
+
+
 def points_from_images(images: pd.DataFrame, *, merge_distance: float = 1.0):
     """Study points at the images' positions, for a study that has none yet.
 
@@ -439,9 +454,11 @@ def _check_headings(headings: Sequence[float] | None) -> tuple[float, ...] | Non
     try:
         values = tuple(float(h) for h in headings)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"headings must be degrees, e.g. 0,90,180,270; got {headings!r}") from exc
+        raise InputError(
+            f"`headings` must be degrees, e.g. 0,90,180,270; got {headings!r}"
+        ) from exc
     if not values or not all(math.isfinite(h) for h in values):
-        raise InputError(f"headings must be finite degrees, e.g. 0,90,180,270; got {headings!r}")
+        raise InputError(f"`headings` must be finite degrees, e.g. 0,90,180,270; got {headings!r}")
     return values
 
 
@@ -451,15 +468,3 @@ def _heading_kept(heading: np.ndarray, wanted: tuple[float, ...]) -> np.ndarray:
     tolerance = min(45.0, float(gaps.min()) / 2) if len(centres) > 1 else 45.0
     diff = np.abs((heading[:, None] - centres[None, :] + 180.0) % 360.0 - 180.0)
     return ~np.isfinite(heading) | (diff.min(axis=1) <= tolerance + 1e-9)
-
-
-def _time_bound(value: int | str | None, label: str) -> str | None:
-    if value is None or value == "":
-        return None
-    text = f"{value:04d}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
-    iso = iso_time(text)
-    if not iso:
-        raise InputError(
-            f"--{label} {value!r} is not a year or ISO date; use e.g. 2019 or 2019-06-01"
-        )
-    return iso
