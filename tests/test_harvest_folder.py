@@ -427,9 +427,9 @@ def test_bad_sources_raise_one_line_input_errors(tmp_path, make, needles):
         ({"radius": 0}, "radius must be a positive"),
         ({"radius": float("nan")}, "radius must be a positive"),
         ({"radius": "wide"}, "radius must be a positive"),
-        ({"since": 2022, "until": 2020}, "--since 2022 is after --until 2020"),
+        ({"since": 2022, "until": 2020}, "since 2022 is after until 2020"),
         ({"since": "2021-07", "until": "2021-06-30"}, "is after"),
-        ({"since": "spring"}, "--since 'spring' is not a year"),
+        ({"since": "spring"}, "since 'spring' is not a year"),
         ({"headings": ["north"]}, "headings must be degrees"),
     ],
 )

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from urbanvis.harvest import harvest, survey
-from urbanvis.providers._web import FatalError, WebSettings
+from urbanvis.providers._webhttp import FatalError, WebSettings
 from urbanvis.providers.base import CAPTURE_COLUMNS
 from urbanvis.providers.gsv import GsvConfig, GsvProvider, sign_url
 from urbanvis.study import open_study

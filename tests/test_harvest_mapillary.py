@@ -23,7 +23,7 @@ from PIL import Image
 from urbanvis._errors import InputError
 from urbanvis.harvest import harvest
 from urbanvis.providers import provider_from_name
-from urbanvis.providers._web import FatalError, WebSettings
+from urbanvis.providers._webhttp import FatalError, WebSettings
 from urbanvis.providers.base import CAPTURE_COLUMNS
 from urbanvis.providers.mapillary import (
     MapillaryConfig,
@@ -239,10 +239,10 @@ def test_since_until_are_inclusive_periods_and_checked():
     )
     assert MapillaryConfig(since=2015).since == "2015"  # type: ignore[arg-type]
     MapillaryConfig(since="2020-06", until="2020")  # June is within 2020
-    with pytest.raises(InputError, match=r"^--since 2021 is after --until 2020") as info:
+    with pytest.raises(InputError, match=r"^since 2021 is after until 2020") as info:
         MapillaryConfig(since="2021", until="2020")
     assert "\n" not in str(info.value)
-    with pytest.raises(InputError, match="--since 'last year' is not a year"):
+    with pytest.raises(InputError, match="since 'last year' is not a year"):
         MapillaryConfig(since="last year")
     for bad in ({"radius": 0}, {"captures_per_point": 0}, {"page_size": 2001}, {"headings": ()}):
         with pytest.raises(InputError):
@@ -460,7 +460,7 @@ def test_a_thumbnail_that_does_not_decode_is_retried_then_a_short_reason():
     import aiohttp
     from aiohttp import web as aioweb
 
-    from urbanvis.providers._web import Http, TransientError
+    from urbanvis.providers._webhttp import Http, TransientError
 
     served = []
 

@@ -6,9 +6,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from ._errors import StudyError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 
 @contextlib.contextmanager
@@ -88,7 +91,7 @@ class DurableBatch:
         self.workers = workers
         self._files: list[Path] = []
         self._dirs: set[Path] = set()
-        self._pool = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def write(self, path: str | os.PathLike[str], data: bytes) -> None:
         path = Path(path)

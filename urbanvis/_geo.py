@@ -25,6 +25,16 @@ def utm_coordinates(lon, lat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, y, epsg
 
 
+def utm_xy(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """Easting and northing of each point in its own UTM zone (metres), without the EPSG.
+
+    The synthetic city is laid out in these coordinates: the simulator provider renders
+    at them and the ground truth (:mod:`urbanvis.simulate.groundtruth`) reads them.
+    """
+    x, y, _ = utm_coordinates(lon, lat)
+    return x, y
+
+
 @lru_cache(maxsize=16)
 def _to_utm(epsg: int):
     from pyproj import Transformer

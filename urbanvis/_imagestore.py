@@ -26,6 +26,7 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
+from typing import TextIO
 
 from ._errors import InputError
 from ._files import DurableBatch
@@ -57,8 +58,8 @@ class ImageStore:
         self._made: set[str] = set()  # folders known to exist
         self.journal = study.root / JOURNAL.format(safe_name(provider))
         self.lock_path = study.root / LOCK.format(safe_name(provider))
-        self._journal = None
-        self._lock_fh = None
+        self._journal: TextIO | None = None
+        self._lock_fh: TextIO | None = None
 
     # ------------------------------------------------------------------- names
     def rel_for_key(self, key: str, suffix: str = ".jpg") -> str:
@@ -149,7 +150,7 @@ class ImageStore:
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-            from .providers._web import BadImage, check_image
+            from .providers._imagecheck import BadImage, check_image
 
             width, height, _ = check_image(data, placeholder=False)
         except (OSError, BadImage):

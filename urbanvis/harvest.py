@@ -16,7 +16,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -87,8 +87,8 @@ def harvest(
     study
         The study; it must have a ``points`` layer.
     provider
-        Any :class:`urbanvis.providers.base.Provider`. Web providers stream results as their
-        requests finish (``provider.stream``); others are called batch by batch.
+        Any :class:`urbanvis.providers.base.Provider`: its ``stream`` gives the results,
+        as requests finish from web providers, batch by batch from the others.
     batch_size
         Points per committed batch (a kill loses at most one batch).
     limit
@@ -103,16 +103,14 @@ def harvest(
         replaced; images already stored are reused, not fetched again).
     """
     if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}")
+        raise InputError(f"`batch_size` must be at least 1, got {batch_size}")
     store = ImageStore(study, provider.name)
     store.lock()  # first: a refused second run must not touch the study's settings
     try:
-        prepare = getattr(provider, "prepare", None)
-        if prepare is not None:  # e.g. folder: seeds the points layer from the images
-            prepare(study)
+        provider.prepare(study)  # e.g. folder: seeds the points layer from the images
         if not study.has_layer("points"):
             raise InputError(
-                f"study {study.root} has no points; give --city, --area, --bbox or --osm to "
+                f"study {study.root} has no points; give `city`, `area`, `bbox` or `osm` to "
                 f"sample them, or run 'urbanvis sample' first"
             )
         points = study.read_layer("points", columns=["point_id", "bearing"])
@@ -167,7 +165,10 @@ def harvest(
         summary.points_harvested += points_in_batch
 
     try:
-        for group in _results(provider, table, batch_size, store, should_stop):
+        groups = provider.stream(
+            table, known=store.known, should_stop=should_stop, batch_size=batch_size
+        )
+        for group in groups:
             group_rows = [_store(store, provider.name, r) for r in group]
             rows.extend(group_rows)
             rows_points += len({int(r["point_id"]) for r in group_rows})
@@ -182,7 +183,7 @@ def harvest(
                     summary.points_total,
                     shown,
                 )
-        stopped = getattr(provider, "stopped_reason", None)
+        stopped = provider.stopped_reason
         if stopped or (should_stop is not None and should_stop()):
             summary.stopped = True
             summary.reason = stopped or ""
@@ -204,28 +205,8 @@ def _close(store: ImageStore, provider: Provider, summary: HarvestSummary) -> No
     try:
         store.close()
     finally:
-        close = getattr(provider, "close", None)
-        if close is not None:
-            close()
-        summary.stats = dict(getattr(provider, "stats", {}) or {})
-
-
-def _results(
-    provider: Provider,
-    table: pd.DataFrame,
-    batch_size: int,
-    store: ImageStore,
-    should_stop: Callable[[], bool] | None,
-) -> Iterator[Sequence[CaptureResult]]:
-    """Results group by group: streamed by web providers, batch by batch otherwise."""
-    stream = getattr(provider, "stream", None)
-    if stream is not None:
-        yield from stream(table, known=store.known, should_stop=should_stop)
-        return
-    for start in range(0, len(table), batch_size):
-        if should_stop is not None and should_stop():
-            return
-        yield provider.capture_points(table.iloc[start : start + batch_size])
+        provider.close()
+        summary.stats = dict(provider.stats)
 
 
 @dataclass
@@ -270,8 +251,13 @@ def survey(
     ``coverage_<provider>`` layer (one row per point and heading: pano_id, captured_at,
     status) so coverage can be mapped before any image is paid for.
     """
-    if not getattr(provider, "metadata_only", False):
+    if not provider.supports_metadata_only:
         raise InputError(f"provider {provider.name} has no metadata-only mode")
+    if not provider.metadata_only:
+        raise InputError(
+            f"this {provider.name} provider downloads images; make it with "
+            f"`metadata_only` to survey coverage"
+        )
     if not study.has_layer("points"):
         raise InputError(f"study {study.root} has no points; run 'urbanvis sample' first")
     points = study.read_layer("points", columns=["point_id", "bearing"])
@@ -320,8 +306,8 @@ def survey(
     summary.points_with_imagery = len(with_imagery)
     summary.panoramas = len(panoramas)
     summary.images = len(images)
-    summary.requests = int(getattr(provider, "stats", {}).get("requests", 0))
-    summary.reason = getattr(provider, "stopped_reason", None) or ""
+    summary.requests = int(provider.stats.get("requests", 0))
+    summary.reason = provider.stopped_reason or ""
     log.info("%s", summary.line())
     return summary
 
@@ -339,7 +325,7 @@ def _check_same_settings(study: Study, provider: Provider, *, has_captures: bool
             name, (old, new) = next(iter(changed.items()))
             raise InputError(
                 f"this study's {provider.name} captures were made with {name}={old!r}, not "
-                f"{new!r}; rerun with the same settings or harvest into another --study"
+                f"{new!r}; rerun with the same settings or harvest into another `study`"
             )
         return
     study.store_settings(section, wanted)

@@ -1,12 +1,25 @@
-"""The one small interface every street-view provider implements."""
+"""The one small interface every street-view provider implements (:class:`Provider`).
+
+The harvest engine (:mod:`urbanvis.harvest`) calls nothing on a provider that is not
+declared here: :meth:`Provider.prepare` once before the work, :meth:`Provider.stream` for
+the captures, :meth:`Provider.close` at the end, then :attr:`Provider.stats` and
+:attr:`Provider.stopped_reason` for its summary; :meth:`Provider.parameters` and
+:attr:`Provider.name` for the study's settings and folders. An offline provider writes
+:meth:`Provider.capture_points` and :meth:`Provider.parameters` and inherits the rest; the
+web providers share :class:`urbanvis.providers._web.WebProvider`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import abc
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from ..study import Study
 
 CAPTURE_COLUMNS = [
     "capture_id",
@@ -48,19 +61,86 @@ class CaptureResult:
     result whose key is already stored may come without ``image``."""
 
 
-class Provider(Protocol):
+class Provider(abc.ABC):
     """A source of street-level images for sampled points.
 
-    ``name`` goes into the ``provider`` column and the images/ subfolder.
-    ``capture_points`` receives a batch of ``points`` rows (``point_id``, ``bearing``,
-    ``lon``, ``lat``) and returns every capture for them, including missing and failed ones,
-    so that a point is recorded as done once its batch is committed.
+    Subclasses set :attr:`name` and write :meth:`parameters` and :meth:`capture_points`;
+    every other member has a default that suits an offline provider.
     """
 
-    name: str
+    name: ClassVar[str]
+    """Goes into the ``provider`` column, the ``images/<name>/`` folder and the study's
+    ``[harvest.<name>]`` settings."""
 
+    supports_metadata_only: ClassVar[bool] = False
+    """Whether the provider can survey coverage without downloading (``metadata_only``);
+    the web providers can."""
+
+    metadata_only: bool = False
+    """This instance makes metadata requests only (for :func:`urbanvis.harvest.survey`):
+    its ``ok`` results come without image bytes."""
+
+    @abc.abstractmethod
     def parameters(self) -> dict[str, Any]:
         """The settings that shape the captures, for provenance (never secrets)."""
-        ...
 
-    def capture_points(self, points: pd.DataFrame) -> Sequence[CaptureResult]: ...
+    @abc.abstractmethod
+    def capture_points(self, points: pd.DataFrame) -> Sequence[CaptureResult]:
+        """Every capture of a batch of ``points`` rows (``point_id``, ``bearing``, ``lon``,
+        ``lat``), missing and failed ones included, so that a point is recorded as done once
+        its batch is committed."""
+
+    def prepare(self, study: Study) -> None:  # noqa: B027 (a hook: doing nothing is right)
+        """Set up before any capture, once per harvest (the default does nothing).
+
+        Called with the study after the engine holds its lock and before it reads the
+        ``points`` layer: the folder provider seeds a study without points from its images
+        here, then attaches every image to its nearest point.
+        """
+
+    def stream(
+        self,
+        points: pd.DataFrame,
+        *,
+        known: Callable[[str], bool] = lambda key: False,
+        should_stop: Callable[[], bool] | None = None,
+        batch_size: int = 64,
+    ) -> Iterator[Sequence[CaptureResult]]:
+        """The captures of ``points``, group by group, as they are ready.
+
+        The default calls :meth:`capture_points` on ``batch_size`` points at a time and
+        checks ``should_stop()`` before each batch. The web providers yield each group's
+        results as its requests finish, skip images for which ``known(image_key)`` says they
+        are stored already, and stop early when their request budget is spent (see
+        :attr:`stopped_reason`).
+        """
+        for start in range(0, len(points), max(int(batch_size), 1)):
+            if should_stop is not None and should_stop():
+                return
+            yield self.capture_points(points.iloc[start : start + batch_size])
+
+    def request_estimate(self, points: pd.DataFrame) -> int:
+        """Requests the provider will most likely make for ``points`` (0: an offline one).
+
+        The web providers use it to keep within their request budget: a group is started
+        only when its estimate fits beside those of the groups in flight.
+        """
+        return 0
+
+    def close(self) -> None:  # noqa: B027 (a hook: doing nothing is right)
+        """Release what the provider holds (processes, sessions); the default does nothing.
+
+        Called once when the harvest ends, however it ends.
+        """
+
+    @property
+    def stats(self) -> Mapping[str, int]:
+        """Counters of the last run, for the summary and the run record (``requests``,
+        ``retries``...); none by default."""
+        return {}
+
+    @property
+    def stopped_reason(self) -> str | None:
+        """Why the last :meth:`stream` stopped before the end on its own (a spent request
+        budget), for the summary line; None when it did not."""
+        return None

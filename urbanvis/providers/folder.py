@@ -19,51 +19,42 @@ local time; a time-zone suffix in a manifest date is dropped.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
 import os
-import re
-import warnings
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from .._dates import bounds
 from .._errors import InputError, first_line
-from .base import CaptureResult
+from ._exif import IMAGE_SUFFIXES, exif_tags, image_files
+from ._manifest import IMAGE_COLUMNS, image_frame, read_manifest
+from ._registry import pick
+from .base import CaptureResult, Provider
 
 if TYPE_CHECKING:
     from ..study import Study
 
+__all__ = [
+    "IMAGE_COLUMNS",
+    "IMAGE_SUFFIXES",
+    "FolderProvider",
+    "attach_images",
+    "points_from_images",
+]
+
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-"""Files a source folder is searched for (case-insensitive)."""
-
-IMAGE_COLUMNS = ["capture_id", "name", "path", "lon", "lat", "heading", "captured_at"]
-"""Columns of :meth:`FolderProvider.scan`: ``name`` is the path relative to the source's
-folder (absolute when outside it), ``path`` the absolute path, ``heading`` NaN when unknown,
-``captured_at`` an ISO date-time or ""."""
-
-_GPS_IFD, _EXIF_IFD = 0x8825, 0x8769
-_LAT_REF, _LAT, _LON_REF, _LON, _DIRECTION = 1, 2, 3, 4, 17
-_DATETIME_ORIGINAL, _DATETIME = 0x9003, 0x0132
 _EARTH_RADIUS = 6_371_008.8  # mean radius (m): only to find candidates for the geodesic test
-_MANIFEST_HELP = "a manifest needs columns path, lon, lat (optional heading, date)"
 _FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif"}
-_ISO = re.compile(
-    r"(\d{4})(?:[-:](\d{1,2})(?:[-:](\d{1,2})"  # date
-    r"(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?)?)?)?"  # time
-    r"(?:Z|[+-]\d{2}(?::?\d{2})?)?"  # zone, dropped
-)
 
 
-class FolderProvider:
+class FolderProvider(Provider):
     """Captures from a folder of geotagged images or a manifest (see the module docstring).
 
     Parameters
@@ -79,8 +70,9 @@ class FolderProvider:
         farther than 45 degrees (or half the smallest gap between the given headings) from
         all of them is skipped. Images of unknown heading are kept. None keeps all.
     since, until
-        Years or ISO dates (inclusive) bounding the capture times; images of unknown time
-        are kept.
+        Dates bounding the capture times, both periods included (a year, ``YYYY-MM``,
+        ``YYYY-MM-DD`` or a time: :mod:`urbanvis._dates`); a time zone is dropped, as
+        cameras write local times. Images of unknown time are kept.
     """
 
     name = "folder"
@@ -98,7 +90,8 @@ class FolderProvider:
         if not self.source.exists():
             raise InputError(
                 f"image source {self.source} does not exist; pass a folder of geotagged images "
-                f"or a CSV/GeoPackage manifest with path,lon,lat"
+                f"or a CSV/GeoPackage manifest with path,lon,lat",
+                param="images",
             )
         self.source = self.source.resolve()
         try:
@@ -106,13 +99,13 @@ class FolderProvider:
         except (TypeError, ValueError):
             self.radius = float("nan")
         if not (math.isfinite(self.radius) and self.radius > 0):
-            raise InputError(f"radius must be a positive number of metres, e.g. 25; got {radius!r}")
+            raise InputError(
+                f"`radius` must be a positive number of metres, e.g. 25; got {radius!r}"
+            )
         self.headings = _check_headings(headings)
-        self.since = _time_bound(since, "since")
-        self.until = _time_bound(until, "until")
-        common = min(len(self.since or ""), len(self.until or ""))
-        if common and self.since[:common] > self.until[:common]:  # type: ignore[index]
-            raise InputError(f"--since {since} is after --until {until}; give the earlier first")
+        first, last = bounds(since, until, zones=False)  # camera times are local
+        self.since: str | None = first.iso if first is not None else None
+        self.until: str | None = last.iso if last is not None else None
         self.without_gps: list[str] = []
         """Images of a source folder that have no usable GPS position (after :meth:`scan`)."""
         self._images: pd.DataFrame | None = None
@@ -137,12 +130,12 @@ class FolderProvider:
         """
         if self._images is None:
             folder = self.source.is_dir()
-            images = self._scan_folder() if folder else _read_manifest(self.source)
+            images = self._scan_folder() if folder else read_manifest(self.source)
             self._images = self._filtered(images)
         return self._images.copy()
 
     def _scan_folder(self) -> pd.DataFrame:
-        files = _image_files(self.source)
+        files = image_files(self.source)
         if not files:
             raise InputError(
                 f"{self.source} holds no jpg, jpeg, png or tif images; pass the folder that "
@@ -151,7 +144,7 @@ class FolderProvider:
         records = []
         for path in files:
             name = path.relative_to(self.source).as_posix()
-            tags = _exif_tags(path)
+            tags = exif_tags(path)
             if tags is None:
                 self.without_gps.append(name)
                 continue
@@ -169,7 +162,7 @@ class FolderProvider:
                 f"{len(files):,}",
                 self.without_gps[0],
             )
-        return _image_frame(pd.DataFrame.from_records(records))
+        return image_frame(pd.DataFrame.from_records(records))
 
     def _filtered(self, images: pd.DataFrame) -> pd.DataFrame:
         times = images["captured_at"]
@@ -206,7 +199,7 @@ class FolderProvider:
             if len(images) == 0:
                 raise InputError(
                     f"study {study.root} has no points and no image of {self.source} passes "
-                    f"--since/--until/--headings; widen them or run 'urbanvis sample' first"
+                    f"`since`/`until`/`headings`; widen them or run 'urbanvis sample' first"
                 )
             points = points_from_images(images)
             study.write_layer("points", points)
@@ -249,6 +242,17 @@ class FolderProvider:
 
 
 # -------------------------------------------------------------------- functions
+def create(**options: Any) -> FolderProvider:
+    """The folder provider from its registry options (:mod:`urbanvis.providers._builtin`)."""
+    source = options.get("images")
+    if not source:
+        raise InputError(
+            "the folder provider needs `images` PATH: a folder of geotagged images or a "
+            "CSV/GeoPackage manifest with path, lon, lat"
+        )
+    return FolderProvider(source, **pick(options, ("radius", "since", "until")))
+
+
 def points_from_images(images: pd.DataFrame, *, merge_distance: float = 1.0):
     """Study points at the images' positions, for a study that has none yet.
 
@@ -443,268 +447,18 @@ def _missing(point_id: int, lon: float, lat: float) -> CaptureResult:
     )
 
 
-# ----------------------------------------------------------------------- EXIF
-def _image_files(folder: Path) -> list[Path]:
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            Path(root, f)
-            for f in files
-            if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)
-        ]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
-
-
-def _exif_tags(path: Path) -> dict[str, Any] | None:
-    """lon, lat, heading and captured_at from an image's EXIF; None without a GPS fix."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():  # Pillow warns about malformed EXIF; it is just absent
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                exif = im.getexif()
-                gps = dict(exif.get_ifd(_GPS_IFD))
-                stamp = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None
-    lat = _signed(_degrees(gps.get(_LAT)), gps.get(_LAT_REF), "S")
-    lon = _signed(_degrees(gps.get(_LON)), gps.get(_LON_REF), "W")
-    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
-        return None
-    if lat == 0 and lon == 0:  # what cameras write without a fix
-        return None
-    heading = _degrees(gps.get(_DIRECTION))
-    return {
-        "lon": lon,
-        "lat": lat,
-        "heading": heading % 360.0 if math.isfinite(heading) else float("nan"),
-        "captured_at": _iso_time(_text(stamp)) or "",
-    }
-
-
-def _degrees(value: Any) -> float:
-    """Degrees from an EXIF rational, a number, or (degrees, minutes, seconds)."""
-    if value is None:
-        return float("nan")
-    try:
-        if isinstance(value, tuple | list):
-            parts = [float(v) for v in value][:3]
-            return sum(p / 60.0**k for k, p in enumerate(parts)) if parts else float("nan")
-        return float(value)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return float("nan")
-
-
-def _signed(value: float, ref: Any, negative: str) -> float:
-    return -abs(value) if _text(ref).upper() == negative else value
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "ignore")
-    return str(value).strip("\x00 ").strip() if value is not None else ""
-
-
-def _iso_time(text: str) -> str | None:
-    """An ISO date-time at the precision given ("2021", "2021-06-03T10:15"...), or None.
-
-    Also reads EXIF's "2021:06:03 10:15:00". "" for empty text; None when not a date.
-    """
-    text = text.strip()
-    if not text:
-        return ""
-    match = _ISO.fullmatch(text)
-    if match is None:
-        return None
-    parts = [int(p) for p in match.groups() if p is not None]
-    year, month, day, hour, minute, second = parts + [1, 1, 0, 0, 0][len(parts) - 1 :]
-    try:
-        datetime(year, month, day, hour, minute, second)  # a real calendar date and time
-    except ValueError:
-        return None
-    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
-    return text[: {1: 4, 2: 7, 3: 10, 5: 16, 6: 19}[len(parts)]]
-
-
-# ------------------------------------------------------------------- manifests
-def _read_manifest(path: Path) -> pd.DataFrame:
-    """The images a CSV or GeoPackage manifest lists, checked (see the module docstring)."""
-    frame = _manifest_table(path)
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    geometry = getattr(frame, "geometry", None) if "geometry" in frame.columns else None
-    need = ["path"] if geometry is not None else ["path", "lon", "lat"]
-    lacking = [c for c in need if c not in frame.columns]
-    if lacking:
-        what = "Point geometry and a path column" if geometry is not None else "path, lon, lat"
-        raise InputError(
-            f"manifest {path.name} lacks column {', '.join(lacking)}; it needs {what} "
-            f"(optional heading, date)"
-        )
-    if len(frame) == 0:
-        raise InputError(f"manifest {path.name} lists no images; {_MANIFEST_HELP}")
-    names = frame["path"].fillna("").astype(str).str.strip().tolist()
-    where = [f"manifest {path.name} row {i + 1} (path {n!r})" for i, n in enumerate(names)]
-    if geometry is not None:
-        lon, lat = _geometry_lonlat(frame, path, where)
-    else:
-        lon = _numbers(frame["lon"], "lon", where)
-        lat = _numbers(frame["lat"], "lat", where)
-    for values, label, limit in ((lat, "lat", 90), (lon, "lon", 180)):
-        bad = np.flatnonzero(np.abs(values) > limit)
-        if len(bad):
-            i = int(bad[0])
-            raise InputError(
-                f"{where[i]}: {label} {values[i]:g} is outside -{limit}..{limit}; give lon, lat "
-                f"in degrees (WGS84) in that row"
-            )
-    heading = (
-        _numbers(frame["heading"], "heading", where, empty_ok=True) % 360.0
-        if "heading" in frame.columns
-        else np.full(len(frame), np.nan)
-    )
-    dates = _manifest_dates(frame["date"], where) if "date" in frame.columns else [""] * len(frame)
-    files, labels = _manifest_files(path, names)
-    images = pd.DataFrame(
-        {
-            "name": labels,
-            "path": [str(f) for f in files],
-            "lon": lon,
-            "lat": lat,
-            "heading": heading,
-            "captured_at": dates,
-        }
-    )
-    return _image_frame(images)
-
-
-def _manifest_table(path: Path) -> pd.DataFrame:
-    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        try:
-            return pd.read_csv(
-                path,
-                dtype=str,
-                keep_default_na=False,
-                sep="\t" if path.suffix.lower() == ".tsv" else ",",
-            )
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise InputError(
-                f"could not read manifest {path.name} as CSV ({first_line(exc)}); {_MANIFEST_HELP}"
-            ) from exc
-    import pyogrio
-
-    try:
-        return pyogrio.read_dataframe(path)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
-        raise InputError(
-            f"could not read {path.name} as a manifest ({first_line(exc)}); pass a folder of "
-            f"images, a CSV with path,lon,lat or a GeoPackage with Point geometry and path"
-        ) from exc
-
-
-def _geometry_lonlat(frame, path: Path, where: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    import shapely
-
-    if frame.crs is None:
-        raise InputError(f"manifest {path.name} has no CRS; set one (e.g. EPSG:4326) in the file")
-    geoms = frame.geometry.to_crs("EPSG:4326").array
-    kinds = shapely.get_type_id(geoms)
-    bad = np.flatnonzero((kinds != 0) | shapely.is_empty(geoms))
-    if len(bad):
-        i = int(bad[0])
-        kind = "no geometry" if geoms[i] is None else f"an empty {geoms[i].geom_type}"
-        if kinds[i] > 0:
-            kind = f"a {geoms[i].geom_type}"
-        raise InputError(f"{where[i]} has {kind}, not a Point; give each image a point position")
-    lon, lat = shapely.get_x(geoms), shapely.get_y(geoms)
-    bad = np.flatnonzero(~(np.isfinite(lon) & np.isfinite(lat)))
-    if len(bad):
-        raise InputError(
-            f"{where[int(bad[0])]}: the point does not convert to lon/lat; check the file's CRS"
-        )
-    return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
-
-
-def _numbers(column: pd.Series, label: str, where: list[str], *, empty_ok=False) -> np.ndarray:
-    text = column.astype(object).where(column.notna(), "").astype(str).str.strip()
-    values = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(values) & ~((text == "").to_numpy() & empty_ok)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        shown = "empty" if not text.iloc[i] else f"{text.iloc[i]!r}, not a finite number"
-        raise InputError(f"{where[i]}: {label} is {shown}; fix that row")
-    return values
-
-
-def _manifest_dates(column: pd.Series, where: list[str]) -> list[str]:
-    if pd.api.types.is_datetime64_any_dtype(column):
-        return [
-            ""
-            if pd.isna(t)
-            else t.strftime("%Y-%m-%d" if t == t.normalize() else "%Y-%m-%dT%H:%M:%S")
-            for t in column
-        ]
-    out = []
-    for i, value in enumerate(column):
-        text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
-        iso = _iso_time(str(text))
-        if iso is None:
-            raise InputError(
-                f"{where[i]}: date {text!r} is not a year or ISO date (e.g. 2021-06 or "
-                f"2021-06-03T10:15); fix it or leave it empty"
-            )
-        out.append(iso)
-    return out
-
-
-def _manifest_files(manifest: Path, names: list[str]) -> tuple[list[Path], list[str]]:
-    folder = manifest.parent
-    files, labels, absent = [], [], []
-    for i, name in enumerate(names):
-        file = (folder / Path(name).expanduser()).resolve() if name else folder / "<empty>"
-        if not name or not file.is_file():
-            absent.append((i, name))
-        files.append(file)
-        labels.append(
-            file.relative_to(folder).as_posix() if file.is_relative_to(folder) else str(file)
-        )
-    if absent:
-        i, name = absent[0]
-        raise InputError(
-            f"{len(absent):,} of the {len(names):,} paths in manifest {manifest.name} do not exist "
-            f"(first: {name!r}, row {i + 1}); paths are relative to {folder} or absolute"
-        )
-    seen: dict[str, int] = {}
-    for i, label in enumerate(labels):
-        if label in seen:
-            raise InputError(
-                f"manifest {manifest.name} lists {label} twice (rows {seen[label] + 1} and "
-                f"{i + 1}); keep one row per image"
-            )
-        seen[label] = i
-    return files, labels
-
-
 # ----------------------------------------------------------------------- shared
-def _image_frame(images: pd.DataFrame) -> pd.DataFrame:
-    images = images.sort_values("name", kind="stable").reset_index(drop=True)
-    images["capture_id"] = [
-        "folder-" + hashlib.sha1(n.encode("utf-8")).hexdigest()[:16] for n in images["name"]
-    ]
-    images["heading"] = images["heading"].astype(float)
-    return images[IMAGE_COLUMNS]
-
-
 def _check_headings(headings: Sequence[float] | None) -> tuple[float, ...] | None:
     if headings is None:
         return None
     try:
         values = tuple(float(h) for h in headings)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"headings must be degrees, e.g. 0,90,180,270; got {headings!r}") from exc
+        raise InputError(
+            f"`headings` must be degrees, e.g. 0,90,180,270; got {headings!r}"
+        ) from exc
     if not values or not all(math.isfinite(h) for h in values):
-        raise InputError(f"headings must be finite degrees, e.g. 0,90,180,270; got {headings!r}")
+        raise InputError(f"`headings` must be finite degrees, e.g. 0,90,180,270; got {headings!r}")
     return values
 
 
@@ -714,15 +468,3 @@ def _heading_kept(heading: np.ndarray, wanted: tuple[float, ...]) -> np.ndarray:
     tolerance = min(45.0, float(gaps.min()) / 2) if len(centres) > 1 else 45.0
     diff = np.abs((heading[:, None] - centres[None, :] + 180.0) % 360.0 - 180.0)
     return ~np.isfinite(heading) | (diff.min(axis=1) <= tolerance + 1e-9)
-
-
-def _time_bound(value: int | str | None, label: str) -> str | None:
-    if value is None or value == "":
-        return None
-    text = f"{value:04d}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
-    iso = _iso_time(text)
-    if not iso:
-        raise InputError(
-            f"--{label} {value!r} is not a year or ISO date; use e.g. 2019 or 2019-06-01"
-        )
-    return iso

@@ -15,6 +15,7 @@ limit caching of its content: urbanvis keeps pano ids, dates and locations in th
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import math
@@ -25,15 +26,10 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from .._errors import InputError
-from ._web import (
-    FatalError,
-    ImageBody,
-    Response,
-    TransientError,
-    WebProvider,
-    WebSettings,
-    read_secret,
-)
+from ._imagecheck import ImageBody
+from ._registry import pick
+from ._web import WebProvider
+from ._webhttp import FatalError, Response, TransientError, WebSettings, read_secret
 from .base import CaptureResult
 
 API = "https://maps.googleapis.com/maps/api/streetview"
@@ -72,17 +68,29 @@ class GsvConfig:
 
     def __post_init__(self) -> None:
         if not self.headings or not all(math.isfinite(h) for h in self.headings):
-            raise InputError("give at least one finite heading, e.g. --headings 0,90,180,270")
+            raise InputError("give at least one finite heading in `headings`, e.g. 0,90,180,270")
         if not 1 <= int(self.size) <= 640:
-            raise InputError(f"--size must be 1..640 pixels for Street View, got {self.size}")
+            raise InputError(f"`size` must be 1..640 pixels for Street View, got {self.size}")
         if not 10 <= float(self.fov) <= 120:
-            raise InputError(f"--fov must be 10..120 degrees, got {self.fov}")
+            raise InputError(f"`fov` must be 10..120 degrees, got {self.fov}")
         if not -90 <= float(self.pitch) <= 90:
-            raise InputError(f"--pitch must be -90..90 degrees, got {self.pitch}")
+            raise InputError(f"`pitch` must be -90..90 degrees, got {self.pitch}")
         if not float(self.radius) > 0:
-            raise InputError(f"--radius must be positive metres, got {self.radius}")
+            raise InputError(f"`radius` must be positive metres, got {self.radius}")
         if self.source not in ("outdoor", "default"):
-            raise InputError(f"--source must be outdoor or default, got {self.source!r}")
+            raise InputError(f"`source` must be outdoor or default, got {self.source!r}")
+
+
+def create(**options: Any) -> GsvProvider:
+    """The gsv provider from its registry options (:mod:`urbanvis.providers._builtin`)."""
+    names = ("headings", "absolute_headings", "size", "fov", "pitch", "radius", "source")
+    return GsvProvider(
+        GsvConfig(**pick(options, names)),
+        WebSettings.from_options(options),
+        key_file=options.get("key_file"),
+        secret_file=options.get("secret_file"),
+        metadata_only=bool(options.get("metadata_only")),
+    )
 
 
 def sign_url(url: str, secret: str) -> str:
@@ -119,8 +127,9 @@ class GsvProvider(WebProvider):
         self.config = config if config is not None else GsvConfig()
         self.key = key if key else read_secret(KEY_ENV, key_file, what="Google Maps API key")
         if secret_file:
-            secret = read_secret(SECRET_ENV, secret_file, what="URL signing secret",
-                                 option="--secret-file")  # fmt: skip
+            secret = read_secret(
+                SECRET_ENV, secret_file, what="URL signing secret", param="secret_file"
+            )
         elif secret is None:
             import os
 
@@ -155,7 +164,9 @@ class GsvProvider(WebProvider):
         if cfg.source != "default":
             params["source"] = cfg.source
         params["key"] = self.key
-        response = await self.http.get(METADATA, params, sign=self._sign, retry_if=_metadata_retry)
+        response = await self.client().get(
+            METADATA, params, sign=self._sign, retry_if=_metadata_retry
+        )
         if response.status in (401, 403):
             raise FatalError(_denied(f"HTTP {response.status}"))
         if response.status != 200:
@@ -167,7 +178,7 @@ class GsvProvider(WebProvider):
         if status == "INVALID_REQUEST":
             raise FatalError(
                 f"Street View says INVALID_REQUEST ({meta.get('error_message', 'no detail')}); "
-                f"check --radius, --source and the points' coordinates"
+                f"check `radius`, `source` and the points' coordinates"
             )
         return meta
 
@@ -184,18 +195,18 @@ class GsvProvider(WebProvider):
             "key": self.key,
         }
         body = ImageBody(size=(cfg.size, cfg.size))
-        response = await self.http.get(API, params, sign=self._sign, retry_if=body)
+        response = await self.client().get(API, params, sign=self._sign, retry_if=body)
         if response.status == 404:
             return None, "no imagery (HTTP 404)", 0, 0
         if response.status in (401, 403):
             raise FatalError(_denied(f"image request answered HTTP {response.status}"))
         if response.status == 400:
             raise FatalError(
-                "Street View says INVALID_REQUEST for an image; check --size, --fov, --pitch"
+                "Street View says INVALID_REQUEST for an image; check `size`, `fov`, `pitch`"
             )
         if response.status != 200:
             raise TransientError(f"image answered HTTP {response.status}")
-        width, height, grey = body.checked
+        width, height, grey = body.result()
         if grey:
             return None, "no imagery (grey placeholder)", 0, 0
         return response.body, "", width, height
@@ -255,7 +266,9 @@ class GsvProvider(WebProvider):
         for heading, offset in headings:
             key = self._key(pano, heading)
             try:
-                fetched = await self.images.get(key, lambda p=pano, h=heading: self._image(p, h))
+                fetched = await self.image_cache().get(
+                    key, functools.partial(self._image, pano, heading)
+                )
             except TransientError as exc:
                 results.append(CaptureResult(row(offset, heading, status="failed",
                                                  error=str(exc), **found)))  # fmt: skip
@@ -295,7 +308,7 @@ def _metadata_retry(response: Response) -> str | None:
 def _denied(detail: str) -> str:
     detail = f" ({detail})" if detail else ""
     return (
-        f"Street View denied the request{detail}; check the key in {KEY_ENV} (or --key-file), "
+        f"Street View denied the request{detail}; check the key in {KEY_ENV} (or `key_file`), "
         f"that the Street View Static API is enabled for it, and the signing secret in "
         f"{SECRET_ENV} if you sign"
     )

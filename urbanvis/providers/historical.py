@@ -34,37 +34,18 @@ from typing import Any
 
 import pandas as pd
 
-from .._errors import InputError, MissingDependencyError, first_line
-from ._web import (
-    BudgetExhausted,
-    FatalError,
-    Http,
-    Response,
-    TransientError,
-    WebProvider,
-    WebSettings,
-)
+from .._dates import bounds
+from .._errors import MissingDependencyError, first_line
+from ._registry import pick
+from ._web import WebProvider
+from ._webhttp import BudgetExhausted, FatalError, Http, Response, TransientError, WebSettings
 from .base import CaptureResult
 from .gsv import GsvConfig, GsvProvider
 
 INSTALL = "gsv-historical needs the streetlevel package: pip install 'urbanvis[historical]'"
 
 
-def _month(value: Any, option: str, *, end: bool) -> tuple[str, tuple[int, int]] | None:
-    """``(text, (year, month))`` of a ``--since``/``--until`` value; None when not given.
-
-    A bare year is its first month for ``since`` and its last for ``until`` (``end``).
-    """
-    if value is None or str(value).strip() == "":
-        return None
-    text = str(value).strip()
-    year, sep, month = text.partition("-")
-    ok = len(year) == 4 and year.isdigit() and (not sep or (len(month) == 2 and month.isdigit()))
-    if not ok or (sep and not 1 <= int(month) <= 12):
-        raise InputError(f"{option} is a year like 2010 or a month like 2010-06, got {value!r}")
-    if sep:
-        return text, (int(year), int(month))
-    return text, (int(year), 12 if end else 1)
+MONTHS_ONLY = "Street View dates panoramas by month"
 
 
 @dataclass(frozen=True)
@@ -92,14 +73,9 @@ class HistoricalConfig:
 
     def __post_init__(self) -> None:
         self.image_config()  # the gsv provider's checks of headings, size, fov, pitch, radius
-        since = _month(self.since, "--since", end=False)
-        until = _month(self.until, "--until", end=True)
-        if since and until and since[1] > until[1]:
-            raise InputError(
-                f"--since {since[0]} is after --until {until[0]}; give the earlier date first"
-            )
-        object.__setattr__(self, "since", since[0] if since else None)
-        object.__setattr__(self, "until", until[0] if until else None)
+        since, until = bounds(self.since, self.until, finest="month", note=MONTHS_ONLY)
+        object.__setattr__(self, "since", since.text if since else None)
+        object.__setattr__(self, "until", until.text if until else None)
 
     def image_config(self) -> GsvConfig:
         """The same views as a :class:`GsvConfig`, for the Static API requests."""
@@ -114,9 +90,10 @@ class HistoricalConfig:
 
     @functools.cached_property
     def _bounds(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        since = _month(self.since, "--since", end=False)
-        until = _month(self.until, "--until", end=True)
-        return (since[1] if since else (0, 0)), (until[1] if until else (9999, 12))
+        since, until = bounds(self.since, self.until, finest="month")
+        first = (since.start.year, since.start.month) if since else (0, 0)
+        last = (until.last.year, until.last.month) if until else (9999, 12)
+        return first, last
 
     def keeps(self, date: str) -> bool:
         """Whether a panorama dated ``date`` (``YYYY-MM``, or "" when unknown) is kept."""
@@ -129,6 +106,18 @@ class HistoricalConfig:
 
     def span(self) -> str:
         return f"{self.since or 'any date'}..{self.until or 'any date'}"
+
+
+def create(**options: Any) -> HistoricalProvider:
+    """The gsv-historical provider from its registry options (:mod:`._builtin`)."""
+    names = ("headings", "absolute_headings", "size", "fov", "pitch", "radius", "since", "until")
+    return HistoricalProvider(
+        HistoricalConfig(**pick(options, names)),
+        WebSettings.from_options(options),
+        key_file=options.get("key_file"),
+        secret_file=options.get("secret_file"),
+        metadata_only=bool(options.get("metadata_only")),
+    )
 
 
 @dataclass(frozen=True)
@@ -199,8 +188,7 @@ class HistoricalProvider(WebProvider):
     # ------------------------------------------------------------------ the lookup
     async def _lookup(self, lat: float, lon: float) -> list[_Pano]:
         """The panorama nearest (lat, lon) and its historical ones; [] when none."""
-        assert self.http is not None, "lookups run inside stream()"
-        session = EngineSession(self.http)
+        session = EngineSession(self.client())
         try:
             found = await self.streetview.find_panorama_async(
                 lat, lon, session, radius=float(self.config.radius)
@@ -270,9 +258,9 @@ class HistoricalProvider(WebProvider):
                 for p in kept
                 for h, o in headings
             ]
-        static, cache = self.static, self.images
-        assert static is not None and cache is not None
-        static.http, static.images = self.http, cache  # gsv's image requests on this engine
+        static, cache = self.static, self.image_cache()
+        assert static is not None, "without metadata_only there is an image half"
+        static.http, static.images = self.client(), cache  # gsv's requests on this engine
 
         async def view(pano: _Pano, heading: float, offset: int) -> CaptureResult:
             key = self._key(pano.id, heading)
@@ -354,7 +342,7 @@ class _Call:
             raise FatalError(
                 f"Google refused the panorama lookup (HTTP {response.status}); the "
                 f"undocumented endpoint streetlevel uses may have changed or be blocking this "
-                f"client: lower --rate, try later, or pip install -U streetlevel"
+                f"client: lower `rate`, try later, or pip install -U streetlevel"
             )
         if not 200 <= response.status < 300:
             raise TransientError(f"panorama lookup answered HTTP {response.status}")

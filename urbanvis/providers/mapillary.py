@@ -34,26 +34,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .. import _secrets
+from .._dates import bounds
 from .._errors import InputError, one_line
-from ._web import (
-    FatalError,
-    Http,
-    ImageBody,
-    Response,
-    TransientError,
-    WebProvider,
-    WebSettings,
-    read_secret,
+from ._imagecheck import ImageBody
+from ._mlylisting import (
+    EARTH_RADIUS,
+    FIELDS,
+    THUMB_FIELD,
+    MlyImage,
+    distances,
+    epoch_ms,
+    images_from_listing,
 )
+from ._registry import pick
+from ._web import WebProvider
+from ._webhttp import FatalError, Response, TransientError, WebSettings, read_secret
 from .base import CaptureResult
 
 log = logging.getLogger(__name__)
@@ -61,18 +64,12 @@ log = logging.getLogger(__name__)
 API = "https://graph.mapillary.com"
 IMAGES = API + "/images"
 TOKEN_ENV = "MAPILLARY_TOKEN"
-THUMB_FIELD = "thumb_1024_url"
-FIELDS = (
-    "id", "captured_at", "compass_angle", "computed_geometry", "geometry", "sequence",
-    THUMB_FIELD,
-)  # fmt: skip
 MAX_PAGE = 2000
 """The API's largest ``limit``."""
 SECTOR = 45.0
 """An image faces a heading when its compass angle is within this many degrees of it."""
 MAX_PAGES = 1000
 """Pages followed per tile at most (a guard against a service that pages forever)."""
-EARTH_RADIUS = 6_371_008.8
 M_PER_DEG = math.pi * EARTH_RADIUS / 180.0
 
 
@@ -87,8 +84,9 @@ class MapillaryConfig:
     radius
         Metres around the point within which an image counts.
     since, until
-        Capture dates kept, inclusive: a year (``2015``), ``YYYY-MM`` or an ISO date or time
-        (UTC). None: no bound.
+        Capture dates kept, both periods included: a year (``2015``), ``YYYY-MM``,
+        ``YYYY-MM-DD`` or a time (:mod:`urbanvis._dates`; UTC unless a zone is given).
+        None: no bound.
     captures_per_point
         Capture days kept per point and heading (2+ gives temporal pairs).
     tile_size
@@ -109,13 +107,13 @@ class MapillaryConfig:
     def __post_init__(self) -> None:
         headings = tuple(float(h) for h in self.headings)
         if not headings or not all(math.isfinite(h) for h in headings):
-            raise InputError("give at least one finite heading, e.g. --headings 0,90,180,270")
+            raise InputError("give at least one finite heading in `headings`, e.g. 0,90,180,270")
         object.__setattr__(self, "headings", headings)
         if not (math.isfinite(float(self.radius)) and float(self.radius) > 0):
-            raise InputError(f"--radius must be positive metres, got {self.radius}")
+            raise InputError(f"`radius` must be positive metres, got {self.radius}")
         if int(self.captures_per_point) < 1:
             raise InputError(
-                f"--captures-per-point must be at least 1, got {self.captures_per_point}"
+                f"`captures_per_point` must be at least 1, got {self.captures_per_point}"
             )
         if not (math.isfinite(float(self.tile_size)) and float(self.tile_size) >= 10):
             raise InputError(f"tile_size must be at least 10 metres, got {self.tile_size}")
@@ -125,169 +123,35 @@ class MapillaryConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):  # 2015 -> "2015"
                 object.__setattr__(self, name, str(value))
-        start, end = time_bounds(self.since, self.until)
-        if start is not None and end is not None and start > end:
-            raise InputError(
-                f"--since {self.since} is after --until {self.until}; give the earlier first"
-            )
+        bounds(self.since, self.until)  # the one grammar; refuses a since after the until
+
+
+def create(**options: Any) -> MapillaryProvider:
+    """The mapillary provider from its registry options (:mod:`._builtin`)."""
+    names = ("headings", "absolute_headings", "radius", "since", "until", "captures_per_point")
+    return MapillaryProvider(
+        MapillaryConfig(**pick(options, names)),
+        WebSettings.from_options(options),
+        token_file=options.get("key_file"),
+        metadata_only=bool(options.get("metadata_only")),
+    )
 
 
 # --------------------------------------------------------------------------- dates
-_YEAR = re.compile(r"^\d{4}$")
-_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
-
-
-def _period(value: str, option: str) -> tuple[datetime, datetime]:
-    """[start, end) of what ``value`` names: a year, a month, a day or an instant (UTC)."""
-    text = str(value).strip()
-    try:
-        if _YEAR.match(text):
-            year = int(text)
-            return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
-        month = _MONTH.match(text)
-        if month:
-            year, mon = int(month.group(1)), int(month.group(2))
-            nxt = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=UTC)
-            return datetime(year, mon, 1, tzinfo=UTC), nxt
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return start, start + timedelta(days=1)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, OverflowError):
-        moment = None
-    if moment is None:
-        raise InputError(
-            f"{option} {value!r} is not a year, YYYY-MM or ISO date; use e.g. 2019, 2019-06 "
-            f"or 2019-06-01"
-        )
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment, moment + timedelta(milliseconds=1)
-
-
-def _ms(moment: datetime) -> int:
-    return int((moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1))
-
-
 def time_bounds(since: str | None, until: str | None) -> tuple[int | None, int | None]:
     """Inclusive epoch-millisecond bounds of ``since`` and ``until`` (None: unbounded).
 
     ``since`` starts at the first instant of the period it names, ``until`` ends at the
     last: ``until="2020"`` keeps everything captured in 2020.
     """
-    start = _ms(_period(since, "--since")[0]) if since else None
-    end = _ms(_period(until, "--until")[1]) - 1 if until else None
+    first, last = bounds(since, until)
+    start = epoch_ms(first.start_utc) if first is not None else None
+    end = epoch_ms(last.end_utc) - 1 if last is not None else None
     return start, end
 
 
 def _iso_seconds(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# --------------------------------------------------------------------- the listing
-@dataclass(frozen=True)
-class MlyImage:
-    """One listed image, every field but the id and location optional."""
-
-    id: str
-    lon: float
-    lat: float
-    captured_ms: int | None
-    compass: float  # NaN when unknown
-    sequence: str
-    thumb: str | None
-
-    @property
-    def captured_at(self) -> str:
-        """``YYYY-MM-DDTHH:MM`` in UTC, or "" when unknown."""
-        if self.captured_ms is None:
-            return ""
-        return datetime.fromtimestamp(self.captured_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M")
-
-
-def _point(geometry: Any) -> tuple[float, float] | None:
-    if not isinstance(geometry, dict):
-        return None
-    coords = geometry.get("coordinates")
-    if not isinstance(coords, list | tuple) or len(coords) < 2:
-        return None
-    try:
-        lon, lat = float(coords[0]), float(coords[1])
-    except (TypeError, ValueError):
-        return None
-    if not (math.isfinite(lon) and math.isfinite(lat) and abs(lon) <= 180 and abs(lat) <= 90):
-        return None
-    return lon, lat
-
-
-def _epoch_ms(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
-            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            return _ms(moment)
-        ms = float(value)
-        if not math.isfinite(ms):
-            return None
-        out = int(ms)
-        datetime.fromtimestamp(out / 1000, tz=UTC)  # representable
-        return out
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
-
-
-def _compass(value: Any) -> float:
-    if isinstance(value, bool) or value is None:
-        return math.nan
-    try:
-        angle = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return angle % 360.0 if math.isfinite(angle) else math.nan
-
-
-def images_from_listing(records: Any) -> list[MlyImage]:
-    """The usable images of a listing's ``data``: those with an id and a location
-    (``computed_geometry``, else ``geometry``); the first of repeated ids is kept."""
-    out: list[MlyImage] = []
-    seen: set[str] = set()
-    for record in records if isinstance(records, list) else []:
-        if not isinstance(record, dict) or record.get("id") in (None, ""):
-            continue
-        image_id = str(record["id"])
-        where = _point(record.get("computed_geometry")) or _point(record.get("geometry"))
-        if where is None or image_id in seen:
-            continue
-        seen.add(image_id)
-        sequence = record.get("sequence")
-        if isinstance(sequence, dict):
-            sequence = sequence.get("id")
-        thumb = record.get(THUMB_FIELD)
-        out.append(
-            MlyImage(
-                id=image_id,
-                lon=where[0],
-                lat=where[1],
-                captured_ms=_epoch_ms(record.get("captured_at")),
-                compass=_compass(record.get("compass_angle")),
-                sequence=str(sequence) if sequence not in (None, "") else "",
-                thumb=thumb if isinstance(thumb, str) and thumb else None,
-            )
-        )
-    return out
-
-
-def distances(lon: float, lat: float, lons: np.ndarray, lats: np.ndarray) -> np.ndarray:
-    """Great-circle metres from (lon, lat) to each of (lons, lats) on a sphere."""
-    p1, p2 = math.radians(lat), np.radians(lats)
-    dphi = p2 - p1
-    dlmb = np.radians(lons - lon)
-    a = np.sin(dphi / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
-    return 2 * EARTH_RADIUS * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
 # ------------------------------------------------------------------ the provider
@@ -366,11 +230,6 @@ class MapillaryProvider(WebProvider):
         )
 
     # ---------------------------------------------------------------- requests
-    def _http(self) -> Http:
-        if self.http is None:
-            raise RuntimeError("requests are made only while stream() runs")
-        return self.http
-
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"OAuth {self._token}"}
 
@@ -387,7 +246,7 @@ class MapillaryProvider(WebProvider):
         if end is not None:
             params["end_captured_at"] = _iso_seconds(end - end % 1000 + 1000)
         records: list[Any] = []
-        response = await self._http().get(
+        response = await self.client().get(
             IMAGES, params, headers=self._auth(), retry_if=_unreadable
         )
         seen: set[str] = set()
@@ -399,7 +258,7 @@ class MapillaryProvider(WebProvider):
             if not isinstance(nxt, str) or not nxt or nxt in seen:
                 break
             seen.add(nxt)
-            response = await self._http().get(
+            response = await self.client().get(
                 nxt, headers=self._auth(), retry_if=_unreadable, rewrite=False
             )
         else:
@@ -410,14 +269,14 @@ class MapillaryProvider(WebProvider):
         """The thumbnail's bytes and size; TransientError with a short reason if it fails."""
         body = ImageBody(placeholder=False)
         try:  # a CDN link: no token sent
-            response = await self._http().get(url, rewrite=False, retry_if=body)
+            response = await self.client().get(url, rewrite=False, retry_if=body)
         except TransientError as exc:  # the reason, without the long signed link
             head, sep, _ = str(exc).rpartition(" for ")
             raise TransientError(f"thumbnail: {head if sep else exc}") from None
         if response.status != 200:
             expired = " (expired or refused link)" if response.status in (403, 410) else ""
             raise TransientError(f"thumbnail answered HTTP {response.status}{expired}")
-        width, height, _ = body.checked
+        width, height, _ = body.result()
         return response.body, width, height
 
     # --------------------------------------------------------------- choosing
@@ -558,9 +417,7 @@ class MapillaryProvider(WebProvider):
                 raise TransientError(f"the listing gave no {THUMB_FIELD}")
             return await self._thumb(image.thumb)
 
-        if self.images is None:
-            raise RuntimeError("images are fetched only while stream() runs")
-        return await self.images.get(f"mly{image.id}", fetch)
+        return await self.image_cache().get(f"mly{image.id}", fetch)
 
 
 def _row(
@@ -619,14 +476,14 @@ def _page(response: Response) -> dict[str, Any]:
         if error.get("type"):
             detail += f", {error['type']}"
         raise FatalError(
-            f"Mapillary refused the access token ({detail}); set {TOKEN_ENV} (or --key-file) "
+            f"Mapillary refused the access token ({detail}); set {TOKEN_ENV} (or `key_file`) "
             f"to a valid client access token from https://www.mapillary.com/dashboard/developers"
         )
     if response.status == 400:
         message = _secrets.redact(one_line(str(error.get("message") or "no detail")))[:200]
         raise FatalError(
             f"Mapillary rejected the listing request (HTTP 400: {message}); check "
-            f"--since/--until and the points' coordinates"
+            f"`since`/`until` and the points' coordinates"
         )
     if response.status != 200:
         raise TransientError(f"listing answered HTTP {response.status}")

@@ -20,11 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import _geo
+from .._dates import bounds, period
 from .._errors import InputError
-from .base import CaptureResult
+from .._geo import utm_xy
+from ._registry import pick
+from .base import CaptureResult, Provider
+
+utm_coordinates = utm_xy
+"""Deprecated alias of :func:`urbanvis._geo.utm_xy` (the simulator's city coordinates)."""
 
 FOV = 90.0  # the renderer's horizontal field of view, degrees
+YEARS_ONLY = "the simulator renders whole years"
 
 
 @dataclass(frozen=True)
@@ -63,28 +69,47 @@ class SimulatorConfig:
     def __post_init__(self) -> None:
         if int(self.captures_per_point) < 1:
             raise InputError(
-                f"captures per point must be at least 1, got {self.captures_per_point}; "
-                f"use e.g. --captures-per-point 3 (2 or more for temporal pairs)"
+                f"`captures_per_point` must be at least 1, got {self.captures_per_point}; "
+                f"use e.g. 3 (2 or more for temporal pairs)"
             )
-        if int(self.since) > int(self.until):
-            raise InputError(
-                f"--since {self.since} is after --until {self.until}; give the earlier year first"
-            )
+        bounds(self.since, self.until, finest="year", note=YEARS_ONLY)
         if not 1900 <= int(self.since) <= 2100 or not 1900 <= int(self.until) <= 2100:
-            raise InputError(f"years must be within 1900..2100, got {self.since}..{self.until}")
+            raise InputError(
+                f"`since` and `until` must be years within 1900..2100, got "
+                f"{self.since}..{self.until}"
+            )
         if not self.headings:
-            raise InputError("give at least one heading, e.g. --headings 0,90,180,270")
+            raise InputError("give at least one heading in `headings`, e.g. 0,90,180,270")
         if not all(math.isfinite(h) for h in self.headings):
-            raise InputError(f"headings must be finite degrees, got {self.headings}")
+            raise InputError(f"`headings` must be finite degrees, got {self.headings}")
         if not 16 <= int(self.size) <= 2048:
-            raise InputError(f"image size must be 16..2048 pixels, got {self.size}")
+            raise InputError(f"`size` must be 16..2048 pixels, got {self.size}")
         if not 1 <= int(self.quality) <= 100:
-            raise InputError(f"JPEG quality must be 1..100, got {self.quality}")
+            raise InputError(f"`quality` (JPEG) must be 1..100, got {self.quality}")
         if int(self.workers) < 1:
-            raise InputError(f"workers must be at least 1, got {self.workers}")
+            raise InputError(f"`workers` must be at least 1, got {self.workers}")
 
 
-class SimulatorProvider:
+def create(**options: Any) -> SimulatorProvider:
+    """The simulator from its registry options (:mod:`urbanvis.providers._builtin`)."""
+    names = ("seed", "captures_per_point", "headings", "absolute_headings", "size", "workers")
+    picked = pick(options, names)
+    picked["since"] = year_bound(options.get("since"), "since", 2015)
+    picked["until"] = year_bound(options.get("until"), "until", 2024)
+    return SimulatorProvider(**picked)
+
+
+def year_bound(value: Any, param: str, default: int) -> int:
+    """The year a ``since``/``until`` value names (``default`` when None or empty).
+
+    The simulator renders whole years: a month or a day is refused, in the words of
+    :mod:`urbanvis._dates`.
+    """
+    found = period(value, param, finest="year", note=YEARS_ONLY)
+    return default if found is None else found.start.year
+
+
+class SimulatorProvider(Provider):
     """Render synthetic captures for points (see the module docstring)."""
 
     name = "simulator"
@@ -126,7 +151,7 @@ def _render_points(cfg: SimulatorConfig, points: pd.DataFrame) -> list[CaptureRe
     from ..simulate import capture
 
     results: list[CaptureResult] = []
-    x, y = utm_coordinates(points["lon"].to_numpy(), points["lat"].to_numpy())
+    x, y = utm_xy(points["lon"].to_numpy(), points["lat"].to_numpy())
     for i, row in enumerate(points.itertuples(index=False)):
         bearing = 0.0 if cfg.absolute_headings or not np.isfinite(row.bearing) else row.bearing
         city = _city(cfg.seed, float(np.clip(round(row.lat), -66, 66)))
@@ -186,12 +211,6 @@ def capture_times(cfg: SimulatorConfig, point_id: int) -> list[str]:
         (start + timedelta(days=int(d), minutes=int(m))).strftime("%Y-%m-%dT%H:%M")
         for d, m in zip(day, minutes, strict=True)
     ]
-
-
-def utm_coordinates(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Easting and northing of each point in its own UTM zone (metres)."""
-    x, y, _ = _geo.utm_coordinates(lon, lat)
-    return x, y
 
 
 @lru_cache(maxsize=16)

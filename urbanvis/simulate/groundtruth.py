@@ -51,6 +51,7 @@ import pandas as pd
 import shapely
 
 from .._errors import InputError
+from .._geo import utm_xy
 from .city import City
 
 log = logging.getLogger(__name__)
@@ -124,12 +125,10 @@ def zones_from_points(
 
 def zone_means(city: City, zones: gpd.GeoDataFrame, points: gpd.GeoDataFrame) -> pd.DataFrame:
     """Per zone, the mean latent fields and dynamic rates over its points."""
-    from ..providers.simulator import utm_coordinates
-
     joined = gpd.sjoin(
         points[["geometry"]], zones[["zone_id", "geometry"]], how="inner", predicate="within"
     )
-    x, y = utm_coordinates(joined.geometry.x.to_numpy(), joined.geometry.y.to_numpy())
+    x, y = utm_xy(joined.geometry.x.to_numpy(), joined.geometry.y.to_numpy())
     fields = pd.DataFrame(city.latent_fields(x, y), index=joined.index)
     fields["traffic"] = 1.0 + 6.0 * fields["density"]
     fields["people"] = 0.5 + 9.0 * fields["density"] ** 1.3
@@ -157,15 +156,13 @@ def safety_from_captures(city: City, captures: pd.DataFrame) -> np.ndarray:
 
     ``captures`` needs the simulator's ``sim_*`` columns and point geometry.
     """
-    from ..providers.simulator import utm_coordinates
-
     need = {"sim_lighting", "sim_pedestrians", "sim_cars", "sim_greenery_visible"}
     missing = need - set(captures.columns)
     if missing:
         raise InputError(
             f"captures lack {', '.join(sorted(missing))}; safety truth needs simulator captures"
         )
-    x, y = utm_coordinates(captures.geometry.x.to_numpy(), captures.geometry.y.to_numpy())
+    x, y = utm_xy(captures.geometry.x.to_numpy(), captures.geometry.y.to_numpy())
     fl = city.latent_fields(x, y)
     rng = np.random.default_rng([city.seed & ((1 << 63) - 1), 0x5AFE])
     z = (
