@@ -277,7 +277,7 @@ def harvest(
         options["headings"] = parse_headings(options["headings"])
     options = {k: v for k, v in options.items() if v is not None}
     source = provider_from_name(provider, metadata_only=metadata_only, **options)
-    if metadata_only and not getattr(source, "metadata_only", False):
+    if metadata_only and not source.supports_metadata_only:
         raise InputError(
             f"`metadata_only` is for gsv, gsv-historical and mapillary, not {provider}"
         )
