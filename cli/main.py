@@ -9,7 +9,7 @@ import traceback
 import click
 
 from urbanvis import __version__
-from urbanvis._errors import UrbanvisError, one_line
+from urbanvis._errors import UrbanvisError, one_line, word_params
 from urbanvis._secrets import redact
 
 from ._options import flag_name
@@ -28,7 +28,7 @@ _state = {"verbose": False}
 
 class _OneLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
+        text = word_params(record.getMessage(), flag_name)
         return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
 
 

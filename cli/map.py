@@ -16,6 +16,13 @@ from ._options import echo_result, study_option
 )
 @click.option("--column", help="Value to colour by (or, with --raster, to interpolate).")
 @click.option(
+    "--zones-layer",
+    metavar="LAYER",
+    help="Zones whose values popups of points and captures show. Default: the study's "
+    "first predictions_* or zones_* layer.",
+)
+@click.option("--title", help="Title of the web map. Default: 'urbanvis: LAYER'.")
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=str),
     metavar="HTML",

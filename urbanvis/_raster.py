@@ -66,7 +66,7 @@ def raster_from_points(
     from scipy.spatial import cKDTree
 
     if not (isinstance(cell, int | float) and math.isfinite(cell) and cell > 0):
-        raise InputError(f"--cell must be a positive number of metres, not {cell}")
+        raise InputError(f"`cell` must be a positive number of metres, not {cell}")
     if method not in ("idw", "kernel"):
         raise InputError(f"method must be idw or kernel, not {method!r}")
     if column not in frame.columns:
@@ -99,7 +99,7 @@ def raster_from_points(
     if width * height > MAX_CELLS:
         raise InputError(
             f"a {cell:g} m grid over this layer has {width * height:,} cells (limit "
-            f"{MAX_CELLS:,}); use a larger --cell"
+            f"{MAX_CELLS:,}); use a larger `cell`"
         )
     transform = Affine(cell, 0.0, left, 0.0, -cell, top)
     grid = np.full((height, width), nodata, dtype=np.float32)

@@ -271,11 +271,11 @@ def _polygon_layers(frame, column, *, key_prefix) -> list[DataLayer]:
         paired = [c for c in indicators if f"{c}_pred" in frame.columns]
         if not (paired or indicators):
             raise InputError(
-                "the polygon layer has no numeric column to colour; pass --column "
+                "the polygon layer has no numeric column to colour; pass `column` "
                 f"(it has: {', '.join(map(str, frame.columns))})"
             )
         column = (paired or indicators)[0]
-        log.info("colouring zones by '%s' (choose another with --column)", column)
+        log.info("colouring zones by '%s' (choose another with `column`)", column)
     if column.endswith("_pred") and column[: -len("_pred")] in frame.columns:
         column = column[: -len("_pred")]
     observed = pd.to_numeric(frame[column], errors="coerce")
@@ -431,19 +431,23 @@ def _tiles(tiles: str | None, attribution: str | None):
     if _SECRET_QUERY.search(tiles):
         raise InputError(
             "the tile URL holds a key or token, which would be written into the HTML for "
-            "anyone to read; use a keyless tile server or --tiles none"
+            "anyone to read; use a keyless tile server or `tiles` none"
         )
     if "{" in tiles:
         import folium
 
         if not attribution:
-            raise InputError("a tile URL template needs --attribution (who made the tiles)")
+            raise InputError("a tile URL template needs `attribution` (who made the tiles)")
         return folium.TileLayer(tiles=tiles, attr=attribution, name="base map")
     return tiles
 
 
-def check_out_path(path: str | os.PathLike[str], *, option: str = "--out") -> Path:
-    """Fail, writing nothing, if ``path`` could not be written; return it as a Path."""
+def check_out_path(path: str | os.PathLike[str], *, param: str = "out") -> Path:
+    """Fail, writing nothing, if ``path`` could not be written; return it as a Path.
+
+    ``param`` is the parameter that named the path, for the error message.
+    """
+    option = f"`{param}`"
     path = Path(path).expanduser()
     if path.is_dir():
         raise InputError(f"{option} {path} is a folder; give a file name, e.g. {path}/map.html")

@@ -346,7 +346,7 @@ def _sample_first(study: StudyLike, where: dict[str, Any]) -> None:
         log.info("the study has its points already; %s not used again", given)
         return
     result = sample(study, **where)
-    log.info("sampled %s points into %s", f"{result.outputs['points']:,}", result.study.gpkg)
+    log.info("sampled %s points into %s", f"{result.outputs['points']:,}", _root(study))
 
 
 # --------------------------------------------------------------------------- pairs
@@ -780,13 +780,14 @@ def map(  # noqa: A001 - the stage is called map, like its command
         raise InputError(f"`cell` must be a positive number of metres, not {cell:g}")
     if raster is not None and not column:
         raise InputError("`raster` needs `column`: the value to interpolate")
+    value_column = column or ""
     st = _study(study, create=False)
     if layer is None:
         layer = "captures" if st.has_layer("captures") else "points"
     if out is None and raster is None:
         out = st.reports / f"map_{layer}.html"
     html_path = maps.check_out_path(str(out)) if out else None
-    tif_path = maps.check_out_path(str(raster), option="--raster") if raster else None
+    tif_path = maps.check_out_path(str(raster), param="raster") if raster else None
     frame = st.read_layer(layer)
     steps = 2 if html_path is not None and tif_path is not None else 1
     if progress is not None:
@@ -819,14 +820,16 @@ def map(  # noqa: A001 - the stage is called map, like its command
         html = maps.render_html(m)  # checked before anything is written
         if tif_path is not None and not stop():
             maps.raster_from_points(
-                frame, column, tif_path, cell=cell, method=method, radius=radius
+                frame, value_column, tif_path, cell=cell, method=method, radius=radius
             )
             written["raster"] = tif_path
         if not stop():
             maps.write_map(html, html_path)
             written["html"] = html_path
     elif tif_path is not None:
-        maps.raster_from_points(frame, column, tif_path, cell=cell, method=method, radius=radius)
+        maps.raster_from_points(
+            frame, value_column, tif_path, cell=cell, method=method, radius=radius
+        )
         written["raster"] = tif_path
     if progress is not None:
         progress(steps, steps, {})
