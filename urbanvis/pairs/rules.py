@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._errors import CRSError, InputError
-from ._pairs_sampling import _pick_per_group, _quotas, _sample_triangle
-from ._pairs_types import _STR
+from .._errors import CRSError, InputError
+from .sampling import _pick_per_group, _quotas, _sample_triangle
+from .types import _STR
 
 _ZONE_OFFSET = 1.0e7  # metres between UTM zones in the KD-tree (eastings are < 1e6)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._errors import InputError
+from .._errors import InputError
 
 STRATEGIES = ("self", "temporal", "spatial")
 PAIR_COLUMNS = [
