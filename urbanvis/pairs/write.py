@@ -70,7 +70,7 @@ def write_pairs(
     if strategy not in STRATEGIES:
         raise InputError(f"unknown pair strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     if shard_size < 1:
-        raise InputError(f"--shard-size must be at least 1, got {shard_size}")
+        raise InputError(f"`shard_size` must be at least 1, got {shard_size}")
     folder = study.pairs
     folder.mkdir(parents=True, exist_ok=True)
     rel = lambda p: p.relative_to(study.root).as_posix()  # noqa: E731
