@@ -176,8 +176,10 @@ def embed_captures(
         seed=seed,
         image_size=image_size,
     )
-    dev = _device(device, int(os.environ.get("LOCAL_RANK", "0")))
-    rank, world, owned = _init_distributed(dev)
+    from .engine.distributed import init_distributed, local_rank, pick_device
+
+    dev = pick_device(device, local_rank())
+    rank, world, owned = init_distributed(dev)
     bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
     amp = torch.bfloat16 if bf16 else None
     on_device = decode == "gpu" or (decode == "auto" and dev.type == "cuda")
@@ -325,37 +327,6 @@ def _forward(net, images):
     return net.forward_head(net.forward_features(images), pre_logits=True)
 
 
-def _init_distributed(device) -> tuple[int, int, bool]:
-    """``(rank, world, owned)``; ``owned``: this call started the process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), True
-
-
-def _device(name: str, local_rank: int):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(
-                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
-            )
-        index = int(name.split(":")[1]) if ":" in name else local_rank
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    if name != "cpu":
-        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return torch.device("cpu")
-
-
 def _sum_over_ranks(values: list[int], device) -> list[int]:
     import torch
     import torch.distributed as dist
@@ -480,59 +451,11 @@ def _loader(root: Path, captures: pd.DataFrame, meta, *, batch_size, workers, de
     )
 
 
-_JPEG_START = [0xFF, 0xD8, 0xFF]
-
-
 def decode_images(data: list, device) -> tuple[list, list[str | None]]:
-    """Decode encoded images (1-D uint8 tensors on the CPU) to uint8 RGB ``(3, H, W)``.
+    """:func:`urbanvis.engine.decode.decode_images`, the decoder training uses too."""
+    from .engine.decode import decode_images
 
-    JPEGs are decoded in one ``torchvision.io.decode_jpeg`` call on ``device`` (nvJPEG on
-    CUDA, libjpeg-turbo on a CPU); other formats, and the JPEGs of a call that failed, one
-    at a time with ``decode_image`` on the CPU, then moved to ``device``.
-
-    Returns
-    -------
-    (list, list)
-        Per input, the image or None, and None or why it could not be decoded.
-    """
-    import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    rgb = ImageReadMode.RGB
-    data = [
-        torch.frombuffer(bytearray(d), dtype=torch.uint8) if isinstance(d, bytes | bytearray)
-        else d
-        for d in data
-    ]  # fmt: skip
-    images: list = [None] * len(data)
-    errors: list[str | None] = [None] * len(data)
-    jpegs = [i for i, d in enumerate(data) if d[:3].tolist() == _JPEG_START]
-    if jpegs:
-        try:
-            decoded = decode_jpeg([data[i] for i in jpegs], mode=rgb, device=device)
-        except RuntimeError:  # one bad file fails the call: every file is retried below
-            decoded = [None] * len(jpegs)
-        for i, image in zip(jpegs, decoded, strict=True):
-            images[i] = image
-    for i, d in enumerate(data):
-        if images[i] is None:  # PIL, the reference decoder (torchvision's can crash on bad PNGs)
-            try:
-                images[i] = _pil_decode(bytes(d.numpy())).to(device)
-            except Exception as exc:
-                errors[i] = first_line(exc) or "undecodable"
-    return images, errors
-
-
-def _pil_decode(data: bytes):
-    """uint8 RGB ``(3, H, W)`` tensor of an encoded image, decoded by PIL."""
-    import io
-
-    import torch
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        array = np.asarray(im.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return decode_images(data, device)
 
 
 def eval_transform_batch(images: list, size: int, *, mean, std):

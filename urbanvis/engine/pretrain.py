@@ -26,6 +26,7 @@ from .._errors import InputError
 from .._files import atomic_file
 from .._version import __version__
 from .data import PairDataset, check_images, epoch_order, read_pair_table
+from .distributed import init_distributed, local_rank, pick_device
 from .encoders import create_encoder, encoder_info, read_checkpoint
 from .moco import MoCo
 from .schedules import absolute_lr, learning_rate, momentum
@@ -128,8 +129,8 @@ def pretrain(
     config.validate()
     root = Path(root)
     run_dir = Path(run_dir)
-    rank, world, local_rank = _init_distributed(config)
-    device = _device(config, local_rank)
+    device = pick_device(config.device, local_rank())
+    rank, world, _ = init_distributed(device)
     table = check_images(root, read_pair_table(pairs), on_missing=config.on_missing)
     if config.batch_size % world:
         raise InputError(f"--batch-size {config.batch_size} must divide by the {world} processes")
@@ -168,7 +169,7 @@ def pretrain(
                 device.type,
             )
         train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[local_rank] if device.type == "cuda" else None
+            train_model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
     on_device = config.augment == "gpu" or (config.augment == "auto" and device.type == "cuda")
@@ -348,31 +349,6 @@ def _resume(run_dir: Path, config: PretrainConfig, model: MoCo, optimizer, scale
 
 
 # ------------------------------------------------------------------------ helpers
-def _init_distributed(config: PretrainConfig) -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _device(config: PretrainConfig, local_rank: int) -> torch.device:
-    if config.device == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    else:
-        name = config.device
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(
-                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
-            )
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
 def _amp_dtype(config: PretrainConfig, device: torch.device):
     precision = config.precision
     if precision == "auto":
