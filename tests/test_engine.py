@@ -546,6 +546,16 @@ def test_cuda_is_the_local_rank_and_cuda_n_is_honoured(monkeypatch):
         pick_device("cuda:7", 0)
 
 
+def test_pretrain_and_inference_share_the_helpers():
+    from urbanvis.engine import distributed, gpu_views, inference, pretrain
+    from urbanvis.engine.decode import decode_images
+
+    for module in (pretrain, inference):
+        assert module.pick_device is distributed.pick_device
+        assert module.init_distributed is distributed.init_distributed
+    assert gpu_views.decode_images is decode_images is inference.decode_images
+
+
 def test_decode_batch_refuses_an_undecodable_image_and_reads_bytes(tmp_path):
     import io
 

@@ -15,7 +15,6 @@ _SUBMODULES = (
     "areas",
     "census",
     "demo",
-    "embed",
     "harvest",
     "maps",
     "network",
@@ -25,6 +24,7 @@ _SUBMODULES = (
     "sampling",
     "simulate",
     "study",
+    "vectors",
     "zones",
 )
 
@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
         areas,
         census,
         demo,
-        embed,
         harvest,
         maps,
         network,
@@ -45,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
         sampling,
         simulate,
         study,
+        vectors,
         zones,
     )
 

@@ -100,7 +100,7 @@ def run_demo(
 
 def _learn_and_predict(study, *, epochs: int, workers: int) -> list[str]:
     """Temporal pairs -> a short CPU MoCo v3 run -> embeddings -> zone indicators (R²)."""
-    from .embed import embed_captures
+    from .engine.inference import embed_captures
     from .pairs import pairs_from_captures, write_pairs
     from .predict import predict_study, scores_markdown
 
