@@ -193,7 +193,7 @@ def test_random_init_needs_the_flag_and_is_seeded(base, tmp_path):
     study = tmp_path / "study"
     shutil.copytree(base["study"], study)
     st = open_study(study)
-    with pytest.raises(ValueError, match="--random-init"):
+    with pytest.raises(ValueError, match="random_init"):
         embed_captures(st, model=ARCH)
     one = embed_captures(st, model=ARCH, random_init=True, seed=3, workers=0, limit=20)
     assert one.model == f"random-init:{ARCH}:3" and one.stopped and not one.layer_written
@@ -396,8 +396,8 @@ def test_bf16_precision_is_close_to_fp32(base, embedded, tmp_path):
 @pytest.mark.parametrize(
     ("kw", "needle"),
     [
-        ({"precision": "fp16"}, "--precision must be auto, fp32 or bf16"),
-        ({"decode": "nvjpeg"}, "--decode"),
+        ({"precision": "fp16"}, "precision must be auto, fp32 or bf16"),
+        ({"decode": "nvjpeg"}, "decode must be auto, cpu or gpu"),
     ],
 )
 def test_bad_precision_or_decode(base, kw, needle):

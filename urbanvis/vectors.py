@@ -284,7 +284,7 @@ def read_embeddings(study: Study, *, model: str | None = None):
         if len(models) > 1:
             raise InputError(
                 f"study {study.root} holds embeddings of {len(models)} models "
-                f"({', '.join(models)}); pass model=..."
+                f"({', '.join(models)}); pass `model`=..."
             )
         model = models[0]
     if model not in models:

@@ -33,7 +33,7 @@ def read_pair_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 def check_images(root: Path, table: pd.DataFrame, *, on_missing: str = "stop") -> pd.DataFrame:
     """Drop (``skip``) or refuse (``stop``) pairs whose image files are missing."""
     if on_missing not in ("skip", "stop"):
-        raise InputError(f"--on-missing must be skip or stop, got {on_missing!r}")
+        raise InputError(f"`on_missing` must be skip or stop, got {on_missing!r}")
     paths = pd.unique(pd.concat([table["image_a"], table["image_b"]]))
     absent = {p for p in paths if not (root / p).is_file()}
     if not absent:
@@ -43,7 +43,7 @@ def check_images(root: Path, table: pd.DataFrame, *, on_missing: str = "stop") -
         raise InputFileError(
             f"{len(absent):,} images of the pair table are missing under {root} "
             f"({int(bad.sum()):,} pairs), e.g. {sorted(absent)[0]}; rerun the harvest or "
-            f"pass --on-missing skip"
+            f"pass `on_missing` skip"
         )
     kept = table[~bad].reset_index(drop=True)
     if len(kept) == 0:

@@ -155,17 +155,17 @@ def embed_captures(
         ``ok`` and ``failed``); ``should_stop()`` is checked between batches.
     """
     if (model is None) == (checkpoint is None):
-        raise InputError("give exactly one of --checkpoint FILE or --model NAME")
+        raise InputError("give exactly one of `checkpoint` (a file) or `model` (a name)")
     if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}")
+        raise InputError(f"`batch_size` must be at least 1, got {batch_size}")
     if workers < 0:
-        raise InputError(f"workers must be 0 or more, got {workers}")
+        raise InputError(f"`workers` must be 0 or more, got {workers}")
     if image_size is not None and image_size < 8:
-        raise InputError(f"image size must be at least 8 pixels, got {image_size}")
+        raise InputError(f"`image_size` must be at least 8 pixels, got {image_size}")
     if precision not in ("auto", "fp32", "bf16"):
-        raise InputError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
+        raise InputError(f"`precision` must be auto, fp32 or bf16, not {precision!r}")
     if decode not in ("auto", "cpu", "gpu"):
-        raise InputError(f"--decode must be auto, cpu or gpu, not {decode!r}")
+        raise InputError(f"`decode` must be auto, cpu or gpu, not {decode!r}")
     if checkpoint is not None:
         _check_checkpoint_file(Path(checkpoint))
     captures = ok_captures(study)  # before the model: a study without captures fails fast
@@ -270,8 +270,8 @@ def _build_model(*, model, checkpoint, random_init: bool, seed: int, image_size)
         info = encoder_info(model)  # unknown names: close matches suggested
         if not random_init:
             raise InputError(
-                f"no pretrained weights for {info.name} are available offline; pass "
-                f"--checkpoint FILE, or add --random-init for a randomly initialised baseline"
+                f"no pretrained weights for {info.name} are available offline; pass a "
+                f"`checkpoint` file, or set `random_init` for a randomly initialised baseline"
             )
         torch.manual_seed(seed)
         net = create_encoder(info.name)
@@ -282,7 +282,8 @@ def _build_model(*, model, checkpoint, random_init: bool, seed: int, image_size)
     if size != native:
         if size % info.patch_size:
             raise InputError(
-                f"image size {size} is not a multiple of {info.name}'s patch size {info.patch_size}"
+                f"`image_size` {size} is not a multiple of {info.name}'s patch size "
+                f"{info.patch_size}"
             )
         net.set_input_size(img_size=size)  # timm resamples the position embedding
         model_id += f"@{size}px"

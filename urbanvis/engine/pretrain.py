@@ -67,19 +67,19 @@ class PretrainConfig:
         encoder_info(self.arch)
         for name in ("epochs", "batch_size", "save_every", "accumulate", "dim", "mlp_dim"):
             if int(getattr(self, name)) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+                raise InputError(f"`{name}` must be at least 1")
         if self.workers < 0:
-            raise InputError("--workers must be 0 or more")
+            raise InputError("`workers` must be 0 or more")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise InputError(
-                f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}"
+                f"`precision` must be auto, fp32, bf16 or fp16, not {self.precision!r}"
             )
         if self.augment not in ("auto", "cpu", "gpu"):
-            raise InputError(f"--augment must be auto, cpu or gpu, not {self.augment!r}")
+            raise InputError(f"`augment` must be auto, cpu or gpu, not {self.augment!r}")
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
-            raise InputError(f"--warmup-epochs must be within 0..{self.epochs}")
+            raise InputError(f"`warmup_epochs` must be within 0..{self.epochs}")
         if not 0 <= self.momentum < 1:
-            raise InputError(f"--momentum must be in [0, 1), got {self.momentum}")
+            raise InputError(f"`momentum` must be in [0, 1), got {self.momentum}")
 
     @property
     def warmup(self) -> float:
@@ -133,15 +133,15 @@ def pretrain(
     rank, world, _ = init_distributed(device)
     table = check_images(root, read_pair_table(pairs), on_missing=config.on_missing)
     if config.batch_size % world:
-        raise InputError(f"--batch-size {config.batch_size} must divide by the {world} processes")
+        raise InputError(f"`batch_size` {config.batch_size} must divide by the {world} processes")
     if config.batch_size > len(table):
         raise InputError(
-            f"--batch-size {config.batch_size} is larger than the {len(table):,} pairs; "
-            f"use --batch-size {len(table)} or less, or build more pairs"
+            f"`batch_size` {config.batch_size} is larger than the {len(table):,} pairs; "
+            f"use `batch_size` {len(table)} or less, or build more pairs"
         )
     per_rank = config.batch_size // world
     if per_rank % config.accumulate:
-        raise InputError(f"the per-process batch {per_rank} must divide by --accumulate")
+        raise InputError(f"the per-process batch {per_rank} must divide by `accumulate`")
 
     size = int(config.image_size or encoder_info(config.arch).input_size)
     _seed_everything(config.seed)  # the same initial weights on every rank
@@ -322,7 +322,7 @@ def _newest_checkpoint(run_dir: Path) -> Path | None:
 def _resume(run_dir: Path, config: PretrainConfig, model: MoCo, optimizer, scaler):
     path = _newest_checkpoint(run_dir)
     if path is None:
-        raise InputError(f"nothing to resume in {run_dir}; drop --resume to start a new run")
+        raise InputError(f"nothing to resume in {run_dir}; drop `resume` to start a new run")
     ckpt = read_checkpoint(path)
     meta = ckpt.get("urbanvis") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "state_dict" not in ckpt:
@@ -331,8 +331,8 @@ def _resume(run_dir: Path, config: PretrainConfig, model: MoCo, optimizer, scale
     for key in ("arch", "batch_size", "epochs", "dim", "mlp_dim", "seed", "base_lr"):
         if saved.get(key) != getattr(config, key):
             raise InputError(
-                f"{path.name} was trained with {key}={saved.get(key)!r}, not "
-                f"{getattr(config, key)!r}; resume with the same settings or use another --name"
+                f"{path.name} was trained with `{key}`={saved.get(key)!r}, not "
+                f"{getattr(config, key)!r}; resume with the same settings or use another run folder"
             )
     state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)
