@@ -3,7 +3,7 @@
 For each setting a study is built in a temporary folder: two batches + ``n`` street views
 rendered by the synthetic city (JPEG, quality 90; at most 512 distinct renderings, repeated
 under other names) and a captures layer pointing at them. Then
-:func:`urbanvis.embed.embed_captures` runs with a random-init encoder (the weights do not
+:func:`urbanvis.engine.inference.embed_captures` runs with a random-init encoder (the weights do not
 change the speed): a warm-up call on two batches, then the timed call on the ``n`` others
 (DataLoader workers start inside it, as in a real run), which decodes, resizes and crops,
 runs the forward pass, writes a part file per batch, merges them, fits the PCA and writes
@@ -84,7 +84,7 @@ def build_study(root: Path, n: int, size: int):
 
 def run_setting(name: str, *, n: int, source: int, **kwargs) -> dict:
     """Warm up on two batches, then time ``embed_captures`` on ``n`` more images."""
-    from urbanvis.embed import embed_captures
+    from urbanvis.engine.inference import embed_captures
 
     root = Path(tempfile.mkdtemp(prefix=f"urbanvis-bench-embed-{name}-"))
     warm_up = 2 * kwargs["batch_size"]

@@ -88,7 +88,7 @@ def embed(
     Vectors (float32) go to embeddings/MODEL/vectors.parquet, keyed by capture_id; the
     embeddings layer gets capture_id, point_id, model (encoder@checkpoint-sha256), pc1..pc3
     and the capture's point. Rerunning skips captures this model has already embedded.
-    Read both in Python with urbanvis.embed.read_embeddings(study, model=...).
+    Read both in Python with urbanvis.vectors.read_embeddings(study, model=...).
     Under torchrun each process embeds its own share and rank 0 writes the layer; a killed
     run, single or multi-process, resumes where it stopped.
 

@@ -443,8 +443,8 @@ def make_study(root: Path, origin: tuple[float, float], *, per_zone: int = 10, s
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from urbanvis.embed import VECTOR_COLUMN, model_folder
     from urbanvis.study import open_study
+    from urbanvis.vectors import VECTOR_COLUMN, model_folder
 
     rng = np.random.default_rng(seed)
     study = open_study(root)

@@ -16,15 +16,14 @@ import pandas as pd
 import pyogrio
 import pytest
 
-from urbanvis.embed import (
-    embed_captures,
+from urbanvis.study import open_study
+from urbanvis.vectors import (
     embedding_models,
     model_folder,
     principal_components,
     read_embeddings,
     read_vectors,
 )
-from urbanvis.study import open_study
 
 from .conftest import run_cli
 from .data import osm
@@ -32,6 +31,8 @@ from .test_cli import assert_one_line_error, tree
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
+
+from urbanvis.engine.inference import embed_captures  # noqa: E402
 
 ARCH = "vit_test_patch8"
 N_CAPTURES = 50 * 2 * 2  # town.osm: 50 points, 2 dates, 2 headings
@@ -192,7 +193,7 @@ def test_random_init_needs_the_flag_and_is_seeded(base, tmp_path):
     study = tmp_path / "study"
     shutil.copytree(base["study"], study)
     st = open_study(study)
-    with pytest.raises(ValueError, match="--random-init"):
+    with pytest.raises(ValueError, match="random_init"):
         embed_captures(st, model=ARCH)
     one = embed_captures(st, model=ARCH, random_init=True, seed=3, workers=0, limit=20)
     assert one.model == f"random-init:{ARCH}:3" and one.stopped and not one.layer_written
@@ -287,8 +288,9 @@ def test_device_transform_matches_the_pil_eval_transform(shape, size):
     ``eval_transform`` (PIL, the reference) on the same JPEG files."""
     from PIL import Image
 
-    from urbanvis.embed import decode_images, eval_transform_batch
+    from urbanvis.engine.decode import decode_images
     from urbanvis.engine.encoders import IMAGENET_MEAN, IMAGENET_STD
+    from urbanvis.engine.inference import eval_transform_batch
     from urbanvis.engine.transforms import eval_transform
 
     files = [jpeg_bytes(shape, seed) for seed in range(4)]
@@ -307,7 +309,8 @@ def test_device_transform_matches_the_pil_eval_transform(shape, size):
 
 
 def test_device_transform_keeps_the_order_of_mixed_sizes():
-    from urbanvis.embed import decode_images, eval_transform_batch
+    from urbanvis.engine.decode import decode_images
+    from urbanvis.engine.inference import eval_transform_batch
 
     shapes = [(48, 64), (64, 48), (48, 64), (40, 40)]
     data = [as_tensor(jpeg_bytes(s, i)) for i, s in enumerate(shapes)]
@@ -321,7 +324,7 @@ def test_device_transform_keeps_the_order_of_mixed_sizes():
 def test_decode_images_falls_back_for_other_formats_and_reports_bad_files():
     from PIL import Image
 
-    from urbanvis.embed import decode_images
+    from urbanvis.engine.decode import decode_images
 
     jpeg = jpeg_bytes((40, 60), 0)
     with Image.open(io.BytesIO(jpeg)) as im:
@@ -393,8 +396,8 @@ def test_bf16_precision_is_close_to_fp32(base, embedded, tmp_path):
 @pytest.mark.parametrize(
     ("kw", "needle"),
     [
-        ({"precision": "fp16"}, "--precision must be auto, fp32 or bf16"),
-        ({"decode": "nvjpeg"}, "--decode"),
+        ({"precision": "fp16"}, "precision must be auto, fp32 or bf16"),
+        ({"decode": "nvjpeg"}, "decode must be auto, cpu or gpu"),
     ],
 )
 def test_bad_precision_or_decode(base, kw, needle):

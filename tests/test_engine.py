@@ -510,3 +510,70 @@ def test_create_encoder_accepts_a_checkpoint_path(tmp_path):
         assert torch.equal(model.forward_features(x), again.forward_features(x))
     with pytest.raises(InputFileError):
         create_encoder(str(tmp_path / "missing.pth"))
+
+
+# ----------------------------------------------------------- device and process group
+def test_pick_device_names(monkeypatch):
+    from urbanvis.engine.distributed import init_distributed, pick_device
+
+    assert pick_device("cpu", 3) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto", 0) == torch.device("cpu")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(InputError, match="no CUDA GPU") as info:
+            pick_device(name, 0)
+        assert info.value.param == "device"
+    for name in ("gpu", "cuda:", "cuda:x", "mps0"):
+        with pytest.raises(InputError, match="device must be auto, cpu, cuda or cuda:N"):
+            pick_device(name, 0)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_distributed(torch.device("cpu")) == (0, 1, False)
+
+
+def test_cuda_is_the_local_rank_and_cuda_n_is_honoured(monkeypatch):
+    """Under torchrun ``cuda`` is GPU LOCAL_RANK; an explicit ``cuda:N`` is GPU N."""
+    from urbanvis.engine.distributed import pick_device
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert pick_device("cuda", 2) == torch.device("cuda", 2)
+    assert pick_device("auto", 1) == torch.device("cuda", 1)
+    assert pick_device("cuda:3", 2) == torch.device("cuda", 3)
+    assert current == [2, 1, 3]
+    with pytest.raises(InputError, match="cuda:7"):
+        pick_device("cuda:7", 0)
+
+
+def test_pretrain_and_inference_share_the_helpers():
+    from urbanvis.engine import distributed, gpu_views, inference, pretrain
+    from urbanvis.engine.decode import decode_images
+
+    for module in (pretrain, inference):
+        assert module.pick_device is distributed.pick_device
+        assert module.init_distributed is distributed.init_distributed
+    assert gpu_views.decode_images is decode_images is inference.decode_images
+
+
+def test_decode_batch_refuses_an_undecodable_image_and_reads_bytes(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from urbanvis.engine.data import PairBytesDataset
+    from urbanvis.engine.gpu_views import decode_batch
+
+    buf = io.BytesIO()
+    Image.new("RGB", (12, 8), (200, 10, 10)).save(buf, "PNG")
+    png = buf.getvalue()
+    batch = decode_batch([png, bytearray(png)], torch.device("cpu"))
+    assert batch.shape == (2, 3, 8, 12) and abs(float(batch[0, 0].mean()) - 200 / 255) < 1e-6
+    with pytest.raises(InputFileError, match="1 image.* cannot be decoded"):
+        decode_batch([png, b"not an image"], torch.device("cpu"))
+    # workers hand over plain bytes, not a shared-memory tensor per image
+    import pandas as pd
+
+    (tmp_path / "a.png").write_bytes(png)
+    item = PairBytesDataset(tmp_path, pd.DataFrame({"image_a": ["a.png"], "image_b": ["a.png"]}))[0]
+    assert all(isinstance(x, bytes) for x in item) and item[0] is item[1]

@@ -186,8 +186,8 @@ def base(tmp_path_factory) -> dict[str, Path]:
     """A tiny embedded study (sample -> harvest -> embed -> simulate --truth) and inputs."""
     pytest.importorskip("torch")
     pytest.importorskip("timm")
-    from urbanvis.embed import read_embeddings
     from urbanvis.study import open_study
+    from urbanvis.vectors import read_embeddings
 
     from .test_embed import run_embed, save_checkpoint
 

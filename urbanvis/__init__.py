@@ -16,7 +16,6 @@ _SUBMODULES = (
     "areas",
     "census",
     "demo",
-    "embed",
     "harvest",
     "maps",
     "network",
@@ -27,6 +26,7 @@ _SUBMODULES = (
     "simulate",
     "stages",
     "study",
+    "vectors",
     "zones",
 )
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
         areas,
         census,
         demo,
-        embed,
         harvest,
         maps,
         network,
@@ -48,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
         simulate,
         stages,
         study,
+        vectors,
         zones,
     )
 

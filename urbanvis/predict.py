@@ -498,7 +498,7 @@ def predict_study(
     and the layers ``zones_<level>`` and ``predictions_<level>``, only after every input
     has been checked and every model fit (a bad input writes nothing).
     """
-    from .embed import read_embeddings
+    from .vectors import read_embeddings
     from .zones import zone_embeddings
 
     if protocol not in PROTOCOLS:
@@ -572,7 +572,7 @@ def apply_study(
 
     Zones as in :func:`study_zones`: a file, TIGER/Line polygons or a grid.
     """
-    from .embed import read_embeddings
+    from .vectors import read_embeddings
     from .zones import zone_embeddings
 
     bundle = load_models(models_path)

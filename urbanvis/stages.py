@@ -583,7 +583,7 @@ def embed(
     if random_init and model is None:
         raise InputError("`random_init` goes with `model`, not with `checkpoint`")
     st = _study(study, create=False)
-    from .embed import embed_captures
+    from .engine.inference import embed_captures
 
     rank0 = _rank0()
     summary = embed_captures(

@@ -159,7 +159,7 @@ def zone_embeddings(
     ----------
     rows, vectors
         Embedded captures (point geometry with a CRS) and their vectors, row ``i`` of
-        ``vectors`` belonging to ``rows.iloc[i]`` (as :func:`urbanvis.embed.read_embeddings`
+        ``vectors`` belonging to ``rows.iloc[i]`` (as :func:`urbanvis.vectors.read_embeddings`
         returns them).
     zones
         Polygons with a CRS and a unique ``id_field``; reprojected to the rows' CRS.

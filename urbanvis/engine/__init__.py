@@ -3,8 +3,11 @@
 MoCo v3 as the paper's authors ran it (design section 6): ViT backbones (:mod:`.encoders`),
 projector and predictor heads (:mod:`.heads`), the symmetric contrastive loss
 (:mod:`.loss`), the momentum model (:mod:`.moco`), schedules (:mod:`.schedules`), the
-asymmetric view pair (:mod:`.transforms`), pair datasets (:mod:`.data`) and the training
-loop with checkpoints and DDP (:mod:`.pretrain`).
+asymmetric view pair (:mod:`.transforms`, on the device :mod:`.gpu_views`), pair datasets
+(:mod:`.data`) and the training loop with checkpoints and DDP (:mod:`.pretrain`). Embedding
+a study's captures is :mod:`.inference` (the vectors it writes are :mod:`urbanvis.vectors`'),
+and both share the image decoder (:mod:`.decode`) and the device and process-group set-up
+(:mod:`.distributed`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def read_pair_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 def check_images(root: Path, table: pd.DataFrame, *, on_missing: str = "stop") -> pd.DataFrame:
     """Drop (``skip``) or refuse (``stop``) pairs whose image files are missing."""
     if on_missing not in ("skip", "stop"):
-        raise InputError(f"--on-missing must be skip or stop, got {on_missing!r}")
+        raise InputError(f"`on_missing` must be skip or stop, got {on_missing!r}")
     paths = pd.unique(pd.concat([table["image_a"], table["image_b"]]))
     absent = {p for p in paths if not (root / p).is_file()}
     if not absent:
@@ -43,7 +43,7 @@ def check_images(root: Path, table: pd.DataFrame, *, on_missing: str = "stop") -
         raise InputFileError(
             f"{len(absent):,} images of the pair table are missing under {root} "
             f"({int(bad.sum()):,} pairs), e.g. {sorted(absent)[0]}; rerun the harvest or "
-            f"pass --on-missing skip"
+            f"pass `on_missing` skip"
         )
     kept = table[~bad].reset_index(drop=True)
     if len(kept) == 0:
@@ -86,8 +86,8 @@ def epoch_order(n: int, *, seed: int, epoch: int) -> np.ndarray:
 
 
 class PairBytesDataset(torch.utils.data.Dataset):
-    """Item ``i`` is the encoded file bytes of pair ``i``'s two images (decoded on the
-    device, see :mod:`.gpu_views`)."""
+    """Item ``i`` is the encoded file bytes of pair ``i``'s two images, as ``bytes`` (decoded
+    on the device, see :mod:`.gpu_views`)."""
 
     def __init__(self, root: str | os.PathLike[str], table: pd.DataFrame):
         self.root = Path(root)
@@ -97,9 +97,9 @@ class PairBytesDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.a)
 
-    def _read(self, rel: str) -> torch.Tensor:
-        data = (self.root / rel).read_bytes()
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    def _read(self, rel: str) -> bytes:
+        # plain bytes: a tensor per image would cost one shared-memory file descriptor each
+        return (self.root / rel).read_bytes()
 
     def __getitem__(self, i: int):
         a = self._read(self.a[i])
@@ -108,5 +108,5 @@ class PairBytesDataset(torch.utils.data.Dataset):
 
 
 def collate_bytes(items):
-    """Keep byte tensors of different lengths as two lists."""
+    """Keep the encoded images (of different lengths) as two lists."""
     return [a for a, _ in items], [b for _, b in items]

@@ -230,14 +230,14 @@ def load_encoder(path: str | os.PathLike[str], *, arch: str | None = None):
     except RuntimeError as exc:  # shape mismatches: weights of another architecture
         raise InputError(
             f"checkpoint {Path(path).name} does not fit {name}: weights of another shape "
-            f"({first_line(exc)}); pass the right --arch"
+            f"({first_line(exc)}); pass the right `arch`"
         ) from exc
     missing = [k for k in missing if k != "pos_embed"]
     if missing or unexpected:
         raise InputError(
             f"checkpoint {Path(path).name} does not fit {name}: {len(missing)} missing and "
             f"{len(unexpected)} unexpected weights (e.g. {(missing + unexpected)[0]}); "
-            f"pass the right --arch"
+            f"pass the right `arch`"
         )
     model.urbanvis_source = f"{kind}:{Path(path).name}:{file_hash(path)[:12]}"  # type: ignore[attr-defined]
     return model
@@ -248,7 +248,7 @@ def _guess_arch(state: dict) -> str:
     for info in _ARCHS.values():
         if info.embed_dim == width:
             return info.name
-    raise InputError("cannot tell the checkpoint's architecture; pass --arch")
+    raise InputError("cannot tell the checkpoint's architecture; pass `arch`")
 
 
 def file_hash(path: str | os.PathLike[str]) -> str:

@@ -14,7 +14,9 @@ batched tensor operations, per-sample random parameters drawn from a seeded gene
 - solarize at 0.5 (p 0 view 1, 0.2 view 2);
 - ImageNet normalisation.
 
-On the CPU the same code runs on CPU tensors (decoding with libjpeg-turbo).
+On the CPU the same code runs on CPU tensors (decoding with libjpeg-turbo). Decoding is
+:func:`.decode.decode_images`, the decoder inference uses too: PNGs and broken JPEGs go
+through PIL.
 """
 
 from __future__ import annotations
@@ -24,20 +26,24 @@ import math
 import torch
 from torch.nn import functional as F
 
+from .._errors import InputFileError
+from .decode import decode_images
 from .encoders import IMAGENET_MEAN, IMAGENET_STD
 
 
-def decode_batch(data: list[torch.Tensor], device: torch.device, size: int | None = None):
-    """Decode JPEG/PNG byte tensors to a float batch in [0, 1], (B, 3, H, W), on ``device``.
+def decode_batch(data: list, device: torch.device, size: int | None = None):
+    """Decode JPEG/PNG bytes (or byte tensors) to a float batch in [0, 1], (B, 3, H, W), on
+    ``device``, with :func:`.decode.decode_images`.
 
-    Images of different sizes are resized to the first one's (or ``size``).
+    Images of different sizes are resized to the first one's (or ``size``). A training
+    batch cannot drop an image, so one that does not decode is an :class:`InputFileError`.
     """
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
-
-    if device.type == "cuda":
-        images = decode_jpeg(data, device=device, mode=ImageReadMode.RGB)
-    else:
-        images = [decode_image(d, mode=ImageReadMode.RGB) for d in data]
+    images, errors = decode_images(data, device)
+    bad = [e for e in errors if e is not None]
+    if bad:
+        raise InputFileError(
+            f"{len(bad)} image(s) of a batch cannot be decoded ({bad[0]}); rerun the harvest"
+        )
     h, w = (size, size) if size else images[0].shape[-2:]
     out = [
         img

@@ -26,6 +26,7 @@ from .._errors import InputError
 from .._files import atomic_file
 from .._version import __version__
 from .data import PairDataset, check_images, epoch_order, read_pair_table
+from .distributed import init_distributed, local_rank, pick_device
 from .encoders import create_encoder, encoder_info, read_checkpoint
 from .moco import MoCo
 from .schedules import absolute_lr, learning_rate, momentum
@@ -66,19 +67,19 @@ class PretrainConfig:
         encoder_info(self.arch)
         for name in ("epochs", "batch_size", "save_every", "accumulate", "dim", "mlp_dim"):
             if int(getattr(self, name)) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+                raise InputError(f"`{name}` must be at least 1")
         if self.workers < 0:
-            raise InputError("--workers must be 0 or more")
+            raise InputError("`workers` must be 0 or more")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise InputError(
-                f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}"
+                f"`precision` must be auto, fp32, bf16 or fp16, not {self.precision!r}"
             )
         if self.augment not in ("auto", "cpu", "gpu"):
-            raise InputError(f"--augment must be auto, cpu or gpu, not {self.augment!r}")
+            raise InputError(f"`augment` must be auto, cpu or gpu, not {self.augment!r}")
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
-            raise InputError(f"--warmup-epochs must be within 0..{self.epochs}")
+            raise InputError(f"`warmup_epochs` must be within 0..{self.epochs}")
         if not 0 <= self.momentum < 1:
-            raise InputError(f"--momentum must be in [0, 1), got {self.momentum}")
+            raise InputError(f"`momentum` must be in [0, 1), got {self.momentum}")
 
     @property
     def warmup(self) -> float:
@@ -136,19 +137,19 @@ def pretrain(
     config.validate()
     root = Path(root)
     run_dir = Path(run_dir)
-    rank, world, local_rank = _init_distributed(config)
-    device = _device(config, local_rank)
+    device = pick_device(config.device, local_rank())
+    rank, world, _ = init_distributed(device)
     table = check_images(root, read_pair_table(pairs), on_missing=config.on_missing)
     if config.batch_size % world:
-        raise InputError(f"--batch-size {config.batch_size} must divide by the {world} processes")
+        raise InputError(f"`batch_size` {config.batch_size} must divide by the {world} processes")
     if config.batch_size > len(table):
         raise InputError(
-            f"--batch-size {config.batch_size} is larger than the {len(table):,} pairs; "
-            f"use --batch-size {len(table)} or less, or build more pairs"
+            f"`batch_size` {config.batch_size} is larger than the {len(table):,} pairs; "
+            f"use `batch_size` {len(table)} or less, or build more pairs"
         )
     per_rank = config.batch_size // world
     if per_rank % config.accumulate:
-        raise InputError(f"the per-process batch {per_rank} must divide by --accumulate")
+        raise InputError(f"the per-process batch {per_rank} must divide by `accumulate`")
 
     size = int(config.image_size or encoder_info(config.arch).input_size)
     _seed_everything(config.seed)  # the same initial weights on every rank
@@ -176,7 +177,7 @@ def pretrain(
                 device.type,
             )
         train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[local_rank] if device.type == "cuda" else None
+            train_model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
     on_device = config.augment == "gpu" or (config.augment == "auto" and device.type == "cuda")
@@ -352,7 +353,7 @@ def _newest_checkpoint(run_dir: Path) -> Path | None:
 def _resume(run_dir: Path, config: PretrainConfig, model: MoCo, optimizer, scaler):
     path = _newest_checkpoint(run_dir)
     if path is None:
-        raise InputError(f"nothing to resume in {run_dir}; drop --resume to start a new run")
+        raise InputError(f"nothing to resume in {run_dir}; drop `resume` to start a new run")
     ckpt = read_checkpoint(path)
     meta = ckpt.get("urbanvis") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "state_dict" not in ckpt:
@@ -361,8 +362,8 @@ def _resume(run_dir: Path, config: PretrainConfig, model: MoCo, optimizer, scale
     for key in ("arch", "batch_size", "epochs", "dim", "mlp_dim", "seed", "base_lr"):
         if saved.get(key) != getattr(config, key):
             raise InputError(
-                f"{path.name} was trained with {key}={saved.get(key)!r}, not "
-                f"{getattr(config, key)!r}; resume with the same settings or use another --name"
+                f"{path.name} was trained with `{key}`={saved.get(key)!r}, not "
+                f"{getattr(config, key)!r}; resume with the same settings or use another run folder"
             )
     state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)
@@ -379,31 +380,6 @@ def _resume(run_dir: Path, config: PretrainConfig, model: MoCo, optimizer, scale
 
 
 # ------------------------------------------------------------------------ helpers
-def _init_distributed(config: PretrainConfig) -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _device(config: PretrainConfig, local_rank: int) -> torch.device:
-    if config.device == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    else:
-        name = config.device
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(
-                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
-            )
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
 def _amp_dtype(config: PretrainConfig, device: torch.device):
     precision = config.precision
     if precision == "auto":

@@ -1,35 +1,8 @@
-"""Contrastive pair datasets from the ``captures`` layer: self, temporal and spatial.
+"""Building a pair table: :func:`pairs_from_captures` and the zones file of spatial pairs.
 
-The three datasets of the paper (section 3 and 4.1), each sized by a pair budget and drawn
-reproducibly from a seed:
-
-``self``
-    One image per pair (``capture_a == capture_b``); the two views come from augmentation.
-``temporal``
-    Two captures of the same place at different dates: within ``max_distance`` metres of
-    each other and with headings within ``heading_tol`` degrees. Captures need not share a
-    point or a panorama id, so real providers, whose captures of one place drift by a few
-    metres, pair as well as the simulator. A *place* (the anchor) is a group of captures
-    linked by the distance-and-heading rule; every pair inside it satisfies both rules.
-``spatial``
-    Two different images inside the same zone, any heading. The global version uses square
-    cells of a ``buffer``-metre grid laid in each capture's UTM zone, aligned on the UTM
-    origin (zone id ``<epsg>:<easting>:<northing>`` of the cell's south-west corner); the
-    local version uses polygons, e.g. census block groups, identified by ``zone_id``.
-
-The budget is spread evenly over anchors (places, zones or images): every anchor gets one
-pair before any gets a second, like the paper's "two images randomly selected from each
-area", repeated until the budget is spent. Everything is vectorised (a KD-tree for
-temporal neighbours, group arithmetic for zones), so millions of captures take seconds.
-
-:func:`write_pairs` stores the table as ``pairs/<strategy>.parquet`` with a summary
-(``.json`` and ``.md``) beside it and, optionally, WebDataset tar shards.
-
-This module is the public front and builds the table; the pieces live in private modules:
-``_pairs_types`` (:data:`PAIR_COLUMNS`, :class:`PairConfig`, :class:`PairSummary`),
-``_pairs_rules`` (the three rules and their zones), ``_pairs_sampling`` (spreading the
-budget), ``_pairs_write`` (:func:`write_pairs`) and ``_pairs_shards`` (WebDataset shards,
-:func:`iter_shard`).
+The usable captures are selected and projected here, a rule of :mod:`.rules` draws the
+pairs, and the table with its :class:`~.types.PairSummary` is assembled. Re-exported by
+:mod:`urbanvis.pairs`.
 """
 
 from __future__ import annotations
@@ -40,9 +13,9 @@ import os
 import numpy as np
 import pandas as pd
 
-from ._errors import CRSError, InputError
-from ._geo import utm_coordinates
-from ._pairs_rules import (
+from .._errors import CRSError, InputError
+from .._geo import utm_coordinates
+from .rules import (
     _check_zones,
     _dates,
     _days,
@@ -51,23 +24,11 @@ from ._pairs_rules import (
     _spatial_pairs,
     _temporal_pairs,
 )
-from ._pairs_shards import iter_shard
-from ._pairs_types import _STR, PAIR_COLUMNS, STRATEGIES, PairConfig, PairSummary
-from ._pairs_write import PairFiles, write_pairs
+from .types import _STR, PAIR_COLUMNS, PairConfig, PairSummary
 
-__all__ = [
-    "PAIR_COLUMNS",
-    "STRATEGIES",
-    "PairConfig",
-    "PairFiles",
-    "PairSummary",
-    "iter_shard",
-    "pairs_from_captures",
-    "write_pairs",
-    "zones_for_pairs",
-]
+__all__ = ["pairs_from_captures", "zones_for_pairs"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("urbanvis.pairs")  # the package's logger, as before the split
 
 
 # --------------------------------------------------------------------------- building
@@ -319,6 +280,6 @@ def _pair_table(frame, a, b, anchor, strategy, rng) -> pd.DataFrame:
 def zones_for_pairs(path: str | os.PathLike[str], *, zone_id: str | None):
     """Read a polygon file (any CRS, a GeoPackage layer as ``file.gpkg:layer``) for spatial
     pairs; see :func:`urbanvis.zones.zones_from_file` for what it checks."""
-    from .zones import zones_from_file
+    from ..zones import zones_from_file
 
-    return zones_from_file(path, zone_id or "", id_option="--zone-id")
+    return zones_from_file(path, zone_id or "", id_option="`zone_id`")

@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._errors import CRSError, InputError
-from ._pairs_sampling import _pick_per_group, _quotas, _sample_triangle
-from ._pairs_types import _STR
+from .._errors import CRSError, InputError
+from .sampling import _pick_per_group, _quotas, _sample_triangle
+from .types import _STR
 
 _ZONE_OFFSET = 1.0e7  # metres between UTM zones in the KD-tree (eastings are < 1e6)
 
@@ -106,8 +106,9 @@ def _temporal_pairs(frame, cfg, rng, dropped):
     if len(i) == 0:
         raise InputError(
             f"no place was captured at two dates (within {cfg.max_distance:g} m and "
-            f"{cfg.heading_tol:g} degrees); harvest with --captures-per-point 2 or more, "
-            f"or widen --max-distance/--heading-tol"
+            f"{cfg.heading_tol:g} degrees); harvest with `captures_per_point` 2 or more, "
+            f"or widen `max_distance`/`heading_tol`",
+            param="max_distance",
         )
     # number the places that have pairs 0..k-1, in capture_id order of their first member
     group = place[i]
@@ -145,7 +146,7 @@ def _spatial_pairs(frame, cfg, rng, dropped, zones):
     dropped["alone_in_zone"] = int(alone.sum())
     if not (size >= 2).any():
         raise InputError(
-            f"no zone holds two usable images ({what}); use larger zones (--buffer) "
+            f"no zone holds two usable images ({what}); use larger zones (`buffer`) "
             f"or harvest more points"
         )
     start = np.concatenate([[0], np.cumsum(size)[:-1]])
@@ -201,7 +202,7 @@ def _polygon_zones(frame, zones, zone_id: str) -> tuple[np.ndarray, np.ndarray]:
     if (zone_of < 0).all():
         raise InputError(
             f"the zones overlap none of the {len(frame):,} usable captures; check that "
-            f"--zones covers the study area"
+            f"`zones` covers the study area"
         )
     return label, zone_of
 
@@ -218,8 +219,8 @@ def _check_zones(zones, zone_id: str | None):
     fields = [c for c in zones.columns if c != zones.geometry.name]
     if not zone_id or zone_id not in zones.columns:
         have = ", ".join(fields) or "none"
-        what = f"have no field {zone_id!r}" if zone_id else "need --zone-id"
-        raise InputError(f"the zones {what}; pass --zone-id with one of their fields: {have}")
+        what = f"have no field {zone_id!r}" if zone_id else "need `zone_id`"
+        raise InputError(f"the zones {what}; pass `zone_id` with one of their fields: {have}")
     if len(zones) == 0:
         raise InputError("the zones file holds no polygon; pass a file with zones")
     return zones

@@ -1,4 +1,4 @@
-"""Embed a study's captures with a ViT backbone, resumably, and read the vectors back.
+"""Embed a study's captures with a ViT backbone, resumably: the torch half of embedding.
 
 :func:`embed_captures` runs batched inference over the ``ok`` rows of the ``captures``
 layer: each image is resized (bicubic, shorter side) and centre-cropped to the model's
@@ -6,20 +6,16 @@ input size, normalised with the encoder's mean/std, and the [CLS] token after th
 LayerNorm is kept, not normalised (design section 6). Images are decoded either
 
 - ``cpu``: with PIL in DataLoader worker processes (the reference; the default on a CPU), or
-- ``gpu``: workers only read the file bytes; JPEGs are decoded as a batch with
-  ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA, the default there), other formats with
-  ``decode_image`` on the CPU, and the resize, crop and normalisation run as tensor
-  operations on the device (:func:`eval_transform_batch`, which reproduces PIL's bicubic
-  resize to within a grey level or two). On a CPU device the same code runs on CPU tensors.
+- ``gpu``: workers only read the file bytes; the batch is decoded by
+  :func:`urbanvis.engine.decode.decode_images` (JPEGs with ``torchvision.io.decode_jpeg``,
+  nvJPEG on CUDA, the default there; other formats with PIL), and the resize, crop and
+  normalisation run as tensor operations on the device (:func:`eval_transform_batch`,
+  which reproduces PIL's bicubic resize to within a grey level or two). On a CPU device
+  the same code runs on CPU tensors.
 
 The forward pass runs in bf16 autocast on CUDA (``precision="auto"``) and in fp32 on a CPU.
-
-Where things go (design section 3)::
-
-    embeddings/<model>/meta.json        what the model is: name, checkpoint sha256, size, dim
-    embeddings/<model>/parts/*.parquet  one file per batch, written atomically while running
-    embeddings/<model>/vectors.parquet  all vectors: capture_id + a float32 fixed-size list
-    study.gpkg, layer ``embeddings``    capture_id, point_id, model, pc1..pc3, geometry
+The vectors, their files and the ``embeddings`` layer are :mod:`urbanvis.vectors`' (no
+torch there); this module writes them through it.
 
 A kill loses at most the batches in flight (two on a GPU, one on a CPU): the next run
 skips every capture that already has a vector from the same model (same checkpoint hash).
@@ -27,40 +23,52 @@ When every capture is done the parts are merged into ``vectors.parquet``, a PCA 
 on all of that model's vectors and the model's rows of the ``embeddings`` layer are
 replaced in one transaction.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1; NCCL on GPUs, gloo on CPUs) every rank reads the
-same list of pending captures and takes every ``world``-th one from its rank on, so the
-shards are disjoint and fixed by the files on disk; each rank writes its own part files
-(``part-r<rank>-<n>.parquet``). After a barrier rank 0 alone merges the parts and writes
-the layer. A killed run resumes under any number of processes. Read the result with
-:func:`read_embeddings`.
-
-``import urbanvis.embed`` does not import torch; the functions that need it import it.
+Under ``torchrun`` (``WORLD_SIZE`` > 1; NCCL on GPUs, gloo on CPUs, see
+:mod:`urbanvis.engine.distributed`) every rank reads the same list of pending captures and
+takes every ``world``-th one from its rank on, so the shards are disjoint and fixed by the
+files on disk; each rank writes its own part files (``part-r<rank>-<n>.parquet``). After a
+barrier rank 0 alone merges the parts and writes the layer. A killed run resumes under any
+number of processes. Read the result with :func:`urbanvis.vectors.read_embeddings`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
-from ._errors import InputError, InputFileError, first_line
-from ._files import atomic_file, atomic_write_text
-from .study import Study
+from .._errors import InputError, InputFileError, first_line
+from ..study import Study
+from ..vectors import (
+    finalise,
+    model_folder,
+    next_part_number,
+    ok_captures,
+    remove_temporaries,
+    vector_ids,
+    write_meta,
+    write_part,
+)
+from .decode import decode_images
+from .distributed import init_distributed, local_rank, pick_device
+from .encoders import create_encoder, encoder_info, file_hash, load_encoder
+
+__all__ = ["EmbedSummary", "Progress", "embed_captures", "eval_transform_batch"]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, dict[str, int]], None]
-LAYER = "embeddings"
-VECTOR_COLUMN = "vector"
 
 
 @dataclass
@@ -90,11 +98,6 @@ class EmbedSummary:
             f"done, {self.captures_total:,} ok captures) at {self.images_per_second:.1f} "
             f"images/s{failed}; {state}"
         )
-
-
-def model_folder(study: Study, model_id: str) -> Path:
-    """The folder holding a model's vectors: ``embeddings/<model id made file-safe>``."""
-    return study.root / "embeddings" / re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)
 
 
 # --------------------------------------------------------------------------- embedding
@@ -152,22 +155,20 @@ def embed_captures(
         ``ok`` and ``failed``); ``should_stop()`` is checked between batches.
     """
     if (model is None) == (checkpoint is None):
-        raise InputError("give exactly one of --checkpoint FILE or --model NAME")
+        raise InputError("give exactly one of `checkpoint` (a file) or `model` (a name)")
     if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}")
+        raise InputError(f"`batch_size` must be at least 1, got {batch_size}")
     if workers < 0:
-        raise InputError(f"workers must be 0 or more, got {workers}")
+        raise InputError(f"`workers` must be 0 or more, got {workers}")
     if image_size is not None and image_size < 8:
-        raise InputError(f"image size must be at least 8 pixels, got {image_size}")
+        raise InputError(f"`image_size` must be at least 8 pixels, got {image_size}")
     if precision not in ("auto", "fp32", "bf16"):
-        raise InputError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
+        raise InputError(f"`precision` must be auto, fp32 or bf16, not {precision!r}")
     if decode not in ("auto", "cpu", "gpu"):
-        raise InputError(f"--decode must be auto, cpu or gpu, not {decode!r}")
+        raise InputError(f"`decode` must be auto, cpu or gpu, not {decode!r}")
     if checkpoint is not None:
         _check_checkpoint_file(Path(checkpoint))
-    captures = _ok_captures(study)  # before torch: a study without captures fails fast
-
-    import torch
+    captures = ok_captures(study)  # before the model: a study without captures fails fast
 
     net, meta = _build_model(
         model=model,
@@ -176,8 +177,8 @@ def embed_captures(
         seed=seed,
         image_size=image_size,
     )
-    dev = _device(device, int(os.environ.get("LOCAL_RANK", "0")))
-    rank, world, owned = _init_distributed(dev)
+    dev = pick_device(device, local_rank())
+    rank, world, owned = init_distributed(dev)
     bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
     amp = torch.bfloat16 if bf16 else None
     on_device = decode == "gpu" or (decode == "auto" and dev.type == "cuda")
@@ -188,18 +189,16 @@ def embed_captures(
 
     # Every rank reads the same files (nothing is written before the barrier below), so
     # every rank sees the same pending list and the shards rank::world are disjoint.
-    done = set(_vector_ids(folder))
+    done = set(vector_ids(folder))
     summary.done_before = len(done & set(captures["capture_id"]))
     pending = captures[~captures["capture_id"].isin(done)]
     if limit is not None:
         pending = pending.iloc[: max(int(limit), 0)]
     mine = pending.iloc[rank::world]
     if rank == 0:
-        _write_meta(folder, meta)
-        _remove_temporaries(folder)  # left by a killed run
+        write_meta(folder, meta)
+        remove_temporaries(folder)  # left by a killed run
     if world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
 
     counts = {"ok": 0, "failed": 0}
@@ -243,7 +242,7 @@ def embed_captures(
         summary.stopped = stopped > 0
         dist.barrier()
     if rank == 0 and not summary.stopped:
-        summary.layer_written = _finalise(
+        summary.layer_written = finalise(
             study, folder, meta["model"], captures, failed=summary.failed
         )
     if owned:
@@ -259,28 +258,8 @@ def _check_checkpoint_file(path: Path) -> None:
         raise InputFileError(f"checkpoint {path} is not a file; give a .pth or .pth.tar file")
 
 
-def _ok_captures(study: Study) -> pd.DataFrame:
-    if not study.has_layer("captures"):
-        raise InputError(
-            f"study {study.root} has no 'captures' layer; run 'urbanvis harvest' first"
-        )
-    caps = study.read_layer("captures", columns=["capture_id", "point_id", "image_path", "status"])
-    caps = caps[caps["status"] == "ok"]
-    if len(caps) == 0:
-        raise InputError(
-            f"study {study.root} has no ok captures to embed; run 'urbanvis harvest' first"
-        )
-    if not caps["capture_id"].is_unique:
-        raise InputError("the captures layer repeats capture ids; it was not written by urbanvis")
-    return caps.reset_index(drop=True)
-
-
 def _build_model(*, model, checkpoint, random_init: bool, seed: int, image_size):
     """The backbone and its metadata (model id, arch, size, mean/std, sha256)."""
-    import torch
-
-    from .engine.encoders import create_encoder, encoder_info, file_hash, load_encoder
-
     if checkpoint is not None:
         net = load_encoder(checkpoint)
         digest = file_hash(checkpoint)
@@ -291,8 +270,8 @@ def _build_model(*, model, checkpoint, random_init: bool, seed: int, image_size)
         info = encoder_info(model)  # unknown names: close matches suggested
         if not random_init:
             raise InputError(
-                f"no pretrained weights for {info.name} are available offline; pass "
-                f"--checkpoint FILE, or add --random-init for a randomly initialised baseline"
+                f"no pretrained weights for {info.name} are available offline; pass a "
+                f"`checkpoint` file, or set `random_init` for a randomly initialised baseline"
             )
         torch.manual_seed(seed)
         net = create_encoder(info.name)
@@ -303,7 +282,8 @@ def _build_model(*, model, checkpoint, random_init: bool, seed: int, image_size)
     if size != native:
         if size % info.patch_size:
             raise InputError(
-                f"image size {size} is not a multiple of {info.name}'s patch size {info.patch_size}"
+                f"`image_size` {size} is not a multiple of {info.name}'s patch size "
+                f"{info.patch_size}"
             )
         net.set_input_size(img_size=size)  # timm resamples the position embedding
         model_id += f"@{size}px"
@@ -325,41 +305,7 @@ def _forward(net, images):
     return net.forward_head(net.forward_features(images), pre_logits=True)
 
 
-def _init_distributed(device) -> tuple[int, int, bool]:
-    """``(rank, world, owned)``; ``owned``: this call started the process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), True
-
-
-def _device(name: str, local_rank: int):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(
-                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
-            )
-        index = int(name.split(":")[1]) if ":" in name else local_rank
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    if name != "cpu":
-        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return torch.device("cpu")
-
-
 def _sum_over_ranks(values: list[int], device) -> list[int]:
-    import torch
-    import torch.distributed as dist
-
     t = torch.tensor(values, dtype=torch.int64, device=device)
     dist.all_reduce(t)
     return [int(v) for v in t.tolist()]
@@ -375,12 +321,10 @@ class _PartWriter:
     def __init__(self, folder: Path, rank: int) -> None:
         self.folder = folder
         self.rank = rank
-        self.seq = _next_part_number(folder, rank)
+        self.seq = next_part_number(folder, rank)
         self.waiting: tuple | None = None
 
     def add(self, ids: list[str], vectors) -> None:
-        import torch
-
         if vectors.device.type == "cuda":
             host = vectors.float().to("cpu", non_blocking=True)
             ready = torch.cuda.Event()
@@ -398,7 +342,7 @@ class _PartWriter:
         self.waiting = None
         if ready is not None:
             ready.synchronize()
-        _write_part(self.folder, self.rank, self.seq, ids, host.numpy())
+        write_part(self.folder, self.rank, self.seq, ids, host.numpy())
         self.seq += 1
 
 
@@ -429,7 +373,7 @@ class _CaptureImages:
         from PIL import Image
 
         if self.transform is None:  # built in the worker
-            from .engine.transforms import eval_transform
+            from .transforms import eval_transform
 
             m = self.meta
             self.transform = eval_transform(m["image_size"], mean=m["mean"], std=m["std"])
@@ -452,8 +396,6 @@ class _CaptureImages:
 
 
 def _collate(items, *, stack: bool = True):
-    import torch
-
     good = [(cid, x) for cid, x, _ in items if x is not None]
     failed = [(cid, err) for cid, x, err in items if x is None]
     images: Any = [x for _, x in good]
@@ -463,10 +405,6 @@ def _collate(items, *, stack: bool = True):
 
 
 def _loader(root: Path, captures: pd.DataFrame, meta, *, batch_size, workers, device, raw):
-    from functools import partial
-
-    from torch.utils.data import DataLoader
-
     return DataLoader(
         _CaptureImages(root, captures, meta, raw=raw),  # type: ignore[arg-type]
         batch_size=batch_size,
@@ -478,61 +416,6 @@ def _loader(root: Path, captures: pd.DataFrame, meta, *, batch_size, workers, de
         prefetch_factor=4 if workers else None,
         timeout=600 if workers else 0,  # a wedged worker is an error, not a silent hang
     )
-
-
-_JPEG_START = [0xFF, 0xD8, 0xFF]
-
-
-def decode_images(data: list, device) -> tuple[list, list[str | None]]:
-    """Decode encoded images (1-D uint8 tensors on the CPU) to uint8 RGB ``(3, H, W)``.
-
-    JPEGs are decoded in one ``torchvision.io.decode_jpeg`` call on ``device`` (nvJPEG on
-    CUDA, libjpeg-turbo on a CPU); other formats, and the JPEGs of a call that failed, one
-    at a time with ``decode_image`` on the CPU, then moved to ``device``.
-
-    Returns
-    -------
-    (list, list)
-        Per input, the image or None, and None or why it could not be decoded.
-    """
-    import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    rgb = ImageReadMode.RGB
-    data = [
-        torch.frombuffer(bytearray(d), dtype=torch.uint8) if isinstance(d, bytes | bytearray)
-        else d
-        for d in data
-    ]  # fmt: skip
-    images: list = [None] * len(data)
-    errors: list[str | None] = [None] * len(data)
-    jpegs = [i for i, d in enumerate(data) if d[:3].tolist() == _JPEG_START]
-    if jpegs:
-        try:
-            decoded = decode_jpeg([data[i] for i in jpegs], mode=rgb, device=device)
-        except RuntimeError:  # one bad file fails the call: every file is retried below
-            decoded = [None] * len(jpegs)
-        for i, image in zip(jpegs, decoded, strict=True):
-            images[i] = image
-    for i, d in enumerate(data):
-        if images[i] is None:  # PIL, the reference decoder (torchvision's can crash on bad PNGs)
-            try:
-                images[i] = _pil_decode(bytes(d.numpy())).to(device)
-            except Exception as exc:
-                errors[i] = first_line(exc) or "undecodable"
-    return images, errors
-
-
-def _pil_decode(data: bytes):
-    """uint8 RGB ``(3, H, W)`` tensor of an encoded image, decoded by PIL."""
-    import io
-
-    import torch
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        array = np.asarray(im.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def eval_transform_batch(images: list, size: int, *, mean, std):
@@ -549,8 +432,6 @@ def eval_transform_batch(images: list, size: int, *, mean, std):
     torch.Tensor
         float32 ``(len(images), 3, size, size)`` on the images' device.
     """
-    import torch
-
     dev = images[0].device
     out = torch.empty((len(images), 3, size, size), device=dev)
     groups: dict[tuple[int, int], list[int]] = {}
@@ -565,7 +446,6 @@ def eval_transform_batch(images: list, size: int, *, mean, std):
 
 def _resize_and_crop(x, size: int):
     """Float batch (B, 3, H, W) in 0..255 -> (B, 3, size, size), as torchvision on PIL."""
-    from torch.nn import functional as F
 
     def bicubic(t, shape):
         t = F.interpolate(t, size=shape, mode="bicubic", antialias=True, align_corners=False)
@@ -596,227 +476,3 @@ def _transform_on_device(ids: list[str], items: list, meta: dict[str, Any], devi
         [images[i] for i in good], meta["image_size"], mean=meta["mean"], std=meta["std"]
     )
     return [ids[i] for i in good], batch, failed
-
-
-# -------------------------------------------------------------------------- storage
-def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    path = folder / "meta.json"
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("dim") != meta["dim"]:
-            raise InputError(
-                f"{folder} holds {old.get('dim')}-d vectors but this model gives {meta['dim']}; "
-                f"move the folder away"
-            )
-    (folder / "parts").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
-
-
-def _table(ids: list[str], vectors: np.ndarray):
-    import pyarrow as pa
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    flat = pa.array(vectors.reshape(-1), type=pa.float32())
-    column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-    return pa.table({"capture_id": pa.array(ids, type=pa.string()), VECTOR_COLUMN: column})
-
-
-def _write_parquet(path: Path, ids: list[str], vectors: np.ndarray) -> None:
-    import pyarrow.parquet as pq
-
-    with atomic_file(path) as fh:
-        pq.write_table(_table(ids, vectors), fh)
-
-
-def _write_part(folder: Path, rank: int, seq: int, ids: list[str], vectors) -> None:
-    _write_parquet(folder / "parts" / f"part-r{rank:03d}-{seq:06d}.parquet", ids, vectors)
-
-
-def _remove_temporaries(folder: Path) -> None:
-    """Delete the temporary files of writes a kill interrupted (never read as output)."""
-    for path in [*folder.glob(".*.tmp"), *(folder / "parts").glob(".*.tmp")]:
-        path.unlink(missing_ok=True)
-
-
-def _next_part_number(folder: Path, rank: int) -> int:
-    numbers = [
-        int(p.stem.rsplit("-", 1)[1]) for p in (folder / "parts").glob(f"part-r{rank:03d}-*")
-    ]
-    return max(numbers, default=-1) + 1
-
-
-def _vector_files(folder: Path) -> list[Path]:
-    merged = folder / "vectors.parquet"
-    parts = sorted((folder / "parts").glob("part-*.parquet")) if folder.exists() else []
-    return ([merged] if merged.exists() else []) + parts
-
-
-def _vector_ids(folder: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    ids: list[str] = []
-    for path in _vector_files(folder):
-        ids.extend(pq.read_table(path, columns=["capture_id"]).column(0).to_pylist())
-    return ids
-
-
-def read_vectors(study: Study, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """All vectors of one model id: ``(capture_ids, float32 matrix)``, one row per capture.
-
-    Reads ``vectors.parquet`` and any part files of an unfinished run.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder = model_folder(study, model)
-    files = _vector_files(folder)
-    if not files:
-        raise InputError(
-            f"study {study.root} has no vectors of model {model!r}; run 'urbanvis embed'"
-        )
-    table = pa.concat_tables([pq.read_table(p) for p in files])
-    ids = np.asarray(table.column("capture_id").to_pylist(), dtype=object)
-    column = table.column(VECTOR_COLUMN).combine_chunks()
-    dim = column.type.list_size
-    matrix = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
-    keep = ~pd.Series(ids).duplicated(keep="last").to_numpy()  # a merge killed halfway
-    return ids[keep], matrix[keep]
-
-
-def _merge_parts(folder: Path, ids: np.ndarray, matrix: np.ndarray) -> None:
-    parts = sorted((folder / "parts").glob("part-*.parquet"))
-    if not parts:
-        return
-    _write_parquet(folder / "vectors.parquet", list(ids), matrix)
-    for part in parts:  # a kill here leaves duplicates, which readers drop
-        part.unlink()
-
-
-def principal_components(matrix: np.ndarray, n: int = 3) -> np.ndarray:
-    """Scores on the first ``n`` principal components (signs fixed: largest loading > 0).
-
-    Fitted in float64 from the covariance matrix, so memory grows with the width, not the
-    number of vectors. Columns beyond the data's rank are NaN.
-    """
-    out = np.full((len(matrix), n), np.nan)
-    if len(matrix) < 2:
-        return out
-    x = matrix.astype(np.float64)
-    x -= x.mean(axis=0)
-    values, vectors = np.linalg.eigh(x.T @ x)
-    order = np.argsort(values)[::-1][: min(n, x.shape[1])]
-    comps = vectors[:, order]
-    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(comps.shape[1])])
-    comps *= np.where(signs == 0, 1, signs)
-    out[:, : comps.shape[1]] = x @ comps
-    return out
-
-
-def _finalise(
-    study: Study, folder: Path, model_id: str, captures: pd.DataFrame, failed: int = 0
-) -> bool:
-    """Merge the parts, fit the PCA and replace this model's rows of the layer."""
-    import geopandas as gpd
-
-    if not _vector_files(folder) and failed:
-        raise InputError(
-            f"none of the {failed:,} captures could be read, so nothing was embedded; check "
-            f"the files under {study.images} (the warnings above name each one)"
-        )
-    ids, matrix = read_vectors(study, model_id)
-    has_parts = any((folder / "parts").glob("part-*.parquet"))
-    _merge_parts(folder, ids, matrix)
-    rows = captures.set_index("capture_id").reindex(ids)
-    known = rows["point_id"].notna().to_numpy()  # vectors of captures no longer ok: left out
-    ids, matrix, rows = ids[known], matrix[known], rows[known]
-    if not has_parts and study.has_layer(LAYER):
-        existing = study.read_layer(
-            LAYER,
-            columns=["capture_id"],
-            where=f"model = '{_sql_text(model_id)}'",
-            read_geometry=False,
-        )
-        if set(existing["capture_id"]) == set(ids):
-            return False  # nothing new: the layer is already current
-    pcs = principal_components(matrix)
-    frame = gpd.GeoDataFrame(
-        {
-            "capture_id": ids.astype(str),
-            "point_id": rows["point_id"].astype(np.int64).to_numpy(),
-            "model": model_id,
-            "pc1": pcs[:, 0],
-            "pc2": pcs[:, 1],
-            "pc3": pcs[:, 2],
-        },
-        geometry=gpd.GeoSeries(rows.geometry.to_numpy(), crs=captures.crs).to_crs(4326).values,
-        crs="EPSG:4326",
-    )
-    frame = gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326")
-    if study.has_layer(LAYER):
-        # only this model's rows change: other models' rows are never rewritten, so a kill
-        # can at worst leave this model's rows missing (the next run writes them again)
-        study.delete_rows(LAYER, "model = ?", [model_id])
-        study.write_layer(LAYER, frame, append=True)
-    else:
-        study.write_layer(LAYER, frame)
-    return True
-
-
-# ---------------------------------------------------------------------------- reading
-def embedding_models(study: Study) -> list[str]:
-    """Model ids with rows in the study's ``embeddings`` layer."""
-    if not study.has_layer(LAYER):
-        return []
-    frame = study.read_layer(LAYER, columns=["model"], read_geometry=False)
-    return sorted(frame["model"].unique().tolist())
-
-
-def read_embeddings(study: Study, *, model: str | None = None):
-    """The ``embeddings`` layer rows of one model and their vectors, aligned.
-
-    Parameters
-    ----------
-    study
-        A study that ``urbanvis embed`` has run on.
-    model
-        The model id (``<arch>@<sha256[:12]>``, or ``random-init:<arch>:<seed>``); may be
-        left out when the study holds one model only.
-
-    Returns
-    -------
-    (geopandas.GeoDataFrame, numpy.ndarray)
-        The layer's rows for ``model`` (capture_id, point_id, model, pc1..pc3, geometry in
-        EPSG:4326) and a float32 matrix of shape ``(len(rows), dim)``: row ``i`` is the
-        vector of ``rows.capture_id[i]``.
-
-    Examples
-    --------
-    >>> from urbanvis.study import open_study
-    >>> from urbanvis.embed import read_embeddings
-    >>> rows, vectors = read_embeddings(open_study("hel"))  # doctest: +SKIP
-    """
-    models = embedding_models(study)
-    if not models:
-        raise InputError(f"study {study.root} has no embeddings; run 'urbanvis embed' first")
-    if model is None:
-        if len(models) > 1:
-            raise InputError(
-                f"study {study.root} holds embeddings of {len(models)} models "
-                f"({', '.join(models)}); pass model=..."
-            )
-        model = models[0]
-    if model not in models:
-        raise InputError(f"no embeddings of model {model!r}; this study has: {', '.join(models)}")
-    rows = study.read_layer(LAYER, where=f"model = '{_sql_text(model)}'").reset_index(drop=True)
-    ids, matrix = read_vectors(study, model)
-    at = pd.Index(ids).get_indexer(rows["capture_id"])
-    if (at < 0).any():
-        raise InputError(
-            f"{int((at < 0).sum())} rows of the embeddings layer have no vector in "
-            f"{model_folder(study, model)}; rerun 'urbanvis embed'"
-        )
-    return rows, matrix[at]
-
-
-def _sql_text(value: str) -> str:
-    return value.replace("'", "''")

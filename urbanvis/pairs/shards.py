@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._errors import InputFileError
+from .._errors import InputFileError
 
 
 def _write_shards(study, pairs, final: Path, strategy, shard_size, progress) -> list[str]:

@@ -14,13 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from ._errors import InputError
-from ._files import atomic_file, atomic_write_bytes
-from ._pairs_shards import _write_shards
-from ._pairs_types import STRATEGIES, PairSummary
-from .study import Study
+from .._errors import InputError
+from .._files import atomic_file, atomic_write_bytes
+from ..study import Study
+from .shards import _write_shards
+from .types import STRATEGIES, PairSummary
 
-log = logging.getLogger("urbanvis.pairs")  # the public module's logger, as before the split
+log = logging.getLogger("urbanvis.pairs")  # the package's logger, as before the split
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def write_pairs(
     if strategy not in STRATEGIES:
         raise InputError(f"unknown pair strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     if shard_size < 1:
-        raise InputError(f"--shard-size must be at least 1, got {shard_size}")
+        raise InputError(f"`shard_size` must be at least 1, got {shard_size}")
     folder = study.pairs
     folder.mkdir(parents=True, exist_ok=True)
     rel = lambda p: p.relative_to(study.root).as_posix()  # noqa: E731

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._errors import InputError
+from .._errors import InputError
 
 STRATEGIES = ("self", "temporal", "spatial")
 PAIR_COLUMNS = [
@@ -61,13 +61,13 @@ class PairConfig:
                 f"unknown pair strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}"
             )
         if int(self.max_pairs) <= 0:
-            raise InputError(f"--max-pairs must be a positive number, got {self.max_pairs}")
+            raise InputError(f"`max_pairs` must be a positive number, got {self.max_pairs}")
         if not self.max_distance > 0:
-            raise InputError(f"--max-distance must be positive metres, got {self.max_distance}")
+            raise InputError(f"`max_distance` must be positive metres, got {self.max_distance}")
         if not 0 <= self.heading_tol <= 180:
-            raise InputError(f"--heading-tol must be 0 to 180 degrees, got {self.heading_tol}")
+            raise InputError(f"`heading_tol` must be 0 to 180 degrees, got {self.heading_tol}")
         if not self.buffer > 0:
-            raise InputError(f"--buffer must be positive metres, got {self.buffer}")
+            raise InputError(f"`buffer` must be positive metres, got {self.buffer}")
 
 
 @dataclass(frozen=True)
