@@ -34,6 +34,7 @@ import pandas as pd
 
 from ._errors import InputError, SchemaVersionError, StudyError, first_line
 from ._files import atomic_write_text, writable_ancestor
+from ._secrets import drop_secrets
 from ._version import __version__
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ SCHEMA_VERSION = 1
 META_LAYER = "urbanvis_meta"
 _GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"
 _SUBFOLDERS = ("images", "pairs", "checkpoints", "reports")
-_SECRET_WORDS = ("key", "secret", "token", "password", "signature")
 _VERSIONED_PACKAGES = (
     "numpy",
     "pandas",
@@ -182,7 +182,7 @@ class Study:
         """Store settings (e.g. a provider's) that later runs must agree with."""
         doc = _read_toml(self.toml)
         doc.setdefault("study", {"schema_version": SCHEMA_VERSION, "created": _now()})
-        stored = toml_value(_drop_secrets(values))
+        stored = toml_value(drop_secrets(values))
         doc.setdefault("settings", {})[section] = stored
         atomic_write_text(self.toml, _dump_toml(doc))
         return stored
@@ -194,7 +194,8 @@ class Study:
     def record_run(self, command: str, parameters: Mapping[str, Any], **outputs: Any) -> None:
         """Append one run (command, parameters, versions, time, outputs) to study.toml.
 
-        Parameters whose names look like secrets (key, token, secret...) are never written.
+        Parameters whose names are secret (:func:`urbanvis._secrets.is_secret_name`: key, token,
+        secret...) are never written.
         """
         doc = _read_toml(self.toml)
         doc.setdefault("study", {"schema_version": SCHEMA_VERSION, "created": _now()})
@@ -202,7 +203,7 @@ class Study:
             "command": command,
             "time": _now(),
             "urbanvis": __version__,
-            "parameters": toml_value(_drop_secrets(parameters)),
+            "parameters": toml_value(drop_secrets(parameters)),
             "outputs": toml_value(dict(outputs)),
             "versions": package_versions(),
         }
@@ -400,10 +401,6 @@ def _recover_interrupted_writes(gpkg: Path) -> None:
                 )
     except sqlite3.OperationalError:  # no metadata table (not written by urbanvis) or read-only
         return
-
-
-def _drop_secrets(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in parameters.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
 
 
 def toml_value(value: Any) -> Any:

@@ -44,6 +44,7 @@ import pandas as pd
 
 from .. import _secrets
 from .._errors import InputError, one_line
+from .._secrets import MAPILLARY_TOKEN_ENV as TOKEN_ENV
 from ._web import (
     FatalError,
     Http,
@@ -60,7 +61,6 @@ log = logging.getLogger(__name__)
 
 API = "https://graph.mapillary.com"
 IMAGES = API + "/images"
-TOKEN_ENV = "MAPILLARY_TOKEN"
 THUMB_FIELD = "thumb_1024_url"
 FIELDS = (
     "id", "captured_at", "compass_angle", "computed_geometry", "geometry", "sequence",
