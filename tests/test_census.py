@@ -30,13 +30,8 @@ import pytest
 import shapely
 
 from urbanvis._errors import InputError
-from urbanvis.census import (
-    ACS_ALIASES,
-    CensusServiceError,
-    acs_indicators,
-    acs_variable,
-    tiger_zones,
-)
+from urbanvis.acs import ACS_ALIASES, CensusServiceError, acs_indicators, acs_variable
+from urbanvis.tiger import tiger_zones
 
 from .test_cli import assert_one_line_error, tree
 

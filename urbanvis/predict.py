@@ -78,9 +78,9 @@ def acs_names(spec: str) -> list[str]:
     """The variable names of an ``acs:VAR[,VAR...]`` indicators spec, checked for shape.
 
     Names are raw ACS variables (``B19013_001E``) or aliases from
-    :data:`urbanvis.census.ACS_ALIASES` (``median_income``).
+    :data:`urbanvis.acs.ACS_ALIASES` (``median_income``).
     """
-    from .census import acs_variable
+    from .acs import acs_variable
 
     names = [n.strip() for n in spec[len(ACS_PREFIX) :].split(",") if n.strip()]
     if not names:
@@ -108,7 +108,7 @@ def indicators_from_acs(
     variable (named as written in the spec). A variable without any value for these zones
     (every estimate suppressed) is an InputError.
     """
-    from .census import LEVELS, acs_indicators
+    from .acs import LEVELS, acs_indicators
 
     if level not in LEVELS:
         raise InputError(
@@ -142,7 +142,7 @@ def indicators_from_csv(
     if str(path).startswith(ACS_PREFIX):
         raise InputError(
             f"{path} names ACS variables, not a file; fetch them with "
-            f"urbanvis.census.acs_indicators (urbanvis predict does so for --indicators acs:VAR)"
+            f"urbanvis.acs.acs_indicators (urbanvis predict does so for --indicators acs:VAR)"
         )
     path = Path(path)
     if not path.is_file():
@@ -440,12 +440,12 @@ def study_zones(
 
     Without ``zones``, ``blockgroup`` and ``tract`` zones are the Census TIGER/Line
     polygons of ``tiger_year`` that intersect the captures' bounding box (downloaded once
-    and cached, see :func:`urbanvis.census.tiger_zones`); their GEOID goes in ``id_field``.
+    and cached, see :func:`urbanvis.tiger.tiger_zones`); their GEOID goes in ``id_field``.
     ``hex`` and ``buffer`` zones are grids.
 
     Returns the zones and their id field (``zone_id`` for grids).
     """
-    from .census import tiger_zones
+    from .tiger import tiger_zones
     from .zones import GRID_ID, zones_from_file, zones_from_grid
 
     if level not in LEVELS:
