@@ -16,7 +16,8 @@ import pytest
 import shapely
 
 from urbanvis._errors import CRSError, InputError
-from urbanvis.predict import PAPER_TOPICS, predict_indicators, scores_markdown
+from urbanvis.indicators import PAPER_TOPICS, resolve_topics, topics_table
+from urbanvis.predict import _with_topics, predict_indicators, scores_markdown
 from urbanvis.zones import zone_embeddings, zones_from_file, zones_from_grid
 
 from .conftest import run_cli
@@ -109,6 +110,29 @@ def test_flagged_and_imageless_zones_are_kept_but_not_scored():
 
 def test_paper_topics_hold_its_18_indicators():
     assert sum(len(v) for v in PAPER_TOPICS.values()) == 18
+
+
+def test_topics_are_data_given_beside_the_indicators_or_the_papers(tmp_path):
+    from urbanvis.simulate.groundtruth import INDICATORS, TOPICS
+
+    indicators = tmp_path / "indicators.csv"
+    indicators.write_text("zone_id,logcrime\nZ1,1\n")
+    assert resolve_topics(None, indicators) == PAPER_TOPICS  # nothing beside it
+    assert resolve_topics(None, "acs:median_income") == PAPER_TOPICS
+    topics_table(TOPICS).to_csv(tmp_path / "topics.csv", index=False)
+    beside = resolve_topics(None, indicators)
+    assert beside == TOPICS
+    assert resolve_topics({"A": ["x", "y"]}, indicators) == {"A": ("x", "y")}
+    assert resolve_topics(tmp_path / "topics.csv") == TOPICS
+
+    # the simulated city's R² table groups as it did when predict merged its topics in
+    old = {k: tuple(v) for k, v in PAPER_TOPICS.items()}
+    for topic, names in TOPICS.items():
+        old[topic] = tuple(dict.fromkeys((*old.get(topic, ()), *names)))
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame({"indicator": list(INDICATORS), "n_train": 8, "n_test": 2,
+                           "r2": rng.uniform(size=len(INDICATORS))})  # fmt: skip
+    pd.testing.assert_frame_equal(_with_topics(scores, beside), _with_topics(scores, old))
 
 
 # ---------------------------------------------------------------- real polygons
