@@ -32,20 +32,23 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/urbanvis").expanduser()
 
 
-def service_url(given: str | None, env: str, default: str, option: str) -> str:
+def service_url(given: str | None, env: str, default: str, param: str) -> str:
+    """The server's base URL: ``given``, else ``$env``, else ``default``; ``param`` names the
+    stage keyword that sets it, for the error message."""
     url = (given or os.environ.get(env) or default).strip().rstrip("/")
     if urlsplit(url).scheme not in ("http", "https", "file"):
-        raise InputError(f"{option} / {env} must be an http(s):// or file:// URL")
+        raise InputError(f"`{param}` / {env} must be an http(s):// or file:// URL")
     return url
 
 
-def check_year(year: int, option: str) -> int:
+def check_year(year: int, param: str) -> int:
+    """``year`` as an int between 2000 and 2100; ``param`` names it in the error message."""
     try:
         value = int(year)
     except (TypeError, ValueError):
-        raise InputError(f"{option} must be a year such as 2022, got {year!r}") from None
+        raise InputError(f"`{param}` must be a year such as 2022, got {year!r}") from None
     if not 2000 <= value <= 2100:
-        raise InputError(f"{option} must be a year such as 2022, got {year!r}")
+        raise InputError(f"`{param}` must be a year such as 2022, got {year!r}")
     return value
 
 

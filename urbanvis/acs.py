@@ -143,7 +143,7 @@ def acs_indicators(
 
     if level not in LEVELS:
         raise InputError(f"unknown Census level {level!r}; choose one of {', '.join(LEVELS)}")
-    year = check_year(year, "--acs-year")
+    year = check_year(year, "acs_year")
     names = list(dict.fromkeys(str(v).strip() for v in variables if str(v).strip()))
     if not names:
         raise InputError("no ACS variable given; name one, e.g. acs:B19013_001E")
@@ -151,7 +151,7 @@ def acs_indicators(
     ids = _check_geoids(geoids, level)
     if not _VARIABLE.match(dataset.replace("/", "_")):
         raise InputError(f"{dataset!r} is not a Census API dataset path (e.g. acs/acs5)")
-    base = service_url(base_url, CENSUS_URL_ENV, CENSUS_URL, "--census-url")
+    base = service_url(base_url, CENSUS_URL_ENV, CENSUS_URL, "census_url")
     key = api_key if api_key is not None else os.environ.get(KEY_ENV)
     key = key.strip() if key and key.strip() else None
     cache = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "acs"
@@ -202,7 +202,7 @@ def _check_geoids(geoids: Iterable[str], level: str) -> list[str]:
         noun = "block-group" if level == "blockgroup" else "tract"
         raise InputError(
             f"zone ids such as {bad[0]!r} are not {digits}-digit {noun} GEOIDs; ACS indicators "
-            f"need Census zones: leave out --zones to use TIGER/Line, or pass a {noun} file "
+            f"need Census zones: leave out `zones` to use TIGER/Line, or pass a {noun} file "
             f"keyed by GEOID"
         )
     return ids
@@ -244,8 +244,8 @@ def _acs_query(
     except _http.UnreachableError as exc:
         raise CensusServiceError(
             f"cannot reach the Census API at {host} ({exc.reason}); check the "
-            f"connection, point {CENSUS_URL_ENV} (--census-url) at a mirror, or pass "
-            f"--indicators FILE.csv"
+            f"connection, point {CENSUS_URL_ENV} (`census_url`) at a mirror, or pass a CSV "
+            f"as `indicators`"
         ) from None
     except _http.HttpStatusError as exc:
         raise _acs_status_error(exc, year, dataset, host, names, key) from None
@@ -265,12 +265,12 @@ def _parse_acs(body: bytes, *, host: str, key: str | None) -> list[list]:
         hint = " (is CENSUS_API_KEY valid?)" if key else ""
         raise CensusServiceError(
             f"the Census API at {host} did not answer with JSON{hint}; try again later or "
-            f"pass --indicators FILE.csv"
+            f"pass a CSV as `indicators`"
         ) from None
     if not (isinstance(rows, list) and rows and all(isinstance(r, list) for r in rows)):
         raise CensusServiceError(
             f"the Census API at {host} answered in an unexpected shape (not a table); check "
-            f"{CENSUS_URL_ENV} (--census-url)"
+            f"{CENSUS_URL_ENV} (`census_url`)"
         )
     return rows
 
@@ -288,7 +288,7 @@ def _acs_table(rows: list[list], codes: Sequence[str], level: str, *, host: str)
     if missing:
         raise CensusServiceError(
             f"the Census API at {host} answered without column {', '.join(missing)}; check "
-            f"{CENSUS_URL_ENV} (--census-url)"
+            f"{CENSUS_URL_ENV} (`census_url`)"
         )
     frame = pd.DataFrame(body, columns=header, dtype=object)
     out = pd.DataFrame({"GEOID": frame[geo].astype(str).agg("".join, axis=1)})
@@ -307,6 +307,7 @@ def _acs_status_error(
     key: str | None,
 ) -> InputError:
     text = _secrets.redact(exc.text.strip().splitlines()[0] if exc.text.strip() else "", key)
+    text = text.replace("`", "'")  # the server's words name no parameter of ours
     unknown = re.search(r"unknown variable '([^']*)'", exc.text)
     if exc.code == 400 and unknown:
         code = unknown.group(1)
@@ -322,14 +323,14 @@ def _acs_status_error(
     if exc.code == 404:
         return InputError(
             f"the Census API at {host} has no dataset {year}/{dataset} (HTTP 404); choose "
-            f"another --acs-year (ACS 5-year: 2009 onwards, block groups from 2013)"
+            f"another `acs_year` (ACS 5-year: 2009 onwards, block groups from 2013)"
         )
     if exc.code in (400, 401, 403):
         return InputError(
             f"the Census API at {host} refused the query (HTTP {exc.code}: {text or 'no reason'}"
-            f"); check the variables, --acs-year and CENSUS_API_KEY"
+            f"); check the variables, `acs_year` and CENSUS_API_KEY"
         )
     return CensusServiceError(
         f"the Census API at {host} answered HTTP {exc.code}; try again later, point "
-        f"{CENSUS_URL_ENV} (--census-url) at a mirror, or pass --indicators FILE.csv"
+        f"{CENSUS_URL_ENV} (`census_url`) at a mirror, or pass a CSV as `indicators`"
     )

@@ -223,7 +223,7 @@ def open_study(root: str | os.PathLike[str] = ".", *, create: bool = True) -> St
     """
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
-        raise StudyError(f"study path {root} is a file, not a folder; pass a folder to --study")
+        raise StudyError(f"study path {root} is a file, not a folder; pass a folder as `study`")
     if not create and not (root / "study.gpkg").exists():
         raise StudyError(
             f"{root} is not a study (no study.gpkg); run 'urbanvis sample --study {root}' first"
@@ -245,22 +245,22 @@ def open_study(root: str | os.PathLike[str] = ".", *, create: bool = True) -> St
 def check_writable(root: str | os.PathLike[str]) -> None:
     """Fail early, creating nothing, if a study could not be written at ``root``.
 
-    Use it before long work so that a bad ``--study`` is reported before, not after. Also
+    Use it before long work so that a bad ``study`` is reported before, not after. Also
     checks that an existing study.gpkg is one this urbanvis can read.
     """
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
-        raise StudyError(f"study path {root} is a file, not a folder; pass a folder to --study")
+        raise StudyError(f"study path {root} is a file, not a folder; pass a folder as `study`")
     try:
         writable_ancestor(root)
     except NotADirectoryError as exc:
         raise StudyError(
-            f"study folder {root} cannot be created: {exc} is a file; choose another --study folder"
+            f"study folder {root} cannot be created: {exc} is a file; choose another `study` folder"
         ) from exc
     except OSError as exc:
         raise StudyError(
             f"study folder {root} is not writable ({exc.strerror or type(exc).__name__} in "
-            f"{exc.filename or root}); choose another --study folder or fix its permissions"
+            f"{exc.filename or root}); choose another `study` folder or fix its permissions"
         ) from exc
     if (root / "study.gpkg").exists():
         _check_schema(root / "study.gpkg")
@@ -290,7 +290,7 @@ def _ensure_writable(root: Path) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise StudyError(
-            f"study folder {root} is not writable ({reason}); choose another --study folder "
+            f"study folder {root} is not writable ({reason}); choose another `study` folder "
             f"or fix its permissions"
         ) from exc
 
@@ -319,7 +319,7 @@ def read_schema_version(gpkg: str | os.PathLike[str]) -> int | None:
     try:
         app_id = con.execute("PRAGMA application_id").fetchone()[0]
         if app_id != _GPKG_APPLICATION_ID:
-            raise StudyError(f"{gpkg} is not a GeoPackage; move it away or pick another --study")
+            raise StudyError(f"{gpkg} is not a GeoPackage; move it away or pick another `study`")
         row = con.execute(
             f"SELECT value FROM {META_LAYER} WHERE key = 'schema_version'"  # noqa: S608
         ).fetchone()
@@ -327,7 +327,7 @@ def read_schema_version(gpkg: str | os.PathLike[str]) -> int | None:
         return None
     except sqlite3.DatabaseError as exc:
         raise StudyError(
-            f"{gpkg} is not a GeoPackage ({exc}); move it away or pick another --study"
+            f"{gpkg} is not a GeoPackage ({exc}); move it away or pick another `study`"
         ) from exc
     finally:
         con.close()

@@ -108,10 +108,10 @@ def tiger_zones(
     west, south, east, north = _check_bounds(bounds_wgs84)
     if level not in LEVELS:
         raise InputError(f"unknown Census level {level!r}; choose one of {', '.join(LEVELS)}")
-    year = check_year(year, "--tiger-year")
+    year = check_year(year, "tiger_year")
     if not any(_overlaps((west, south, east, north), box) for box in _US_BOXES):
         raise InputError(_outside_us(west, south, east, north))
-    base = service_url(base_url, TIGER_URL_ENV, TIGER_URL, "--tiger-url")
+    base = service_url(base_url, TIGER_URL_ENV, TIGER_URL, "tiger_url")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "tiger"
     area = shapely.box(west, south, east, north)
     if area.area == 0:  # a single capture, or captures along one meridian or parallel
@@ -144,7 +144,7 @@ def tiger_zones(
     if zones.empty:
         raise InputError(
             f"no TIGER/Line {year} {noun} intersect the study area ({west:.4f},{south:.4f},"
-            f"{east:.4f},{north:.4f}); pass zones with --zones FILE"
+            f"{east:.4f},{north:.4f}); pass a zones file as `zones`"
         )
     log.info(
         "%d %s from TIGER/Line %d (state%s %s)",
@@ -170,18 +170,18 @@ def _tiger_zip(relative: str, *, base: str, cache: Path) -> Path:
     except _http.HttpStatusError as exc:
         what = "has no" if exc.code == 404 else f"answered HTTP {exc.code} for"
         raise CensusServiceError(
-            f"the TIGER/Line server at {host} {what} {relative}; check --tiger-year, pass "
-            f"--zones FILE, or point {TIGER_URL_ENV} (--tiger-url) at a mirror"
+            f"the TIGER/Line server at {host} {what} {relative}; check `tiger_year`, pass a "
+            f"zones file as `zones`, or point {TIGER_URL_ENV} (`tiger_url`) at a mirror"
         ) from None
     except _http.UnreachableError as exc:
         raise CensusServiceError(
-            f"cannot reach the TIGER/Line server at {host} ({exc.reason}); pass --zones FILE, or "
-            f"point {TIGER_URL_ENV} (--tiger-url) at a mirror"
+            f"cannot reach the TIGER/Line server at {host} ({exc.reason}); pass a zones file "
+            f"as `zones`, or point {TIGER_URL_ENV} (`tiger_url`) at a mirror"
         ) from None
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise CensusServiceError(
             f"{host} sent something that is not a zip for {relative} (an error page?); "
-            f"check {TIGER_URL_ENV} (--tiger-url) or pass --zones FILE"
+            f"check {TIGER_URL_ENV} (`tiger_url`) or pass a zones file as `zones`"
         )
     make_folder(path.parent)
     atomic_write_bytes(path, data)
@@ -220,7 +220,7 @@ def _geoids(frame, level: str, name: str):
 def _outside_us(west: float, south: float, east: float, north: float) -> str:
     return (
         f"the study area ({west:.4f},{south:.4f},{east:.4f},{north:.4f}) is outside the US: "
-        f"Census TIGER/Line covers the US only; pass your zones with --zones FILE"
+        f"Census TIGER/Line covers the US only; pass your zones file as `zones`"
     )
 
 
