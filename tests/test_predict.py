@@ -15,7 +15,7 @@ import pyogrio
 import pytest
 import shapely
 
-from urbanvis._errors import CRSError, InputError
+from urbanvis._errors import CRSError, InputError, InputFileError
 from urbanvis.indicators import PAPER_TOPICS, resolve_topics, topics_table
 from urbanvis.predict import _with_topics, predict_indicators, scores_markdown
 from urbanvis.zones import zone_embeddings, zones_from_file, zones_from_grid
@@ -177,6 +177,25 @@ def test_mean_vectors_equal_a_naive_loop_on_real_polygons(tmp_path, name):
             assert np.isnan(means[j]).all()
     assert frame["flagged"].tolist() == (frame["n_images"] < 7).tolist()
     assert frame[id_field].tolist() == zones[id_field].tolist()
+
+
+def test_zone_errors_name_the_id_parameter_by_keyword(tmp_path):
+    path = tmp_path / "z.gpkg"
+    zones = gpd.GeoDataFrame({"GEOID": ["a", "a"]}, geometry=[shapely.box(0, 0, 1, 1)] * 2,
+                             crs=4326)  # fmt: skip
+    pyogrio.write_dataframe(zones, path)
+    with pytest.raises(InputError, match="no field 'NOPE'") as caught:
+        zones_from_file(path, "NOPE")
+    assert caught.value.param == "id_field"
+    with pytest.raises(InputError, match="pass the right zone_id") as caught:
+        zones_from_file(path, "NOPE", id_option="--zone-id")  # a flag is read as its keyword
+    assert caught.value.param == "zone_id"
+    with pytest.raises(InputError, match="repeat") as caught:
+        zones_from_file(path, "GEOID")
+    assert caught.value.param == "id_field"
+    with pytest.raises(InputFileError) as caught:
+        zones_from_file(tmp_path / "none.gpkg", "GEOID")
+    assert caught.value.param == "zones"
 
 
 def test_a_zones_file_without_crs_is_refused():
