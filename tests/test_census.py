@@ -29,14 +29,9 @@ import pyogrio
 import pytest
 import shapely
 
-from urbanvis._errors import InputError
-from urbanvis.census import (
-    ACS_ALIASES,
-    CensusServiceError,
-    acs_indicators,
-    acs_variable,
-    tiger_zones,
-)
+from urbanvis._errors import InputError, UrbanvisError
+from urbanvis.acs import ACS_ALIASES, CensusServiceError, acs_indicators, acs_variable
+from urbanvis.tiger import tiger_zones
 
 from .test_cli import assert_one_line_error, tree
 
@@ -239,6 +234,11 @@ def files_holding(root: Path, *needles: str) -> list[str]:
 SECRETS = (KEY, quote(KEY, safe=""))
 
 
+def as_cli(error: UrbanvisError) -> str:
+    """An error's message with its parameters named as command-line options (`zones` -> --zones)."""
+    return error.worded(lambda name: "--" + name.replace("_", "-"))
+
+
 # ---------------------------------------------------------------------- TIGER/Line
 def test_block_groups_come_from_the_touched_state_and_are_cached(census, tmp_path):
     bounds = (-98.995, 39.005, -98.975, 39.025)  # columns 0-2, rows 0-2 of state 20
@@ -282,13 +282,15 @@ def test_an_area_outside_the_us_is_refused_without_a_download(census, tmp_path):
     with pytest.raises(InputError) as caught:
         tiger_zones(HELSINKI, base_url=census.tiger, cache_dir=tmp_path)
     message = str(caught.value)
-    assert "US only" in message and "--zones FILE" in message and "\n" not in message
+    assert "US only" in message and "\n" not in message
+    assert caught.value.param == "zones" and "as --zones" in as_cli(caught.value)
     assert census.requests == []
 
 
 def test_an_area_in_no_state_of_the_boundary_file_is_refused(census, tmp_path):
-    with pytest.raises(InputError, match=r"US only.*--zones FILE"):
+    with pytest.raises(InputError, match=r"US only.*as zones") as caught:
         tiger_zones((-97.0, 31.0, -96.9, 31.1), base_url=census.tiger, cache_dir=tmp_path)
+    assert caught.value.param == "zones"
     assert census.requests == ["/geo/tiger/TIGER2023/STATE/tl_2023_us_state.zip"]
 
 
@@ -309,9 +311,9 @@ def test_an_unreachable_or_wrong_server_is_one_line_naming_the_way_out(census, t
     with pytest.raises(CensusServiceError) as caught:
         tiger_zones((-99, 39, -98.99, 39.01), base_url=f"http://127.0.0.1:{port}/geo/tiger",
                     cache_dir=tmp_path)  # fmt: skip
-    message = str(caught.value)
+    message = as_cli(caught.value)
     assert isinstance(caught.value, InputError) and isinstance(caught.value, ConnectionError)
-    for needle in (f"127.0.0.1:{port}", "--zones FILE", "URBANVIS_TIGER_URL"):
+    for needle in (f"127.0.0.1:{port}", "as --zones", "URBANVIS_TIGER_URL (--tiger-url)"):
         assert needle in message
     with pytest.raises(CensusServiceError, match=r"has no TIGER2019/STATE/tl_2019_us_state\.zip"):
         tiger_zones((-99, 39, -98.99, 39.01), year=2019, base_url=census.tiger, cache_dir=tmp_path)
@@ -541,7 +543,7 @@ def test_predict_downloads_zones_and_acs_labels_end_to_end(census, studies, tmp_
 
 @pytest.mark.parametrize(
     ("where", "indicators", "needles"),
-    [("fi", "acs:B19013_001E", ("US only", "--zones FILE")),
+    [("fi", "acs:B19013_001E", ("US only", "zones file as --zones")),
      ("us", "acs:XYZ_999E", ("no variable 'XYZ_999E'",)),
      ("us", "acs:", ("at least one ACS variable",))],
 )  # fmt: skip

@@ -176,6 +176,10 @@ def test_truth_export_for_a_harvested_study(tmp_path, town_osm):
     indicators = pd.read_csv(study / "truth" / "indicators.csv")
     assert list(indicators["zone_id"]) == list(zones["zone_id"])
     assert {"logcrime", "obesity", "median_income", "public_transit"} <= set(zones.columns)
+    topics = pd.read_csv(study / "truth" / "topics.csv")  # what predict groups them by
+    assert list(topics.columns) == ["indicator", "topic"]
+    assert set(topics["indicator"]) == set(indicators.columns) - {"zone_id"}
+    assert {t: tuple(g["indicator"]) for t, g in topics.groupby("topic", sort=False)} == TOPICS
     safety = pd.read_csv(study / "truth" / "safety_scores.csv")
     assert len(safety) == 50 * 2 and safety["safety"].between(0, 10).all()
     votes = pd.read_csv(study / "truth" / "safety_votes.csv")

@@ -15,8 +15,9 @@ import pyogrio
 import pytest
 import shapely
 
-from urbanvis._errors import CRSError, InputError
-from urbanvis.predict import PAPER_TOPICS, predict_indicators, scores_markdown
+from urbanvis._errors import CRSError, InputError, InputFileError
+from urbanvis.indicators import PAPER_TOPICS, resolve_topics, topics_table
+from urbanvis.predict import _with_topics, predict_indicators, scores_markdown
 from urbanvis.zones import zone_embeddings, zones_from_file, zones_from_grid
 
 from .conftest import run_cli
@@ -111,6 +112,29 @@ def test_paper_topics_hold_its_18_indicators():
     assert sum(len(v) for v in PAPER_TOPICS.values()) == 18
 
 
+def test_topics_are_data_given_beside_the_indicators_or_the_papers(tmp_path):
+    from urbanvis.simulate.groundtruth import INDICATORS, TOPICS
+
+    indicators = tmp_path / "indicators.csv"
+    indicators.write_text("zone_id,logcrime\nZ1,1\n")
+    assert resolve_topics(None, indicators) == PAPER_TOPICS  # nothing beside it
+    assert resolve_topics(None, "acs:median_income") == PAPER_TOPICS
+    topics_table(TOPICS).to_csv(tmp_path / "topics.csv", index=False)
+    beside = resolve_topics(None, indicators)
+    assert beside == TOPICS
+    assert resolve_topics({"A": ["x", "y"]}, indicators) == {"A": ("x", "y")}
+    assert resolve_topics(tmp_path / "topics.csv") == TOPICS
+
+    # the simulated city's R² table groups as it did when predict merged its topics in
+    old = {k: tuple(v) for k, v in PAPER_TOPICS.items()}
+    for topic, names in TOPICS.items():
+        old[topic] = tuple(dict.fromkeys((*old.get(topic, ()), *names)))
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame({"indicator": list(INDICATORS), "n_train": 8, "n_test": 2,
+                           "r2": rng.uniform(size=len(INDICATORS))})  # fmt: skip
+    pd.testing.assert_frame_equal(_with_topics(scores, beside), _with_topics(scores, old))
+
+
 # ---------------------------------------------------------------- real polygons
 LIBPYSAL = {"columbus": ("columbus.shp", "POLYID", "EPSG:4326"),
             "georgia": ("G_utm.shp", "AreaKey", "EPSG:32617")}  # fmt: skip
@@ -153,6 +177,25 @@ def test_mean_vectors_equal_a_naive_loop_on_real_polygons(tmp_path, name):
             assert np.isnan(means[j]).all()
     assert frame["flagged"].tolist() == (frame["n_images"] < 7).tolist()
     assert frame[id_field].tolist() == zones[id_field].tolist()
+
+
+def test_zone_errors_name_the_id_parameter_by_keyword(tmp_path):
+    path = tmp_path / "z.gpkg"
+    zones = gpd.GeoDataFrame({"GEOID": ["a", "a"]}, geometry=[shapely.box(0, 0, 1, 1)] * 2,
+                             crs=4326)  # fmt: skip
+    pyogrio.write_dataframe(zones, path)
+    with pytest.raises(InputError, match="no field 'NOPE'") as caught:
+        zones_from_file(path, "NOPE")
+    assert caught.value.param == "id_field"
+    with pytest.raises(InputError, match="pass the right zone_id") as caught:
+        zones_from_file(path, "NOPE", id_option="--zone-id")  # a flag is read as its keyword
+    assert caught.value.param == "zone_id"
+    with pytest.raises(InputError, match="repeat") as caught:
+        zones_from_file(path, "GEOID")
+    assert caught.value.param == "id_field"
+    with pytest.raises(InputFileError) as caught:
+        zones_from_file(tmp_path / "none.gpkg", "GEOID")
+    assert caught.value.param == "zones"
 
 
 def test_a_zones_file_without_crs_is_refused():

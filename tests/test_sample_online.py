@@ -606,12 +606,14 @@ def test_sample_offline_python_api_raises_offline_error(no_proxy: None) -> None:
     from urbanvis.sampling import sample
 
     port = closed_port()
-    with pytest.raises(OfflineError, match="--osm"):
+    with pytest.raises(OfflineError, match="offline") as caught:
         sample(
             city=CITY,
             nominatim_url=f"http://127.0.0.1:{port}/",
             overpass_url=f"http://127.0.0.1:{port}/api",
         )
+    assert caught.value.param == "osm"  # the way out: an OSM extract, named by its keyword
+    assert "pass it as --osm" in caught.value.worded(lambda name: f"--{name}")
 
 
 def test_sample_overpass_offline_is_one_line_error(

@@ -15,7 +15,6 @@ from ._errors import (
     CRSError,
     InputError,
     InputFileError,
-    OfflineError,
     PlaceNotFoundError,
     first_line,
 )
@@ -70,7 +69,7 @@ def area_from_file(path: str | os.PathLike[str], *, layer: str | None = None) ->
 
     path = Path(path)
     if not path.exists():
-        raise InputFileError(f"area file {path} does not exist; check the path given to --area")
+        raise InputFileError(f"area file {path} does not exist; check the path given as `area`")
     try:
         frame = pyogrio.read_dataframe(path, layer=layer)
     except Exception as exc:  # pyogrio raises DataSourceError/DataLayerError
@@ -82,7 +81,7 @@ def area_from_file(path: str | os.PathLike[str], *, layer: str | None = None) ->
         kinds = ", ".join(sorted(frame.geometry.geom_type.dropna().unique())) or "no geometry"
         raise InputError(
             f"area file {path} has no polygons (it has {kinds}); give a polygon layer, "
-            f"or use --bbox W,S,E,N"
+            f"or use `bbox` W,S,E,N"
         )
     if polys.crs is None:
         raise CRSError(
@@ -131,37 +130,31 @@ def area_from_place(
 ) -> gpd.GeoDataFrame:
     """An area from a place name, geocoded to its boundary polygon by Nominatim (online)."""
     import osmnx as ox
-    import requests
+
+    from ._http import osmnx_errors
 
     if not name or not name.strip():
         raise InputError("the city name is empty; give a place such as 'Helsinki, Finland'")
     try:
-        with osm_endpoints(nominatim_url=nominatim_url, timeout=timeout):
+        with (
+            osmnx_errors(
+                unreachable=f"cannot reach the geocoder to look up {name!r} (offline?); "
+                f"download an OSM extract and pass it as `osm` (with `bbox` or `area` to clip it)",
+                failed=f"the geocoder failed looking up {name!r} ({{reason}}); try again later "
+                f"or pass an OSM extract as `osm`",
+            ),
+            osm_endpoints(nominatim_url=nominatim_url, timeout=timeout),
+        ):
             frame = ox.geocode_to_gdf(name)
-    except requests.exceptions.ConnectionError as exc:
-        raise OfflineError(
-            f"cannot reach the geocoder to look up {name!r} (offline?); download an OSM "
-            f"extract and pass --osm FILE (with --bbox or --area to clip it)"
-        ) from exc
-    except requests.exceptions.RequestException as exc:
-        raise OfflineError(
-            f"the geocoder failed looking up {name!r} ({type(exc).__name__}); try again later "
-            f"or pass --osm FILE"
-        ) from exc
-    except ox._errors.ResponseStatusCodeError as exc:
-        raise OfflineError(
-            f"the geocoder failed looking up {name!r} ({first_line(exc)}); try again later "
-            f"or pass --osm FILE"
-        ) from exc
     except ox._errors.InsufficientResponseError as exc:
         raise PlaceNotFoundError(
             f"no place called {name!r} was found; check the spelling, add the country "
-            f"('Springfield, Illinois, USA'), or pass --area/--bbox"
+            f"('Springfield, Illinois, USA'), or pass `area` or `bbox`"
         ) from exc
     except TypeError as exc:  # a result that is a point or line, not an area
         raise PlaceNotFoundError(
             f"{name!r} geocodes to a point or line, not an area; name a city or district, "
-            f"or pass --area/--bbox"
+            f"or pass `area` or `bbox`"
         ) from exc
     frame = frame.to_crs(WGS84)
     return gpd.GeoDataFrame({"name": [name]}, geometry=[frame.union_all()], crs=WGS84)

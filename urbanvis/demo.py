@@ -115,6 +115,7 @@ def _learn_and_predict(study, *, epochs: int, workers: int) -> list[str]:
             zones_layer="zones_sim",
             id_field="zone_id",
             indicators=study.root / "truth" / "indicators.csv",
+            topics=study.root / "truth" / "topics.csv",
             protocol="kfold5",
             seed=0,
         )

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from ._errors import InputError, InputFileError, NoRoadsError, OfflineError, first_line
+from ._errors import InputError, InputFileError, NoRoadsError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def edges_from_osm_file(
         where = " inside the area" if area is not None else ""
         raise NoRoadsError(
             f"{path.name} has no {network} roads{where}; check that the file covers the area, "
-            f"or try --network all"
+            f"or try `network` all"
         )
     return edges
 
@@ -140,7 +140,7 @@ def check_osm_file(path: str | os.PathLike[str]) -> Path:
     """The path of a readable, non-empty OSM file, or an InputFileError saying what is wrong."""
     path = Path(path)
     if not path.exists():
-        raise InputFileError(f"OSM file {path} does not exist; check the path given to --osm")
+        raise InputFileError(f"OSM file {path} does not exist; check the path given as `osm`")
     if path.is_dir():
         raise InputFileError(
             f"OSM path {path} is a folder; give an .osm.pbf, .osm or .graphml file"
@@ -159,33 +159,28 @@ def edges_from_polygon(
 ) -> gpd.GeoDataFrame:
     """Street edges inside a polygon (EPSG:4326), downloaded from Overpass by osmnx (online)."""
     import osmnx as ox
-    import requests
 
+    from ._http import osmnx_errors
     from .areas import osm_endpoints
 
     _check_network(network)
     try:
-        with osm_endpoints(overpass_url=overpass_url, timeout=timeout):
+        with (
+            osmnx_errors(
+                unreachable="cannot reach the Overpass API to download roads (offline?); "
+                "download an OSM extract and pass it as `osm`",
+                failed="the Overpass API failed ({reason}); try again later or pass an OSM "
+                "extract as `osm`",
+            ),
+            osm_endpoints(overpass_url=overpass_url, timeout=timeout),
+        ):
             graph = ox.graph_from_polygon(
                 polygon, network_type=network, simplify=True, retain_all=True
             )
-    except requests.exceptions.ConnectionError as exc:
-        raise OfflineError(
-            "cannot reach the Overpass API to download roads (offline?); download an OSM "
-            "extract and pass --osm FILE"
-        ) from exc
-    except requests.exceptions.RequestException as exc:
-        raise OfflineError(
-            f"the Overpass API failed ({type(exc).__name__}); try again later or pass --osm FILE"
-        ) from exc
-    except ox._errors.ResponseStatusCodeError as exc:
-        raise OfflineError(
-            f"the Overpass API failed ({first_line(exc)}); try again later or pass --osm FILE"
-        ) from exc
     except (ox._errors.InsufficientResponseError, ValueError) as exc:
         raise NoRoadsError(
             f"OpenStreetMap has no {network} roads in this area ({first_line(exc)}); "
-            f"widen the area or try --network all"
+            f"widen the area or try `network` all"
         ) from exc
     edges = edges_from_graph(graph)
     # the server should have filtered by highway type; a mirror might not have

@@ -5,6 +5,9 @@ fit on training zones only, so nothing of the held-out zones leaks into the scal
 PCA. Protocols: ``holdout`` (a seeded 70/30 split, the default) and ``kfold5`` (a seeded
 outer 5-fold cross-validation; every labelled zone gets an out-of-fold prediction). R² is
 reported per indicator and per topic (the mean over the topic's indicators).
+
+The indicator tables (CSV or ACS) and topic maps come from :mod:`urbanvis.indicators`;
+:func:`predict_study` and :func:`apply_study` run the whole step on a study.
 """
 
 from __future__ import annotations
@@ -21,6 +24,15 @@ import numpy as np
 import pandas as pd
 
 from ._errors import InputError, InputFileError
+from .indicators import (
+    ACS_PREFIX,
+    acs_names,
+    builtin_topics,
+    indicators_from_acs,
+    indicators_from_csv,
+    join_indicators,
+    resolve_topics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +41,6 @@ TEST_SIZE = 0.3
 OUTER_FOLDS = 5
 INNER_FOLDS = 5
 MIN_LABELLED = 10
-ACS_PREFIX = "acs:"
-
-PAPER_TOPICS: dict[str, tuple[str, ...]] = {
-    "Crime": ("logcrime", "logpetty"),
-    "Health": (
-        "cancercrud", "diabetescr", "lpacrudepr", "mhlthcrude", "obesitycru", "phlthcrude",
-    ),
-    "Poverty": ("mhincome_cbg", "povertyline_below100", "povertyline_below200"),
-    "Transport": (
-        "drove_alone_per_cbg", "estpmiles", "estptrp", "estvmiles", "estvtrp",
-        "publictrans_per_cbg", "walkbike_per_cbg",
-    ),
-}  # fmt: skip
-"""The paper's 18 indicators in its 4 topics."""
 
 
 class Prediction(NamedTuple):
@@ -51,169 +49,6 @@ class Prediction(NamedTuple):
     predictions: gpd.GeoDataFrame
     scores: pd.DataFrame
     models: dict[str, Any]
-
-
-def builtin_topics() -> dict[str, tuple[str, ...]]:
-    """The paper's topic map merged with the simulated city's (indicator names differ)."""
-    from .simulate.groundtruth import TOPICS
-
-    merged = {k: tuple(v) for k, v in PAPER_TOPICS.items()}
-    for topic, names in TOPICS.items():
-        merged[topic] = tuple(dict.fromkeys((*merged.get(topic, ()), *names)))
-    return merged
-
-
-def topics_from_file(path: str | os.PathLike[str]) -> dict[str, tuple[str, ...]]:
-    """Read a topic map: a CSV with columns ``indicator`` and ``topic``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"topics file {path} does not exist; check --topics")
-    table = pd.read_csv(path, dtype=str)
-    if not {"indicator", "topic"} <= set(table.columns):
-        raise InputError(f"topics file {path.name} needs columns 'indicator' and 'topic'")
-    return {t: tuple(g["indicator"]) for t, g in table.dropna().groupby("topic", sort=False)}
-
-
-def acs_names(spec: str) -> list[str]:
-    """The variable names of an ``acs:VAR[,VAR...]`` indicators spec, checked for shape.
-
-    Names are raw ACS variables (``B19013_001E``) or aliases from
-    :data:`urbanvis.census.ACS_ALIASES` (``median_income``).
-    """
-    from .census import acs_variable
-
-    names = [n.strip() for n in spec[len(ACS_PREFIX) :].split(",") if n.strip()]
-    if not names:
-        raise InputError(
-            "name at least one ACS variable after acs: (e.g. acs:B19013_001E,median_income)"
-        )
-    for name in names:
-        acs_variable(name)
-    return names
-
-
-def indicators_from_acs(
-    spec: str,
-    zone_frame: gpd.GeoDataFrame,
-    id_field: str,
-    *,
-    level: str,
-    year: int = 2022,
-    base_url: str | None = None,
-) -> pd.DataFrame:
-    """ACS estimates for the zones named by an ``acs:VAR[,VAR...]`` spec.
-
-    The zones' ids must be Census GEOIDs of ``level`` (``blockgroup`` or ``tract``). Returns
-    a table shaped like :func:`indicators_from_csv`'s: ``id_field`` and one float column per
-    variable (named as written in the spec). A variable without any value for these zones
-    (every estimate suppressed) is an InputError.
-    """
-    from .census import LEVELS, acs_indicators
-
-    if level not in LEVELS:
-        raise InputError(
-            f"ACS indicators need Census zones: use --level blockgroup or tract, not {level}"
-        )
-    names = acs_names(spec)
-    table = acs_indicators(zone_frame[id_field].astype(str), names, level=level,  # type: ignore[arg-type]
-                           year=year, base_url=base_url)  # fmt: skip
-    if table.empty:
-        raise InputError(
-            f"the ACS {year} has none of these zones' GEOIDs; match --acs-year to the zones' "
-            f"boundaries (2020 census geography: ACS 2020 onwards)"
-        )
-    for name in names:
-        if table[name].isna().all():
-            raise InputError(
-                f"ACS variable '{name}' has no estimate for any of these {len(table)} zones "
-                f"(all suppressed); choose another variable or --level tract"
-            )
-    return table.rename(columns={"GEOID": id_field})
-
-
-def indicators_from_csv(
-    path: str | os.PathLike[str], id_field: str, *, columns: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Read indicators keyed by ``id_field`` (read as text); every other column is numeric.
-
-    Raises InputError for a missing id field, repeated ids, a non-numeric column or a
-    column with no value at all.
-    """
-    if str(path).startswith(ACS_PREFIX):
-        raise InputError(
-            f"{path} names ACS variables, not a file; fetch them with "
-            f"urbanvis.census.acs_indicators (urbanvis predict does so for --indicators acs:VAR)"
-        )
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"indicators file {path} does not exist; check --indicators")
-    try:
-        table = pd.read_csv(path, dtype={id_field: str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"cannot read indicators from {path.name}: {exc}") from exc
-    if id_field not in table.columns:
-        raise InputError(
-            f"indicators file {path.name} has no column '{id_field}' (it has: "
-            f"{', '.join(map(str, table.columns))}); pass the right --id-field"
-        )
-    names = list(columns) if columns else [c for c in table.columns if c != id_field]
-    missing = [c for c in names if c not in table.columns]
-    if missing:
-        raise InputError(f"indicators file {path.name} has no column {', '.join(missing)}")
-    if not names:
-        raise InputError(f"indicators file {path.name} has no indicator columns")
-    for name in names:
-        if not pd.api.types.is_numeric_dtype(table[name]) or pd.api.types.is_bool_dtype(
-            table[name]
-        ):
-            raise InputError(
-                f"indicator '{name}' in {path.name} is not numeric; fix it or choose columns "
-                f"with --columns"
-            )
-        if table[name].isna().all():
-            raise InputError(f"indicator '{name}' in {path.name} has no values (all empty)")
-    table = table[[id_field, *names]].copy()
-    table[id_field] = table[id_field].astype(str)
-    dupes = table[id_field][table[id_field].duplicated()]
-    if len(dupes):
-        raise InputError(f"ids in {path.name} repeat (e.g. {dupes.iloc[0]!r}); one row per zone")
-    return table
-
-
-def join_indicators(
-    zone_frame: gpd.GeoDataFrame, indicators: pd.DataFrame, *, id_field: str
-) -> tuple[gpd.GeoDataFrame, dict[str, int]]:
-    """Attach indicators to zones by id (a left join on the zones).
-
-    Returns the joined zones and counts: ``matched``, ``zones_unmatched`` (zones without a
-    row), ``rows_unmatched`` (rows without a zone). No match at all is an InputError.
-    """
-    zone_ids = zone_frame[id_field].astype(str)
-    row_ids = indicators[id_field].astype(str)
-    matched = int(zone_ids.isin(row_ids).sum())
-    counts = {
-        "matched": matched,
-        "zones_unmatched": len(zone_ids) - matched,
-        "rows_unmatched": int((~row_ids.isin(zone_ids)).sum()),
-    }
-    if matched == 0:
-        raise InputError(
-            f"no indicator id matches a zone id (zones e.g. {zone_ids.iloc[0]!r}, indicators "
-            f"e.g. {row_ids.iloc[0]!r}); check --id-field and the id format"
-        )
-    lonely_zones = zone_ids[~zone_ids.isin(row_ids)]
-    lonely_rows = row_ids[~row_ids.isin(zone_ids)]
-    for side, example in (
-        ("zones have no indicator row", lonely_zones),
-        ("indicator rows match no zone", lonely_rows),
-    ):
-        if len(example):
-            log.warning("%d %s (e.g. %s)", len(example), side, ", ".join(example.iloc[:3]))
-    right = indicators.drop(columns=[c for c in indicators if c in zone_frame and c != id_field])
-    joined = zone_frame.assign(**{id_field: zone_ids}).merge(
-        right.assign(**{id_field: row_ids}), on=id_field, how="left"
-    )
-    return joined, counts
 
 
 def make_pipeline(seed: int = 0):
@@ -259,8 +94,8 @@ def predict_indicators(
     seed
         Seeds the split (and the pipelines).
     topics
-        Topic -> indicators, for the per-topic rows (default: :func:`builtin_topics`);
-        indicators in no topic go to ``Other``.
+        Topic -> indicators, for the per-topic rows (default: the paper's topics,
+        :func:`urbanvis.indicators.builtin_topics`); indicators in no topic go to ``Other``.
 
     Returns
     -------
@@ -297,7 +132,7 @@ def predict_indicators(
         raise InputError(
             f"only {n_labelled} labelled zones with images: fewer than the {MIN_LABELLED} the "
             f"{folds_needed} outer folds/splits need (LassoCV(cv={INNER_FOLDS}) inside each); "
-            f"label more zones, use smaller zones or lower --min-images"
+            f"label more zones, use smaller zones or lower `min_images`"
         )
     idx = np.flatnonzero(labelled_any)
     split = np.full(len(zone_frame), "unlabelled", dtype=object)
@@ -440,12 +275,12 @@ def study_zones(
 
     Without ``zones``, ``blockgroup`` and ``tract`` zones are the Census TIGER/Line
     polygons of ``tiger_year`` that intersect the captures' bounding box (downloaded once
-    and cached, see :func:`urbanvis.census.tiger_zones`); their GEOID goes in ``id_field``.
+    and cached, see :func:`urbanvis.tiger.tiger_zones`); their GEOID goes in ``id_field``.
     ``hex`` and ``buffer`` zones are grids.
 
     Returns the zones and their id field (``zone_id`` for grids).
     """
-    from .census import tiger_zones
+    from .tiger import tiger_zones
     from .zones import GRID_ID, zones_from_file, zones_from_grid
 
     if level not in LEVELS:
@@ -479,7 +314,7 @@ def predict_study(
     min_images: int = 1,
     protocol: Literal["holdout", "kfold5"] = "holdout",
     seed: int = 0,
-    topics: str | os.PathLike[str] | None = None,
+    topics: str | os.PathLike[str] | Mapping[str, Sequence[str]] | None = None,
     cell_size: float = 500.0,
     buffer: float = 100.0,
     tiger_url: str | None = None,
@@ -491,8 +326,14 @@ def predict_study(
 
     ``indicators`` is a CSV keyed by ``id_field`` or ``acs:VAR[,VAR...]``: American
     Community Survey 5-year estimates of ``acs_year`` for the zones' GEOIDs (see
-    :func:`indicators_from_acs`). Without ``zones``, ``blockgroup``/``tract`` zones come
-    from TIGER/Line (``tiger_year``); ``tiger_url``/``census_url`` point at mirrors.
+    :func:`~urbanvis.indicators.indicators_from_acs`). Without ``zones``,
+    ``blockgroup``/``tract`` zones come from TIGER/Line (``tiger_year``);
+    ``tiger_url``/``census_url`` point at mirrors.
+
+    ``topics`` groups the R² rows: a mapping topic -> indicators or a CSV with columns
+    ``indicator`` and ``topic``; by default ``topics.csv`` beside the ``indicators`` CSV
+    when there is one, else the paper's topics (see
+    :func:`~urbanvis.indicators.resolve_topics`).
 
     Writes ``models/predict_<level>.joblib``, ``reports/predict_<level>.csv`` and ``.md``,
     and the layers ``zones_<level>`` and ``predictions_<level>``, only after every input
@@ -507,8 +348,8 @@ def predict_study(
     if from_acs:
         acs_names(str(indicators))  # a bad spec fails before any download
         if columns:
-            raise InputError("--columns picks CSV columns; with acs: list the variables instead")
-    topic_map = topics_from_file(topics) if topics is not None else None
+            raise InputError("`columns` picks CSV columns; with acs: list the variables instead")
+    topic_map = resolve_topics(topics, indicators)
     rows, vectors = read_embeddings(study, model=model)
     zone_polys, id_field = study_zones(
         study, rows, level=level, zones=zones, zones_layer=zones_layer, id_field=id_field,
@@ -579,7 +420,7 @@ def apply_study(
     fitted_level = bundle.get("level")
     if fitted_level and fitted_level != level:
         raise InputError(
-            f"{models_path} was fitted on {fitted_level} zones, not {level}; pass --level "
+            f"{models_path} was fitted on {fitted_level} zones, not {level}; pass `level` "
             f"{fitted_level} (models do not carry across zone sizes)"
         )
     rows, vectors = read_embeddings(study, model=model)
@@ -620,7 +461,7 @@ def load_models(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(f"models file {path} does not exist; check --apply")
+        raise InputFileError(f"models file {path} does not exist; check `apply_path`")
     try:
         bundle = joblib.load(path)
     except Exception as exc:  # pickle and joblib raise many kinds

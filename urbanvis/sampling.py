@@ -289,7 +289,7 @@ def points_from_grid(
     if n_cells > 50_000_000:
         raise InputError(
             f"a {spacing:g} m grid over this area has {n_cells:,.0f} cells; use a larger "
-            f"--spacing or a smaller area"
+            f"`spacing` or a smaller area"
         )
     xs = np.arange(minx + spacing / 2, maxx, spacing)
     ys = np.arange(miny + spacing / 2, maxy, spacing)
@@ -336,15 +336,16 @@ def sample(
     _check_spacing(spacing, merge_distance)
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    given = [n for n, v in (("--city", city), ("--area", area), ("--bbox", bbox)) if v]
+    given = [f"`{n}`" for n, v in (("city", city), ("area", area), ("bbox", bbox)) if v]
     if len(given) > 1:
-        raise InputError(f"give only one of --city, --area, --bbox (got {' and '.join(given)})")
+        raise InputError(f"give only one of `city`, `area`, `bbox` (got {' and '.join(given)})")
     if not given and osm is None:
         raise InputError(
-            "say where to sample: --city NAME, --area FILE, --bbox W,S,E,N or --osm FILE"
+            "say where to sample: a place name as `city`, a polygon file as `area`, W,S,E,N "
+            "as `bbox`, or an OSM file as `osm`"
         )
     if method == "grid" and not given:
-        raise InputError("--method grid needs an area: --city, --area or --bbox")
+        raise InputError("`method` grid needs an area: `city`, `area` or `bbox`")
 
     if osm is not None:
         check_osm_file(osm)  # before any geocoding, so a typo costs no network round trip
@@ -369,9 +370,7 @@ def sample(
 # ------------------------------------------------------------------------ helpers
 def _check_spacing(spacing: float, merge_distance: float) -> None:
     if not isinstance(spacing, int | float) or not math.isfinite(spacing) or spacing <= 0:
-        raise InputError(
-            f"spacing must be a positive number of metres, got {spacing!r}; e.g. --spacing 15"
-        )
+        raise InputError(f"`spacing` must be a positive number of metres, got {spacing!r}; e.g. 15")
     if not math.isfinite(merge_distance) or merge_distance < 0:
         raise InputError(f"merge distance must be >= 0 metres, got {merge_distance!r}")
     if merge_distance >= spacing:

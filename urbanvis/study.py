@@ -34,6 +34,7 @@ import pandas as pd
 
 from ._errors import InputError, SchemaVersionError, StudyError, first_line
 from ._files import atomic_write_text, writable_ancestor
+from ._secrets import drop_secrets
 from ._version import __version__
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ SCHEMA_VERSION = 1
 META_LAYER = "urbanvis_meta"
 _GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"
 _SUBFOLDERS = ("images", "pairs", "checkpoints", "reports")
-_SECRET_WORDS = ("key", "secret", "token", "password", "signature")
 _VERSIONED_PACKAGES = (
     "numpy",
     "pandas",
@@ -182,7 +182,7 @@ class Study:
         """Store settings (e.g. a provider's) that later runs must agree with."""
         doc = _read_toml(self.toml)
         doc.setdefault("study", {"schema_version": SCHEMA_VERSION, "created": _now()})
-        stored = toml_value(_drop_secrets(values))
+        stored = toml_value(drop_secrets(values))
         doc.setdefault("settings", {})[section] = stored
         atomic_write_text(self.toml, _dump_toml(doc))
         return stored
@@ -194,7 +194,8 @@ class Study:
     def record_run(self, command: str, parameters: Mapping[str, Any], **outputs: Any) -> None:
         """Append one run (command, parameters, versions, time, outputs) to study.toml.
 
-        Parameters whose names look like secrets (key, token, secret...) are never written.
+        Parameters whose names are secret (:func:`urbanvis._secrets.is_secret_name`: key, token,
+        secret...) are never written.
         """
         doc = _read_toml(self.toml)
         doc.setdefault("study", {"schema_version": SCHEMA_VERSION, "created": _now()})
@@ -202,7 +203,7 @@ class Study:
             "command": command,
             "time": _now(),
             "urbanvis": __version__,
-            "parameters": toml_value(_drop_secrets(parameters)),
+            "parameters": toml_value(drop_secrets(parameters)),
             "outputs": toml_value(dict(outputs)),
             "versions": package_versions(),
         }
@@ -222,7 +223,7 @@ def open_study(root: str | os.PathLike[str] = ".", *, create: bool = True) -> St
     """
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
-        raise StudyError(f"study path {root} is a file, not a folder; pass a folder to --study")
+        raise StudyError(f"study path {root} is a file, not a folder; pass a folder as `study`")
     if not create and not (root / "study.gpkg").exists():
         raise StudyError(
             f"{root} is not a study (no study.gpkg); run 'urbanvis sample --study {root}' first"
@@ -244,22 +245,22 @@ def open_study(root: str | os.PathLike[str] = ".", *, create: bool = True) -> St
 def check_writable(root: str | os.PathLike[str]) -> None:
     """Fail early, creating nothing, if a study could not be written at ``root``.
 
-    Use it before long work so that a bad ``--study`` is reported before, not after. Also
+    Use it before long work so that a bad ``study`` is reported before, not after. Also
     checks that an existing study.gpkg is one this urbanvis can read.
     """
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
-        raise StudyError(f"study path {root} is a file, not a folder; pass a folder to --study")
+        raise StudyError(f"study path {root} is a file, not a folder; pass a folder as `study`")
     try:
         writable_ancestor(root)
     except NotADirectoryError as exc:
         raise StudyError(
-            f"study folder {root} cannot be created: {exc} is a file; choose another --study folder"
+            f"study folder {root} cannot be created: {exc} is a file; choose another `study` folder"
         ) from exc
     except OSError as exc:
         raise StudyError(
             f"study folder {root} is not writable ({exc.strerror or type(exc).__name__} in "
-            f"{exc.filename or root}); choose another --study folder or fix its permissions"
+            f"{exc.filename or root}); choose another `study` folder or fix its permissions"
         ) from exc
     if (root / "study.gpkg").exists():
         _check_schema(root / "study.gpkg")
@@ -289,7 +290,7 @@ def _ensure_writable(root: Path) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise StudyError(
-            f"study folder {root} is not writable ({reason}); choose another --study folder "
+            f"study folder {root} is not writable ({reason}); choose another `study` folder "
             f"or fix its permissions"
         ) from exc
 
@@ -318,7 +319,7 @@ def read_schema_version(gpkg: str | os.PathLike[str]) -> int | None:
     try:
         app_id = con.execute("PRAGMA application_id").fetchone()[0]
         if app_id != _GPKG_APPLICATION_ID:
-            raise StudyError(f"{gpkg} is not a GeoPackage; move it away or pick another --study")
+            raise StudyError(f"{gpkg} is not a GeoPackage; move it away or pick another `study`")
         row = con.execute(
             f"SELECT value FROM {META_LAYER} WHERE key = 'schema_version'"  # noqa: S608
         ).fetchone()
@@ -326,7 +327,7 @@ def read_schema_version(gpkg: str | os.PathLike[str]) -> int | None:
         return None
     except sqlite3.DatabaseError as exc:
         raise StudyError(
-            f"{gpkg} is not a GeoPackage ({exc}); move it away or pick another --study"
+            f"{gpkg} is not a GeoPackage ({exc}); move it away or pick another `study`"
         ) from exc
     finally:
         con.close()
@@ -400,10 +401,6 @@ def _recover_interrupted_writes(gpkg: Path) -> None:
                 )
     except sqlite3.OperationalError:  # no metadata table (not written by urbanvis) or read-only
         return
-
-
-def _drop_secrets(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in parameters.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
 
 
 def toml_value(value: Any) -> Any:

@@ -34,7 +34,7 @@ def zones_from_file(
     id_field: str,
     *,
     layer: str | None = None,
-    id_option: str = "--id-field",
+    id_option: str = "id_field",
 ) -> gpd.GeoDataFrame:
     """Read zones from a shapefile or GeoPackage and reproject them to EPSG:4326.
 
@@ -47,7 +47,8 @@ def zones_from_file(
     layer
         The layer of a multi-layer file (a GeoPackage).
     id_option
-        The command-line option that names the id field, for error messages.
+        The keyword of the parameter that names the id field (``id_field``, ``zone_id``),
+        for error messages; a command-line spelling (``--zone-id``) is read as its keyword.
 
     Returns
     -------
@@ -56,9 +57,10 @@ def zones_from_file(
     """
     import pyogrio
 
+    id_param = id_option.lstrip("-").replace("-", "_")
     path, layer = _split_layer(path, layer)
     if not path.is_file():
-        raise InputFileError(f"zones file {path} does not exist; check --zones")
+        raise InputFileError(f"zones file {path} does not exist; check `zones`")
     try:
         info = pyogrio.read_info(path, layer=layer)
     except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError...
@@ -67,7 +69,7 @@ def zones_from_file(
     if id_field not in fields:
         raise InputError(
             f"zones file {path.name} has no field '{id_field}' (it has: "
-            f"{', '.join(fields) or 'none'}); pass the right {id_option}"
+            f"{', '.join(fields) or 'none'}); pass the right `{id_param}`"
         )
     if info.get("crs") is None:
         raise CRSError(
@@ -82,7 +84,7 @@ def zones_from_file(
     if zones.empty:
         raise InputError(f"zones file {path.name} holds no polygons")
     zones[id_field] = _id_text(zones[id_field])
-    _check_ids(zones[id_field], path.name)
+    _check_ids(zones[id_field], path.name, id_param)
     zones = zones.to_crs(WGS84).reset_index(drop=True)
     log.info("read %d zones from %s (ids in '%s')", len(zones), path.name, id_field)
     return zones
@@ -127,7 +129,7 @@ def zones_from_grid(
     if n_cells > 5_000_000:
         raise InputError(
             f"a {cell_size:g} m grid over this area would have about {n_cells:,.0f} cells; "
-            f"choose a larger --cell-size"
+            f"choose a larger `cell_size`"
         )
     cells = (
         _hexagons(x0, y0, x1, y1, cell_size)
@@ -182,9 +184,9 @@ def zone_embeddings(
             f"for {len(rows)} captures"
         )
     if min_images < 0:
-        raise InputError(f"--min-images must be 0 or more, got {min_images}")
+        raise InputError(f"`min_images` must be 0 or more, got {min_images}")
     if id_field not in zones.columns:
-        raise InputError(f"zones have no column '{id_field}'; pass the right --id-field")
+        raise InputError(f"zones have no column '{id_field}'; pass the right `id_field`")
     if rows.crs is None or zones.crs is None:
         raise CRSError("captures and zones both need a CRS; set one (e.g. frame.set_crs(4326))")
     _check_ids(zones[id_field], "the zones")
@@ -291,14 +293,14 @@ def _id_text(values: pd.Series) -> pd.Series:
     return values.astype("string").astype(object)
 
 
-def _check_ids(ids: pd.Series, where: str) -> None:
+def _check_ids(ids: pd.Series, where: str, id_param: str = "id_field") -> None:
     if ids.isna().any():
         raise InputError(f"{int(ids.isna().sum())} zones in {where} have no id; fill the id field")
     dupes = ids[ids.duplicated()]
     if len(dupes):
         raise InputError(
             f"zone ids in {where} must be unique; {len(dupes)} repeat (e.g. {dupes.iloc[0]!r}); "
-            f"dissolve the zones or pick another --id-field"
+            f"dissolve the zones or pick another `{id_param}`"
         )
 
 

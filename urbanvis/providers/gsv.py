@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from .._errors import InputError
+from .._secrets import GSV_KEY_ENV as KEY_ENV
+from .._secrets import GSV_SECRET_ENV as SECRET_ENV
 from ._imagecheck import ImageBody
 from ._registry import pick
 from ._web import WebProvider
@@ -34,8 +36,6 @@ from .base import CaptureResult
 
 API = "https://maps.googleapis.com/maps/api/streetview"
 METADATA = API + "/metadata"
-KEY_ENV = "GOOGLE_MAPS_API_KEY"
-SECRET_ENV = "GOOGLE_MAPS_URL_SECRET"
 RETRY_METADATA = ("OVER_QUERY_LIMIT", "UNKNOWN_ERROR")
 MISSING_METADATA = ("ZERO_RESULTS", "NOT_FOUND")
 

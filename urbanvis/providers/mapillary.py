@@ -44,6 +44,7 @@ import pandas as pd
 from .. import _secrets
 from .._dates import bounds
 from .._errors import InputError, one_line
+from .._secrets import MAPILLARY_TOKEN_ENV as TOKEN_ENV
 from ._imagecheck import ImageBody
 from ._mlylisting import (
     EARTH_RADIUS,
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 
 API = "https://graph.mapillary.com"
 IMAGES = API + "/images"
-TOKEN_ENV = "MAPILLARY_TOKEN"
 MAX_PAGE = 2000
 """The API's largest ``limit``."""
 SECTOR = 45.0

@@ -218,10 +218,14 @@ def votes_from_safety(
 def write_truth(study, *, seed: int = 0, points_per_zone: int = 60) -> dict[str, int]:
     """Write the ground truth of a simulated study.
 
-    Writes the ``zones_sim`` layer, ``truth/indicators.csv`` keyed by ``zone_id`` and, when
+    Writes the ``zones_sim`` layer, ``truth/indicators.csv`` keyed by ``zone_id``,
+    ``truth/topics.csv`` (the indicators' :data:`TOPICS`, columns ``indicator`` and
+    ``topic``, which ``urbanvis predict`` uses for indicators read from this folder) and, when
     the study has simulator captures, ``truth/safety_scores.csv`` (capture_id, image_path,
     lat, lon, safety) and ``truth/safety_votes.csv`` (Place Pulse 2.0 shape).
     """
+    from ..indicators import TOPICS_FILE, topics_table
+
     city = City(seed=seed)
     points = study.read_layer("points")
     zones = zones_from_points(points, seed=seed, points_per_zone=points_per_zone)
@@ -246,6 +250,7 @@ def write_truth(study, *, seed: int = 0, points_per_zone: int = 60) -> dict[str,
             votes = votes_from_safety(caps, scores, seed=seed)
     study.write_layer("zones_sim", zones.merge(indicators, on="zone_id"))
     _write_csv(indicators, folder / "indicators.csv")
+    _write_csv(topics_table(TOPICS), folder / TOPICS_FILE)
     written["indicators"] = len(indicators)
     if safety is not None and votes is not None:
         _write_csv(safety, folder / "safety_scores.csv")
