@@ -37,7 +37,10 @@ from ._options import echo_result, study_option
 )
 @click.option("--columns", default=None, help="Comma-separated indicator columns [default: all].")
 @click.option(
-    "--topics", default=None, help="CSV with columns indicator,topic [default: built in]."
+    "--topics",
+    default=None,
+    help="CSV with columns indicator,topic [default: topics.csv beside the --indicators "
+    "CSV (the synthetic city writes one), else the paper's topics].",
 )
 @click.option(
     "--protocol",

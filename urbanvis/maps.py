@@ -20,7 +20,6 @@ import base64
 import io
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,6 @@ SVG_LIMIT = 5_000
 """Up to this many features a layer is drawn as SVG (one element each), beyond on a canvas."""
 _EMBED_LIMIT = 1_000
 _POPUP_FIELDS = ("capture_id", "point_id", "captured_at", "heading", "provider", "status")
-_SECRET_ENV = re.compile(r"key|token|secret|password|signature|credential", re.I)
-_SECRET_QUERY = re.compile(r"(api_?key|access_token|token|key|signature|client)=", re.I)
 
 
 # ------------------------------------------------------------------------------ colours
@@ -428,7 +425,7 @@ def _tiles(tiles: str | None, attribution: str | None):
     if tiles is None or str(tiles).strip().lower() in ("", "none"):
         return None
     tiles = str(tiles)
-    if _SECRET_QUERY.search(tiles):
+    if _url_holds_secret(tiles):
         raise InputError(
             "the tile URL holds a key or token, which would be written into the HTML for "
             "anyone to read; use a keyless tile server or `tiles` none"
@@ -463,10 +460,22 @@ def check_out_path(path: str | os.PathLike[str], *, param: str = "out") -> Path:
     return path
 
 
+def _url_holds_secret(url: str) -> bool:
+    """Whether a URL template has a query parameter that names a secret (``apikey=``)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from ._secrets import is_secret_name
+
+    query = urlsplit(url.replace("{", "").replace("}", "")).query
+    return any(is_secret_name(name) for name, _ in parse_qsl(query, keep_blank_values=True))
+
+
 def _secrets_in(text: str) -> list[str]:
+    from ._secrets import is_secret_name
+
     found = []
     for name, value in os.environ.items():
-        if _SECRET_ENV.search(name) and len(value) >= 6 and value in text:
+        if is_secret_name(name) and len(value) >= 6 and value in text:
             found.append(name)
     return found
 

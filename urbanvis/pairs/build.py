@@ -282,4 +282,4 @@ def zones_for_pairs(path: str | os.PathLike[str], *, zone_id: str | None):
     pairs; see :func:`urbanvis.zones.zones_from_file` for what it checks."""
     from ..zones import zones_from_file
 
-    return zones_from_file(path, zone_id or "", id_option="`zone_id`")
+    return zones_from_file(path, zone_id or "", id_option="zone_id")
