@@ -384,7 +384,7 @@ def pairs(
     )
     _check_int("shard_size", shard_size, low=1, allow_none=False)
     if (zones or zone_id) and strategy != "spatial":
-        raise InputError("`zones` and `zone_id` apply to the spatial strategy only; drop them")
+        raise InputError("`zones` and `zone_id` apply to `strategy` spatial only; drop them")
     if zones and buffer is not None:
         raise InputError("give `zones` or `buffer`, not both")
     if zone_id and not zones:
