@@ -271,3 +271,27 @@ def test_no_module_level_import_cycle():
         if name not in state:
             visit(name, [name])
     assert not cycles, cycles
+
+
+def test_stopping_predict_writes_nothing_and_map_can_stop(walked):
+    study, results = walked
+    before = (study / "reports" / "predict_blockgroup.csv").read_bytes()
+    layers_before = pyogrio.list_layers(study / "study.gpkg").tolist()
+    fits = []
+
+    def progress(done, total, counts):
+        fits.append(done)
+
+    result = uv.predict(
+        study, zones=study / "study.gpkg", zones_layer="zones_sim", id_field="zone_id",
+        indicators=study / "truth" / "indicators.csv", protocol="kfold5",
+        model=results["embed"].outputs["model_id"],
+        progress=progress, should_stop=lambda: len(fits) >= 2,
+    )  # fmt: skip
+    assert result.stopped and fits == [0, 1]
+    assert (study / "reports" / "predict_blockgroup.csv").read_bytes() == before
+    assert pyogrio.list_layers(study / "study.gpkg").tolist() == layers_before
+    assert uv.open_study(study).runs()[-1]["outputs"] == {"stopped": True}
+    out = study / "reports" / "stopped.html"
+    stopped = uv.map(study, layer="points", out=out, tiles="none", should_stop=lambda: True)
+    assert stopped.stopped and not out.exists()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -67,6 +67,10 @@ def make_pipeline(seed: int = 0):
     )
 
 
+class Stopped(Exception):
+    """Raised when ``should_stop()`` asked a prediction to stop; nothing was written."""
+
+
 def predict_indicators(
     zone_frame: gpd.GeoDataFrame,
     features: np.ndarray,
@@ -76,6 +80,8 @@ def predict_indicators(
     protocol: Literal["holdout", "kfold5"] = "holdout",
     seed: int = 0,
     topics: Mapping[str, Sequence[str]] | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Prediction:
     """Fit and evaluate one pipeline per indicator; predict every zone.
 
@@ -96,6 +102,9 @@ def predict_indicators(
     topics
         Topic -> indicators, for the per-topic rows (default: the paper's topics,
         :func:`urbanvis.indicators.builtin_topics`); indicators in no topic go to ``Other``.
+    progress, should_stop
+        ``progress(indicators_done, indicators, {})`` after each indicator;
+        ``should_stop()`` before each, raising :class:`Stopped` when true.
 
     Returns
     -------
@@ -157,6 +166,10 @@ def predict_indicators(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for j, name in enumerate(indicators):
+            if should_stop is not None and should_stop():
+                raise Stopped(f"stopped before indicator {name!r}")
+            if progress is not None:
+                progress(j, len(indicators), {})
             y = labels[:, j]
             ok = usable & np.isfinite(y)
             pred = np.full(len(zone_frame), np.nan)
@@ -321,6 +334,8 @@ def predict_study(
     tiger_year: int = 2023,
     census_url: str | None = None,
     acs_year: int = 2022,
+    progress: Callable[[int, int, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Zones, mean embeddings, fitted predictors and R² for a study; writes the results.
 
@@ -366,8 +381,9 @@ def predict_study(
     joined, matches = join_indicators(zone_frame, table, id_field=id_field)
     names = [c for c in table.columns if c != id_field]
     result = predict_indicators(
-        joined, features, names, id_field=id_field, protocol=protocol, seed=seed, topics=topic_map
-    )
+        joined, features, names, id_field=id_field, protocol=protocol, seed=seed,
+        topics=topic_map, progress=progress, should_stop=should_stop,
+    )  # fmt: skip
     predictions = result.predictions.assign(
         n_images=joined["n_images"].to_numpy(), flagged=joined["flagged"].to_numpy()
     )

@@ -671,7 +671,7 @@ def predict(
     ``zones_LEVEL`` and ``predictions_LEVEL``, reports/predict_LEVEL.csv/.md and
     models/predict_LEVEL.joblib. With ``apply`` (saved models) predicts without labels.
     """
-    from .predict import apply_study, predict_study, scores_markdown
+    from .predict import Stopped, apply_study, predict_study, scores_markdown
 
     st = _study(study, create=False)
     common: dict[str, Any] = dict(
@@ -706,26 +706,6 @@ def predict(
         )
     if isinstance(columns, str):
         columns = [c for c in columns.split(",") if c.strip()]
-    out = predict_study(
-        st,
-        indicators=indicators,
-        id_field=id_field,
-        protocol=protocol,  # type: ignore[arg-type]
-        seed=seed,
-        topics=topics,  # type: ignore[arg-type]
-        columns=columns,
-        census_url=census_url,
-        acs_year=acs_year,
-        **common,
-    )
-    s = out["summary"]
-    message = scores_markdown(out["scores"]) + (
-        f"{s['matched']:,} zones matched indicators ({s['zones_unmatched']:,} zones without a "
-        f"row, {s['rows_unmatched']:,} rows without a zone); {s['flagged']:,} zones under "
-        f"`min_images` flagged ({s['zones'] - s['zones_with_images']:,} without images); "
-        f"mean R² {s['mean_r2']:.3f}; layer {s['layer']}, report {s['report']}, "
-        f"models {s['models']}"
-    )
     params = {
         "indicators": str(indicators),
         "id_field": id_field,
@@ -737,6 +717,31 @@ def predict(
         "acs_year": acs_year,
         **common,
     }
+    try:
+        out = predict_study(
+            st,
+            indicators=indicators,
+            id_field=id_field,
+            protocol=protocol,  # type: ignore[arg-type]
+            seed=seed,
+            topics=topics,  # type: ignore[arg-type]
+            columns=columns,
+            census_url=census_url,
+            acs_year=acs_year,
+            progress=progress,
+            should_stop=should_stop,
+            **common,
+        )
+    except Stopped as exc:  # nothing was written: the layers and models come at the end
+        return _finish(st, "predict", params, f"{exc}; nothing written", stopped=True)
+    s = out["summary"]
+    message = scores_markdown(out["scores"]) + (
+        f"{s['matched']:,} zones matched indicators ({s['zones_unmatched']:,} zones without a "
+        f"row, {s['rows_unmatched']:,} rows without a zone); {s['flagged']:,} zones under "
+        f"`min_images` flagged ({s['zones'] - s['zones_with_images']:,} without images); "
+        f"mean R² {s['mean_r2']:.3f}; layer {s['layer']}, report {s['report']}, "
+        f"models {s['models']}"
+    )
     return _finish(
         st,
         "predict",
