@@ -153,6 +153,7 @@ def test_grid_method(tmp_path):
     assert (points["source"] == "grid").all() and 100 < len(points) < 150  # ~555 m x 556 m
 
 
+@pytest.mark.slow
 def test_demo_never_touches_the_network(tmp_path):
     # every socket connection in the demo process raises: the demo must not need one
     guard = tmp_path / "guard"
