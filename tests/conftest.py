@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -82,4 +85,57 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("URBANVIS_")}
     return subprocess.run(
         [str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
+
+
+@dataclass
+class Invoked:
+    """What :func:`invoke` returns: the fields of subprocess.CompletedProcess that tests read."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(*args: str, cwd: Path | None = None) -> Invoked:
+    """Run ``urbanvis *args`` in this process, through click's CliRunner.
+
+    For tests of messages and exit codes, where a new process proves nothing and costs
+    seconds of imports. Like :func:`run_cli`, no ``URBANVIS_*`` variable reaches the command;
+    stdout and stderr are kept apart (click >= 8.2). The CLI puts a handler on the
+    "urbanvis" logger that writes to the captured stderr; the logger is restored afterwards.
+    Use :func:`run_cli` wherever the process itself matters (signals, environment, exit
+    tracebacks on a real stderr).
+    """
+    from click.testing import CliRunner
+    from urbanvis_cli.main import main
+
+    logger = logging.getLogger("urbanvis")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    env = {name: None for name in os.environ if name.startswith("URBANVIS_")}
+    runner = CliRunner()
+    try:
+        with (
+            contextlib.chdir(cwd or Path.cwd()),
+            runner.isolation(env=env) as (out, err, _),
+        ):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:  # what the interpreter does with sys.exit("message")
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            stdout, stderr = out.getvalue(), err.getvalue()
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+    return Invoked(
+        list(args), code, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
     )
