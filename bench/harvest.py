@@ -1,6 +1,6 @@
 """Benchmark the web harvest engine against the local Street View stand-in.
 
-The stand-in (tests/webfake.py) runs as its own process with random transient faults
+The stand-in (tests/fakes/streetview.py) runs as its own process with random transient faults
 (429/500/503, OVER_QUERY_LIMIT, slow answers, truncated bodies, dropped connections); the
 harvest runs in this process through the real engine and the real GeoPackage commits.
 Reported: requests/s (wall), CPU seconds of this process per 1,000 requests (all its
@@ -40,7 +40,7 @@ KEY = "bench-key"
 
 
 def start_server(fault_rate: float, seed: int, size: int) -> tuple[subprocess.Popen, str]:
-    args = [sys.executable, str(ROOT / "tests" / "webfake.py"), "--port", "0",
+    args = [sys.executable, str(ROOT / "tests" / "fakes" / "streetview.py"), "--port", "0",
             "--fault-rate", str(fault_rate), "--seed", str(seed), "--keys", KEY,
             "--slow-seconds", "0.5"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)

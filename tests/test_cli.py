@@ -19,7 +19,7 @@ import shapely
 from urbanvis.demo import helsinki_pbf
 from urbanvis.study import META_LAYER
 
-from .conftest import run_cli
+from .conftest import invoke, run_cli
 from .data import osm
 from .data.osm import lonlat
 
@@ -153,6 +153,7 @@ def test_grid_method(tmp_path):
     assert (points["source"] == "grid").all() and 100 < len(points) < 150  # ~555 m x 556 m
 
 
+@pytest.mark.slow
 def test_demo_never_touches_the_network(tmp_path):
     # every socket connection in the demo process raises: the demo must not need one
     guard = tmp_path / "guard"
@@ -212,10 +213,10 @@ def test_demo_never_touches_the_network(tmp_path):
 
 
 def test_help_teaches():
-    result = run_cli("--help")
+    result = invoke("--help")
     assert result.returncode == 0
     assert "sample" in result.stdout and "demo" in result.stdout
-    result = run_cli("sample", "--help")
+    result = invoke("sample", "--help")
     assert result.returncode == 0
     for option in (
         "--city",
@@ -231,25 +232,25 @@ def test_help_teaches():
 
 
 def test_version():
-    result = run_cli("--version")
+    result = invoke("--version")
     assert result.returncode == 0 and "urbanvis" in result.stdout
 
 
 # ----------------------------------------------------------------- bad input
 def test_bbox_west_not_less_than_east(tmp_path):
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--bbox", "25,60,24,61")
+    result = invoke("sample", "--study", str(tmp_path / "s"), "--bbox", "25,60,24,61")
     assert_one_line_error(result, "west", "W,S,E,N")
     assert not (tmp_path / "s").exists()
 
 
 def test_bbox_not_numbers(tmp_path):
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--bbox", "a,b,c,d")
+    result = invoke("sample", "--study", str(tmp_path / "s"), "--bbox", "a,b,c,d")
     assert_one_line_error(result, "W,S,E,N")
 
 
 @pytest.mark.parametrize("spacing", ["0", "-15"])
 def test_spacing_not_positive(tmp_path, town_osm, spacing):
-    result = run_cli(
+    result = invoke(
         "sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm), "--spacing", spacing
     )
     assert_one_line_error(result, "spacing", "--spacing")
@@ -257,7 +258,7 @@ def test_spacing_not_positive(tmp_path, town_osm, spacing):
 
 
 def test_osm_file_missing(tmp_path):
-    result = run_cli(
+    result = invoke(
         "sample", "--study", str(tmp_path / "s"), "--osm", str(tmp_path / "nope.osm.pbf")
     )
     assert_one_line_error(result, "does not exist", "--osm")
@@ -267,7 +268,7 @@ def test_osm_file_missing(tmp_path):
 @pytest.mark.parametrize("name", ["empty.osm.pbf", "empty.osm", "empty.graphml"])
 def test_osm_file_empty(tmp_path, name):
     (tmp_path / name).write_bytes(b"")
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(tmp_path / name))
+    result = invoke("sample", "--study", str(tmp_path / "s"), "--osm", str(tmp_path / name))
     assert_one_line_error(result, "empty")
     assert not (tmp_path / "s").exists()
 
@@ -275,7 +276,7 @@ def test_osm_file_empty(tmp_path, name):
 @pytest.mark.parametrize("name", ["junk.osm.pbf", "junk.osm", "junk.graphml"])
 def test_osm_file_corrupt(tmp_path, name):
     (tmp_path / name).write_bytes(np.random.default_rng(1).bytes(4096))
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(tmp_path / name))
+    result = invoke("sample", "--study", str(tmp_path / "s"), "--osm", str(tmp_path / name))
     assert_one_line_error(
         result, "cannot read" if "pbf" in name or "graphml" in name else "not valid"
     )
@@ -284,19 +285,19 @@ def test_osm_file_corrupt(tmp_path, name):
 
 def test_osm_file_unknown_extension(tmp_path):
     (tmp_path / "roads.shp").write_bytes(b"x")
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(tmp_path / "roads.shp"))
+    result = invoke("sample", "--study", str(tmp_path / "s"), "--osm", str(tmp_path / "roads.shp"))
     assert_one_line_error(result, ".osm.pbf")
 
 
 def test_osm_file_without_drivable_roads(tmp_path):
     path = osm.footpaths_only(tmp_path / "paths.osm")
-    result = run_cli("sample", "--study", str(tmp_path / "s"), "--osm", str(path))
+    result = invoke("sample", "--study", str(tmp_path / "s"), "--osm", str(path))
     assert_one_line_error(result, "no drive roads", "--network all")
     assert not (tmp_path / "s").exists()
 
 
 def test_area_outside_the_osm_file(tmp_path, town_osm):
-    result = run_cli(
+    result = invoke(
         "sample",
         "--study",
         str(tmp_path / "s"),
@@ -311,7 +312,7 @@ def test_area_outside_the_osm_file(tmp_path, town_osm):
 def test_area_file_without_polygons(tmp_path, town_osm):
     pts = gpd.GeoDataFrame(geometry=[shapely.Point(lonlat(0, 0))], crs=4326)
     pts.to_file(tmp_path / "points.geojson")
-    result = run_cli(
+    result = invoke(
         "sample",
         "--study",
         str(tmp_path / "s"),
@@ -329,7 +330,7 @@ def test_area_file_without_crs(tmp_path, town_osm):
     poly = gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1)], crs=None)
     poly.to_file(tmp_path / "nocrs.shp")
     assert not (tmp_path / "nocrs.prj").exists()
-    result = run_cli(
+    result = invoke(
         "sample",
         "--study",
         str(tmp_path / "s"),
@@ -343,7 +344,7 @@ def test_area_file_without_crs(tmp_path, town_osm):
 
 
 def test_area_file_missing(tmp_path, town_osm):
-    result = run_cli(
+    result = invoke(
         "sample",
         "--study",
         str(tmp_path / "s"),
@@ -356,19 +357,19 @@ def test_area_file_missing(tmp_path, town_osm):
 
 
 def test_no_area_given(tmp_path):
-    result = run_cli("sample", "--study", str(tmp_path / "s"))
+    result = invoke("sample", "--study", str(tmp_path / "s"))
     assert_one_line_error(result, "--city", "--osm")
 
 
 def test_two_areas_given(tmp_path):
-    result = run_cli(
+    result = invoke(
         "sample", "--study", str(tmp_path / "s"), "--city", "Helsinki", "--bbox", "24,60,25,61"
     )
     assert_one_line_error(result, "only one")
 
 
 def test_unknown_network_is_a_usage_error(tmp_path, town_osm):
-    result = run_cli(
+    result = invoke(
         "sample", "--study", str(tmp_path / "s"), "--osm", str(town_osm), "--network", "boat"
     )
     assert result.returncode == 2
@@ -376,33 +377,33 @@ def test_unknown_network_is_a_usage_error(tmp_path, town_osm):
 
 
 def test_study_folder_not_writable(town_osm):
-    result = run_cli("sample", "--study", "/proc/urbanvis-study", "--osm", str(town_osm))
+    result = invoke("sample", "--study", "/proc/urbanvis-study", "--osm", str(town_osm))
     assert_one_line_error(result, "not writable", "--study")
 
 
 def test_study_from_a_newer_schema_is_left_untouched(tmp_path, town_osm):
     study = tmp_path / "s"
-    assert run_cli("sample", "--study", str(study), "--osm", str(town_osm)).returncode == 0
+    assert invoke("sample", "--study", str(study), "--osm", str(town_osm)).returncode == 0
     with sqlite3.connect(study / "study.gpkg") as con:
         con.execute(f"UPDATE {META_LAYER} SET value='99' WHERE key='schema_version'")
     con.close()
     before = tree(study)
-    result = run_cli("sample", "--study", str(study), "--osm", str(town_osm))
+    result = invoke("sample", "--study", str(study), "--osm", str(town_osm))
     assert_one_line_error(result, "schema 99", "upgrade")
     assert tree(study) == before
 
 
 def test_failed_run_leaves_an_existing_study_untouched(tmp_path, town_osm):
     study = tmp_path / "s"
-    assert run_cli("sample", "--study", str(study), "--osm", str(town_osm)).returncode == 0
+    assert invoke("sample", "--study", str(study), "--osm", str(town_osm)).returncode == 0
     before = tree(study)
-    result = run_cli("sample", "--study", str(study), "--osm", str(town_osm), "--spacing", "0")
+    result = invoke("sample", "--study", str(study), "--osm", str(town_osm), "--spacing", "0")
     assert result.returncode == 2
     assert tree(study) == before
 
 
 def test_verbose_shows_the_traceback(tmp_path):
-    result = run_cli("--verbose", "sample", "--study", str(tmp_path / "s"), "--bbox", "25,60,24,61")
+    result = invoke("--verbose", "sample", "--study", str(tmp_path / "s"), "--bbox", "25,60,24,61")
     assert result.returncode == 2
     assert "Traceback" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: bbox west")
@@ -410,7 +411,7 @@ def test_verbose_shows_the_traceback(tmp_path):
 
 def test_missing_osm_file_is_reported_before_any_geocoding(tmp_path):
     # with --city the place would be geocoded first; a typo in --osm must not cost that
-    result = run_cli(
+    result = invoke(
         "sample",
         "--study",
         str(tmp_path / "s"),

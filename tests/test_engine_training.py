@@ -35,8 +35,7 @@ from urbanvis.engine.pretrain import PretrainConfig, pretrain  # noqa: E402
 from urbanvis.engine.schedules import absolute_lr  # noqa: E402
 from urbanvis.engine.transforms import eval_transform  # noqa: E402
 
-from .conftest import run_cli  # noqa: E402
-from .data import osm  # noqa: E402
+from .conftest import make_town_study, run_cli  # noqa: E402
 from .test_cli import assert_one_line_error  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -58,24 +57,9 @@ def _one_thread(monkeypatch):
 def city(tmp_path_factory) -> Path:
     """A study of 50 points x 2 headings x 3 capture times, through the real CLI."""
     root = tmp_path_factory.mktemp("engine")
-    study = root / "S"
-    town = osm.town(root / "town.osm")
-    for args in (
-        ["sample", "--study", str(study), "--osm", str(town)],
-        [
-            "harvest",
-            "--study",
-            str(study),
-            "--captures-per-point",
-            "3",
-            "--headings",
-            "0,180",
-            "--size",
-            "48",
-        ],
-    ):
-        result = run_cli(*args)
-        assert result.returncode == 0, result.stderr
+    study = make_town_study(
+        root / "S", "--captures-per-point", "3", "--headings", "0,180", "--size", "48"
+    )
     captures = pyogrio.read_dataframe(study / "study.gpkg", layer="captures")
     captures = pd.DataFrame(captures[captures["status"] == "ok"].drop(columns="geometry"))
     captures.to_parquet(study / "captures.parquet")

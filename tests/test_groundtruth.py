@@ -21,7 +21,7 @@ from urbanvis.simulate.groundtruth import (
     zones_from_points,
 )
 
-from .conftest import run_cli
+from .conftest import make_town_study, run_cli
 from .test_cli import assert_one_line_error
 
 
@@ -153,22 +153,9 @@ def test_simulate_bad_input(tmp_path):
     )
 
 
-def test_truth_export_for_a_harvested_study(tmp_path, town_osm):
-    study = tmp_path / "s"
-    assert run_cli("sample", "--study", str(study), "--osm", str(town_osm)).returncode == 0
-    assert (
-        run_cli(
-            "harvest",
-            "--study",
-            str(study),
-            "--captures-per-point",
-            "2",
-            "--headings",
-            "0",
-            "--size",
-            "48",
-        ).returncode
-        == 0
+def test_truth_export_for_a_harvested_study(tmp_path):
+    study = make_town_study(
+        tmp_path / "s", "--captures-per-point", "2", "--headings", "0", "--size", "48"
     )
     result = run_cli("simulate", "--study", str(study), "--truth")
     assert result.returncode == 0, result.stderr

@@ -1,6 +1,6 @@
 """The gsv provider and the web harvest engine against a real local Street View stand-in.
 
-Every test talks HTTP to ``tests/webfake.py`` (aiohttp on 127.0.0.1): requests and their
+Every test talks HTTP to ``tests/fakes/streetview.py`` (aiohttp on 127.0.0.1): requests and their
 parameters, URL signatures, each fault and status, resume after SIGKILL, the request budget,
 metadata-only surveys, and the key found nowhere it should not be.
 """
@@ -28,9 +28,9 @@ from urbanvis.providers.base import CAPTURE_COLUMNS
 from urbanvis.providers.gsv import GsvConfig, GsvProvider, sign_url
 from urbanvis.study import open_study
 
+from .fakes.streetview import FakeWeb
+from .fakes.streetview import sign_url as fake_sign
 from .test_cli import assert_one_line_error
-from .webfake import FakeWeb
-from .webfake import sign_url as fake_sign
 
 KEY = "AIzaTestKey-0123456789abcdef"
 SECRET = "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="  # URL-safe base64

@@ -1,6 +1,6 @@
 """The gsv-historical provider against a local fake of Google, through the real CLI.
 
-One local server (tests/webfake.py) answers both streetlevel's panorama lookup (an
+One local server (tests/fakes/streetview.py) answers both streetlevel's panorama lookup (an
 undocumented RPC under maps.googleapis.com, served here by :class:`History`) and the
 Static API images by ``pano=``; the CLI reaches both through one ``--endpoint``.
 """
@@ -25,8 +25,8 @@ from urbanvis.providers.base import CAPTURE_COLUMNS
 from urbanvis.providers.historical import INSTALL, HistoricalConfig
 from urbanvis.study import open_study
 
+from .fakes.streetview import FakeWeb
 from .test_cli import assert_one_line_error
-from .webfake import FakeWeb
 
 pytestmark = pytest.mark.network
 

@@ -35,8 +35,8 @@ from urbanvis.providers.mapillary import (
 from urbanvis.sampling import POINT_COLUMNS
 from urbanvis.study import open_study
 
+from .fakes.streetview import FakeWeb
 from .test_cli import assert_one_line_error
-from .webfake import FakeWeb
 
 pytestmark = pytest.mark.network
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from urbanvis.providers.base import CAPTURE_COLUMNS
 
-from .conftest import run_cli
+from .conftest import invoke, run_cli
 from .test_cli import assert_one_line_error
 
 
@@ -165,19 +165,19 @@ def test_resume_after_sigkill_at_random_moments(town_study):
 )
 def test_bad_harvest_input(town_study, args, needles):
     before = image_files(town_study) if (town_study / "images" / "simulator").exists() else set()
-    result = run_cli("harvest", "--study", str(town_study), *args)
+    result = invoke("harvest", "--study", str(town_study), *args)
     assert_one_line_error(result, *needles)
     assert not (town_study / "images" / "simulator").exists() or image_files(town_study) == before
     assert "captures" not in {r[0] for r in pyogrio.list_layers(town_study / "study.gpkg")}
 
 
 def test_unknown_option_is_a_usage_error(town_study):
-    result = run_cli("harvest", "--study", str(town_study), "--colour", "red")
+    result = invoke("harvest", "--study", str(town_study), "--colour", "red")
     assert result.returncode == 2 and "No such option" in result.stderr
 
 
 def test_harvest_needs_a_study_with_points(tmp_path):
-    result = run_cli("harvest", "--study", str(tmp_path / "empty"))
+    result = invoke("harvest", "--study", str(tmp_path / "empty"))
     assert_one_line_error(result, "not a study", "urbanvis sample")
 
 

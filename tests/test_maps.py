@@ -19,8 +19,7 @@ import pytest
 from urbanvis import maps
 from urbanvis._errors import InputError
 
-from .conftest import run_cli
-from .data import osm
+from .conftest import make_town_study, run_cli
 from .test_cli import assert_one_line_error, tree
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -143,26 +142,11 @@ def not_blank(png: Path) -> bool:
 def study(tmp_path_factory) -> Path:
     """A harvested town with simulated ground truth (zones_sim with indicators)."""
     root = tmp_path_factory.mktemp("maps")
-    town = osm.town(root / "town.osm")
-    st = root / "s"
-    steps = [
-        ("sample", "--study", str(st), "--osm", str(town)),
-        (
-            "harvest",
-            "--study",
-            str(st),
-            "--captures-per-point",
-            "2",
-            "--headings",
-            "0,180",
-            "--size",
-            "48",
-        ),  # fmt: skip
-        ("simulate", "--study", str(st), "--truth", "--points-per-zone", "20"),
-    ]
-    for step in steps:
-        result = run_cli(*step)
-        assert result.returncode == 0, result.stderr
+    st = make_town_study(
+        root / "s", "--captures-per-point", "2", "--headings", "0,180", "--size", "48"
+    )
+    result = run_cli("simulate", "--study", str(st), "--truth", "--points-per-zone", "20")
+    assert result.returncode == 0, result.stderr
     return st
 
 

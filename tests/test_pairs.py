@@ -26,8 +26,7 @@ from pyproj import Transformer
 
 from urbanvis.pairs import PAIR_COLUMNS, iter_shard, pairs_from_captures
 
-from .conftest import run_cli
-from .data import osm
+from .conftest import make_town_study, run_cli
 from .data.osm import ORIGIN_UTM, UTM
 from .test_cli import assert_one_line_error, tree
 
@@ -39,23 +38,9 @@ _to_utm = Transformer.from_crs(4326, UTM, always_xy=True)
 def base_study(tmp_path_factory) -> Path:
     """A pristine harvested study; tests copy it and never write into it."""
     root = tmp_path_factory.mktemp("pairs")
-    town = osm.town(root / "town.osm")
-    study = root / "town"
-    result = run_cli("sample", "--study", str(study), "--osm", str(town))
-    assert result.returncode == 0, result.stderr
-    result = run_cli(
-        "-q",
-        "harvest",
-        "--study",
-        str(study),
-        "--captures-per-point",
-        "3",
-        "--headings",
-        "0,180",
-        "--size",
-        "32",
+    study = make_town_study(
+        root / "town", "--captures-per-point", "3", "--headings", "0,180", "--size", "32"
     )
-    assert result.returncode == 0, result.stderr
     return study
 
 
@@ -315,9 +300,7 @@ def test_bad_options_exit_2_with_one_line(study, args, needles):
 
 
 def test_study_without_captures(tmp_path):
-    town = osm.town(tmp_path / "town.osm")
-    study = tmp_path / "bare"
-    assert run_cli("sample", "--study", str(study), "--osm", str(town)).returncode == 0
+    study = make_town_study(tmp_path / "bare")
     before = tree(study)
     assert_one_line_error(pairs_cli(study, "--strategy", "self"), "no captures", "harvest")
     assert_nothing_written(study, before)

@@ -20,7 +20,7 @@ from urbanvis.indicators import PAPER_TOPICS, resolve_topics, topics_table
 from urbanvis.predict import _with_topics, predict_indicators, scores_markdown
 from urbanvis.zones import zone_embeddings, zones_from_file, zones_from_grid
 
-from .conftest import run_cli
+from .conftest import make_town_study, run_cli
 from .data import osm
 from .test_cli import assert_one_line_error, tree
 
@@ -235,16 +235,11 @@ def base(tmp_path_factory) -> dict[str, Path]:
     from .test_embed import run_embed, save_checkpoint
 
     root = tmp_path_factory.mktemp("predict")
-    study = root / "study"
-    town = osm.town(root / "town.osm")
-    for args in (
-        ("sample", "--study", str(study), "--osm", str(town)),
-        ("harvest", "--study", str(study), "--captures-per-point", "1", "--headings", "0",
-         "--size", "32"),
-        ("simulate", "--study", str(study), "--truth"),
-    ):  # fmt: skip
-        result = run_cli(*args)
-        assert result.returncode == 0, result.stderr
+    study = make_town_study(
+        root / "study", "--captures-per-point", "1", "--headings", "0", "--size", "32"
+    )
+    result = run_cli("simulate", "--study", str(study), "--truth")
+    assert result.returncode == 0, result.stderr
     ckpt = save_checkpoint(root / "c.pth.tar", 1)
     result = run_embed("--study", str(study), "--checkpoint", str(ckpt), "--workers", "0")
     assert result.returncode == 0, result.stderr

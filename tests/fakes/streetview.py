@@ -17,7 +17,7 @@ Two ways to run it:
 * as its own process (for benchmarks); the first stdout line is the base URL and it serves
   until SIGTERM/SIGINT::
 
-      python tests/webfake.py --port 0 --fault-rate 0.05 --seed 1
+      python tests/fakes/streetview.py --port 0 --fault-rate 0.05 --seed 1
 
 The fake world
 --------------

@@ -1,0 +1,1 @@
+"""Local HTTP stand-ins for the web services urbanvis talks to: one module per service."""
