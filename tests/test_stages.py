@@ -116,18 +116,20 @@ def test_stopping_a_harvest_keeps_its_finished_batches(points_study):
     assert again.details.points_done_before == kept
 
 
-def test_stopping_sample_and_pairs_writes_nothing(tmp_path):
+def test_stopping_sample_writes_no_points(tmp_path):
     study = tmp_path / "s"
     result = uv.sample(study, osm=helsinki_pbf(), bbox=BBOX, should_stop=lambda: True)
-    assert (
-        result.stopped
-        and not (study / "study.gpkg").exists()
-        or "points" not in {n for n, _ in pyogrio.list_layers(study / "study.gpkg")}
-    )
-    uv.sample(study, osm=helsinki_pbf(), bbox=BBOX)
-    uv.harvest(study, provider="simulator", headings=(0,), captures_per_point=2)
-    stopped = uv.pairs(study, strategy="temporal", should_stop=lambda: True)
-    assert stopped.stopped and not (study / "pairs" / "temporal.parquet").exists()
+    assert result.stopped
+    layers = {n for n, _ in pyogrio.list_layers(study / "study.gpkg")}
+    assert "points" not in layers
+    assert uv.open_study(study).runs()[-1]["outputs"] == {"stopped": True}
+
+
+def test_stopping_pairs_writes_no_table(simulated_study):
+    stopped = uv.pairs(simulated_study, strategy="temporal", should_stop=lambda: True)
+    assert stopped.stopped and not (simulated_study / "pairs" / "temporal.parquet").exists()
+    made = uv.pairs(simulated_study, strategy="temporal")
+    assert not made.stopped and made.files["table"].is_file() and made.outputs["pairs"] > 0
 
 
 def test_stopping_pretrain_and_embed_keeps_their_work(walked, tmp_path):
