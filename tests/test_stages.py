@@ -296,3 +296,19 @@ def test_stopping_predict_writes_nothing_and_map_can_stop(walked):
     out = study / "reports" / "stopped.html"
     stopped = uv.map(study, layer="points", out=out, tiles="none", should_stop=lambda: True)
     assert stopped.stopped and not out.exists()
+
+
+@pytest.mark.slow
+def test_the_readme_walk_through_runs_as_written(tmp_path, monkeypatch):
+    """The README's notebook block, executed verbatim in an empty folder."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("## From Python", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    result = namespace["result"]
+    assert isinstance(result, uv.StageResult) and not result.stopped
+    assert _commands(tmp_path / "hel") == [
+        "sample", "harvest", "simulate --truth", "pairs", "pretrain", "embed", "predict", "map",
+    ]  # fmt: skip
+    assert (tmp_path / "hel" / "reports" / "map_predictions_blockgroup.html").is_file()
