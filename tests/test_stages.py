@@ -312,3 +312,9 @@ def test_the_readme_walk_through_runs_as_written(tmp_path, monkeypatch):
         "sample", "harvest", "simulate --truth", "pairs", "pretrain", "embed", "predict", "map",
     ]  # fmt: skip
     assert (tmp_path / "hel" / "reports" / "map_predictions_blockgroup.html").is_file()
+
+
+def test_every_lazily_exported_module_imports():
+    for name in urbanvis.__all__:
+        assert getattr(urbanvis, name) is not None, name
+    assert sorted(urbanvis._SUBMODULES) == list(urbanvis._SUBMODULES)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 from ._version import __version__
 
 _SUBMODULES = (
+    "acs",
     "areas",
-    "census",
     "demo",
     "harvest",
+    "indicators",
     "maps",
     "network",
     "pairs",
@@ -26,6 +27,7 @@ _SUBMODULES = (
     "simulate",
     "stages",
     "study",
+    "tiger",
     "vectors",
     "zones",
 )
@@ -34,10 +36,11 @@ __all__ = ["__version__", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import (  # noqa: F401
+        acs,
         areas,
-        census,
         demo,
         harvest,
+        indicators,
         maps,
         network,
         pairs,
@@ -47,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
         simulate,
         stages,
         study,
+        tiger,
         vectors,
         zones,
     )
