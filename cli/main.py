@@ -15,6 +15,7 @@ from urbanvis._secrets import redact
 from ._options import flag_name
 from .demo import demo
 from .embed import embed
+from .eval import eval_group
 from .harvest import harvest
 from .map import map_command
 from .pairs import pairs
@@ -79,6 +80,7 @@ cli.add_command(predict)
 cli.add_command(simulate)
 cli.add_command(map_command, "map")
 cli.add_command(demo)
+cli.add_command(eval_group, "eval")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -94,6 +94,15 @@ class SchemaVersionError(StudyError):
     """The study was written by a newer urbanvis than this one."""
 
 
+class Stopped(UrbanvisError):
+    """``should_stop()`` asked for a stop before the work had anything to keep.
+
+    Stages catch it and return a result whose ``stopped`` is true; nothing was written.
+    """
+
+    exit_code = 130
+
+
 class MissingDependencyError(UrbanvisError, ImportError):
     """An optional dependency is not installed."""
 

@@ -23,7 +23,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from ._errors import InputError, InputFileError
+from ._errors import InputError, InputFileError, Stopped
 from .indicators import (
     ACS_PREFIX,
     acs_names,
@@ -67,10 +67,6 @@ def make_pipeline(seed: int = 0):
     )
 
 
-class Stopped(Exception):
-    """Raised when ``should_stop()`` asked a prediction to stop; nothing was written."""
-
-
 def predict_indicators(
     zone_frame: gpd.GeoDataFrame,
     features: np.ndarray,
@@ -104,7 +100,7 @@ def predict_indicators(
         :func:`urbanvis.indicators.builtin_topics`); indicators in no topic go to ``Other``.
     progress, should_stop
         ``progress(indicators_done, indicators, {})`` after each indicator;
-        ``should_stop()`` before each, raising :class:`Stopped` when true.
+        ``should_stop()`` before each, raising :class:`urbanvis._errors.Stopped` when true.
 
     Returns
     -------

@@ -671,7 +671,8 @@ def predict(
     ``zones_LEVEL`` and ``predictions_LEVEL``, reports/predict_LEVEL.csv/.md and
     models/predict_LEVEL.joblib. With ``apply`` (saved models) predicts without labels.
     """
-    from .predict import Stopped, apply_study, predict_study, scores_markdown
+    from ._errors import Stopped
+    from .predict import apply_study, predict_study, scores_markdown
 
     st = _study(study, create=False)
     common: dict[str, Any] = dict(

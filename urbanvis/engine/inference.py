@@ -170,7 +170,7 @@ def embed_captures(
         _check_checkpoint_file(Path(checkpoint))
     captures = ok_captures(study)  # before the model: a study without captures fails fast
 
-    net, meta = _build_model(
+    net, meta = build_model(
         model=model,
         checkpoint=checkpoint,
         random_init=random_init,
@@ -258,7 +258,7 @@ def _check_checkpoint_file(path: Path) -> None:
         raise InputFileError(f"checkpoint {path} is not a file; give a .pth or .pth.tar file")
 
 
-def _build_model(*, model, checkpoint, random_init: bool, seed: int, image_size):
+def build_model(*, model, checkpoint, random_init: bool, seed: int, image_size):
     """The backbone and its metadata (model id, arch, size, mean/std, sha256)."""
     if checkpoint is not None:
         net = load_encoder(checkpoint)

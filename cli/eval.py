@@ -1,0 +1,16 @@
+"""``urbanvis eval``: the paper's evaluations of frozen encoders, one subcommand each."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate frozen encoders against baselines: one table row per encoder.
+
+    \b
+    Every subcommand compares the encoders you name: checkpoints (--checkpoint, repeatable),
+    random weights (--model NAME --random-init) and the colour-thumbnail baseline
+    (--thumbnail). A learned encoder is only worth something where it beats both.
+    """

@@ -1,0 +1,107 @@
+"""[CLS] features of arbitrary image files, for the evaluations.
+
+The embed stage (:mod:`.inference`) embeds a study's captures into its vector store; the
+evaluations need the same descriptor for images that belong to no study (a VPR database
+and its queries, Place Pulse images), kept in memory. Both use one model builder
+(:func:`.inference.build_model`) and one eval transform, so a checkpoint's descriptor of an
+image is the same number wherever it is computed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from .._errors import InputError, InputFileError, Stopped
+from .distributed import pick_device
+from .inference import _CaptureImages, _collate, _forward, build_model
+
+
+def image_features(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    image_size: int | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: Callable[[int, int, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The [CLS] vector (after the final LayerNorm, not normalised) of every image file.
+
+    Give ``checkpoint`` (urbanvis/MoCo v3 or timm/DeiT) or ``model`` with ``random_init``.
+    Images are resized (bicubic) and centre-cropped to ``image_size`` (default: the
+    model's), normalised with the model's mean and std.
+
+    Returns
+    -------
+    (numpy.ndarray, dict)
+        float32 ``(len(paths), dim)`` in the order of ``paths``, and the model's metadata
+        (``model`` id, ``arch``, ``image_size``, ``dim``...).
+
+    Raises
+    ------
+    InputFileError
+        An image is missing or cannot be decoded (the first one is named).
+    urbanvis._errors.Stopped
+        ``should_stop()`` became true (a partial feature matrix would be meaningless).
+    """
+    if precision not in ("auto", "fp32", "bf16"):
+        raise InputError(f"`precision` must be auto, fp32 or bf16, not {precision!r}")
+    if batch_size < 1:
+        raise InputError(f"`batch_size` must be at least 1, got {batch_size}")
+    net, meta = build_model(
+        model=model,
+        checkpoint=checkpoint,
+        random_init=random_init,
+        seed=seed,
+        image_size=image_size,
+    )
+    dev = pick_device(device)
+    net = net.to(dev).eval()
+    amp = (
+        torch.bfloat16
+        if precision == "bf16" or (precision == "auto" and dev.type == "cuda")
+        else None
+    )
+    files = [str(Path(p).expanduser().absolute()) for p in paths]
+    table = pd.DataFrame({"capture_id": np.arange(len(files)).astype(str), "image_path": files})
+    loader: DataLoader = DataLoader(
+        _CaptureImages(Path("/"), table, meta),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+        timeout=600 if workers else 0,
+    )
+    out = np.empty((len(files), int(meta["dim"])), dtype=np.float32)
+    done = 0
+    if progress is not None:
+        progress(0, len(files), {})
+    with torch.inference_mode():
+        for ids, images, failed in loader:
+            if failed:
+                raise InputFileError(f"cannot read image {failed[0][1]}; fix or remove it")
+            if should_stop is not None and should_stop():
+                raise Stopped("stopped while computing features; nothing written")
+            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+                vectors = _forward(net, images.to(dev, non_blocking=True))
+            out[[int(i) for i in ids]] = vectors.float().cpu().numpy()
+            done += len(ids)
+            if progress is not None:
+                progress(done, len(files), {})
+    return out, meta
