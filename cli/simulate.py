@@ -38,9 +38,35 @@ from ._options import echo_result, study_option
     help="--truth: about this many points per zone (20 to 200 each).",
 )
 @click.option(
-    "--size", type=int, default=160, show_default=True, help="--contact-sheet: tile size in pixels."
+    "--size",
+    type=int,
+    default=160,
+    show_default=True,
+    help="--contact-sheet: tile size; --safety-set: image side, in pixels.",
 )
-def simulate(study_dir, sheet, truth, seed, points_per_zone, size):
+@click.option(
+    "--safety-set",
+    type=click.Path(file_okay=False, path_type=str),
+    metavar="DIR",
+    help="Render a Place Pulse 2.0-shaped safety set into a new folder: images/<id>.jpg, "
+    "votes.csv (PP2 columns) and truth.csv; for urbanvis eval safety --pp2 DIR/votes.csv.",
+)
+@click.option(
+    "--images",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="--safety-set: how many images.",
+)
+@click.option(
+    "--votes-per-image",
+    type=int,
+    default=6,
+    show_default=True,
+    help="--safety-set: votes drawn per image (each vote shows two).",
+)
+def simulate(study_dir, sheet, truth, seed, points_per_zone, size, safety_set, images,
+             votes_per_image):  # fmt: skip
     """The synthetic street-view city: look at it, or export its ground truth.
 
     \b
@@ -53,6 +79,7 @@ def simulate(study_dir, sheet, truth, seed, points_per_zone, size):
     Examples:
       urbanvis simulate --contact-sheet city.png --seed 0
       urbanvis simulate --study hel --truth --seed 0
+      urbanvis simulate --safety-set pp --images 1000 --seed 0
     """
     from urbanvis import stages
 
@@ -63,5 +90,8 @@ def simulate(study_dir, sheet, truth, seed, points_per_zone, size):
         seed=seed,
         points_per_zone=points_per_zone,
         size=size,
+        safety_set=safety_set,
+        images=images,
+        votes_per_image=votes_per_image,
     )
     echo_result(result)

@@ -54,6 +54,7 @@ StudyLike = str | os.PathLike[str] | Study
 __all__ = [
     "StageResult",
     "embed",
+    "eval_safety",
     "harvest",
     "helsinki_pbf",
     "latest_checkpoint",
@@ -867,14 +868,36 @@ def simulate(
     seed: int = 0,
     points_per_zone: int = 60,
     size: int = 160,
+    safety_set: str | os.PathLike[str] | None = None,
+    images: int = 1000,
+    votes_per_image: int = 6,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
 ) -> StageResult:
     """The synthetic city: a contact sheet (PNG) and/or the study's ground truth.
 
     ``truth`` writes the zones_sim layer, truth/indicators.csv and (with simulator
-    captures) the per-image safety scores and Place Pulse-style votes.
+    captures) the per-image safety scores and Place Pulse-style votes. ``safety_set``
+    renders a standalone Place Pulse 2.0-shaped set into a new folder: ``images`` views
+    at random places and times, ``votes_per_image`` votes each (see
+    :mod:`urbanvis.simulate.safetyset`).
     """
+    if safety_set:
+        if contact_sheet or truth:
+            raise InputError("make `safety_set` on its own, without `contact_sheet` or `truth`")
+        from .simulate.safetyset import safety_set as make_set
+
+        made = make_set(safety_set, images=images, votes_per_image=votes_per_image, seed=seed,
+                        size=size, progress=progress, should_stop=should_stop)  # fmt: skip
+        folder = Path(safety_set).expanduser()
+        return StageResult(
+            "simulate --safety-set",
+            None,
+            f"wrote {made['images']:,} images and {made['votes']:,} votes into {folder} "
+            f"(votes.csv, truth.csv, images/)",
+            outputs=made,
+            files={"votes": folder / "votes.csv", "truth": folder / "truth.csv"},
+        )
     if not contact_sheet and not truth:
         raise InputError("say what to make: `contact_sheet` (a .png file) and/or `truth`")
     if truth and study is None:
@@ -909,3 +932,85 @@ def simulate(
         files=files,
         layers=["zones_sim"],
     )
+
+
+# --------------------------------------------------------------------------- eval safety
+def eval_safety(
+    study: StudyLike | None = None,
+    *,
+    pp2: str | os.PathLike[str],
+    images: str | os.PathLike[str] | None = None,
+    checkpoints: Sequence[str | os.PathLike[str]] = (),
+    models: Sequence[str] = (),
+    random_init: bool = False,
+    thumbnail: bool = False,
+    category: str = "safety",
+    seed: int = 0,
+    test_size: float = 0.2,
+    epochs: int = 20,
+    hard_auc: bool = False,
+    image_size: int | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    device: str = "auto",
+    out: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> StageResult:
+    """Safety perception (the paper's Table 3): a linear probe on each encoder's features.
+
+    ``pp2`` is Place Pulse 2.0's votes CSV (Q-scores per image, see
+    :mod:`urbanvis.evaluate.safety`) or a CSV of image_id, score; ``images`` the folder of
+    ``<image id>.jpg`` (default: ``images/`` beside ``pp2``). Images scored under 3.5 are
+    unsafe, over 6.5 safe; a seeded stratified split (``test_size``) trains the probe for
+    ``epochs`` passes. Writes ``out`` (default reports/eval_safety.csv of ``study``) and
+    its Markdown twin.
+    """
+    from ._errors import Stopped
+    from .evaluate.encoders import encoder_specs
+    from .evaluate.safety import safety_table
+    from .evaluate.tables import write_table
+
+    if study is None and out is None:
+        raise InputError("give `out` (a .csv file) or `study` to write the table into")
+    st = _study(study, create=False) if study is not None else None
+    target = Path(out).expanduser() if out is not None else st.reports / "eval_safety.csv"  # type: ignore[union-attr]
+    if target.suffix.lower() != ".csv" or target.is_dir():
+        raise InputError(f"`out` must be a .csv file, got {str(target)!r}")
+    _check_int("epochs", epochs, low=1, allow_none=False)
+    specs = encoder_specs(
+        checkpoints, models=models, random_init=random_init, thumbnail=thumbnail, seed=seed
+    )
+    params = {
+        "pp2": str(pp2), "images": str(images) if images is not None else None,
+        "checkpoints": [str(c) for c in checkpoints], "models": list(models),
+        "random_init": random_init, "thumbnail": thumbnail, "category": category, "seed": seed,
+        "test_size": test_size, "epochs": epochs, "hard_auc": hard_auc,
+        "image_size": image_size, "out": str(target),
+    }  # fmt: skip
+    try:
+        res = safety_table(
+            pp2, specs, images=images, category=category, seed=seed, test_size=test_size,
+            epochs=epochs, hard_auc=hard_auc, image_size=image_size, batch_size=batch_size,
+            workers=workers, device=device, progress=progress, should_stop=should_stop,
+        )  # fmt: skip
+    except Stopped as exc:
+        message = f"{exc}; nothing written"
+        if st is None:
+            return StageResult("eval safety", None, message, stopped=True)
+        return _finish(st, "eval safety", params, message, stopped=True)
+    table = res["table"]
+    csv, md = write_table(table, target, title="Safety perception (Place Pulse 2.0 probe)")
+    from .evaluate.tables import markdown_table
+
+    labels = res["labels"]
+    message = markdown_table(table, digits=2) + (
+        f"{len(res['scores']):,} images scored, {int((labels == 0).sum()):,} unsafe and "
+        f"{int((labels == 1).sum()):,} safe kept; table {csv}"
+    )
+    outputs = {"images_scored": len(res["scores"]), "labelled": len(labels),
+               "table": str(csv)}  # fmt: skip
+    files = {"table": csv, "markdown": md}
+    if st is None:
+        return StageResult("eval safety", None, message, outputs=outputs, files=files, details=res)
+    return _finish(st, "eval safety", params, message, outputs=outputs, files=files, details=res)
