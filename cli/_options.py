@@ -26,6 +26,8 @@ _FLAGS = {
     "study": "--study",
     "study_dir": "--study",
     "apply_path": "--apply",
+    "models": "--model",  # the repeatable options of the eval commands
+    "checkpoints": "--checkpoint",
 }
 
 

@@ -19,3 +19,7 @@ def eval_group() -> None:
 from .eval_safety import safety  # noqa: E402
 
 eval_group.add_command(safety)
+
+from .eval_socioeconomic import socioeconomic  # noqa: E402
+
+eval_group.add_command(socioeconomic)

@@ -55,6 +55,7 @@ __all__ = [
     "StageResult",
     "embed",
     "eval_safety",
+    "eval_socioeconomic",
     "harvest",
     "helsinki_pbf",
     "latest_checkpoint",
@@ -1014,3 +1015,81 @@ def eval_safety(
     if st is None:
         return StageResult("eval safety", None, message, outputs=outputs, files=files, details=res)
     return _finish(st, "eval safety", params, message, outputs=outputs, files=files, details=res)
+
+
+# --------------------------------------------------------------------------- eval socioeconomic
+def eval_socioeconomic(
+    study: StudyLike,
+    *,
+    indicators: str | os.PathLike[str],
+    models: Sequence[str] = (),
+    level: str = "blockgroup",
+    zones: str | os.PathLike[str] | None = None,
+    zones_layer: str | None = None,
+    id_field: str = "GEOID",
+    columns: str | Sequence[str] | None = None,
+    topics: str | os.PathLike[str] | Mapping[str, str] | None = None,
+    protocol: str = "kfold5",
+    seed: int = 0,
+    min_images: int = 1,
+    cell_size: float = 500.0,
+    buffer: float = 100.0,
+    tiger_year: int = 2023,
+    acs_year: int = 2022,
+    tiger_url: str | None = None,
+    census_url: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> StageResult:
+    """Zone indicator R² of several embedding models side by side (the paper's Table 2).
+
+    ``models`` are embedding model ids already in the study (default: all); each is scored
+    with the predict stage's method on the same zones and folds (``protocol`` kfold5 by
+    default). Writes only the table: ``out`` (default reports/eval_socioeconomic.csv) and
+    its Markdown twin; no layer, no model file.
+    """
+    from ._errors import Stopped
+    from .evaluate.socioeconomic import socioeconomic_table
+    from .evaluate.tables import markdown_table, write_table
+
+    st = _study(study, create=False)
+    target = Path(out).expanduser() if out is not None else st.reports / "eval_socioeconomic.csv"
+    if target.suffix.lower() != ".csv" or target.is_dir():
+        raise InputError(f"`out` must be a .csv file, got {str(target)!r}")
+    _check_int("min_images", min_images, low=1, allow_none=False)
+    if isinstance(columns, str):
+        columns = [c for c in columns.split(",") if c.strip()]
+    params = {
+        "indicators": str(indicators), "models": list(models), "level": level,
+        "zones": str(zones) if zones is not None else None, "zones_layer": zones_layer,
+        "id_field": id_field, "columns": ",".join(columns) if columns else None,
+        "topics": topics if topics is None or isinstance(topics, str) else str(topics),
+        "protocol": protocol, "seed": seed, "min_images": min_images, "out": str(target),
+    }  # fmt: skip
+    try:
+        res = socioeconomic_table(
+            st, indicators=indicators, models=models, level=level, zones=zones,
+            zones_layer=zones_layer, id_field=id_field, columns=columns, topics=topics,  # type: ignore[arg-type]
+            protocol=protocol, seed=seed, min_images=min_images, cell_size=cell_size,
+            buffer=buffer, tiger_url=tiger_url, tiger_year=tiger_year, census_url=census_url,
+            acs_year=acs_year, progress=progress, should_stop=should_stop,
+        )  # fmt: skip
+    except Stopped as exc:
+        return _finish(st, "eval socioeconomic", params, f"{exc}; nothing written", stopped=True)
+    table = res["table"]
+    csv, md = write_table(table, target, title=f"Zone indicator R² ({protocol})")
+    s = res["summary"]
+    message = markdown_table(table) + (
+        f"{s['models']} models, {s['indicators']} indicators, {s['zones_used']:,} of "
+        f"{s['zones']:,} zones used; table {csv}"
+    )
+    return _finish(
+        st,
+        "eval socioeconomic",
+        params,
+        message,
+        outputs={**s, "table": str(csv)},
+        files={"table": csv, "markdown": md},
+        details=res,
+    )
