@@ -52,6 +52,7 @@ def _args(base) -> dict:
                 level="hex", protocol="kfold5", seed=3)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_each_column_equals_predict_alone(two_models, tmp_path):
     study = tmp_path / "study"
     shutil.copytree(two_models["study"], study)
@@ -78,6 +79,7 @@ def test_each_column_equals_predict_alone(two_models, tmp_path):
     assert not np.allclose(table[a], table[b])
 
 
+@pytest.mark.slow
 def test_cli_one_model_and_out(two_models, tmp_path):
     study = tmp_path / "study"
     shutil.copytree(two_models["study"], study)
@@ -98,28 +100,44 @@ def test_cli_one_model_and_out(two_models, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (("--model", "nope"), "--model nope"),
         (("--out", "table.txt"), "--out"),
         (("--protocol", "holdout", "--min-images", "0"), "--min-images"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(two_models, tmp_path, extra, needle):
-    study = tmp_path / "study"
-    shutil.copytree(two_models["study"], study)
-    result = invoke(
-        "eval", "socioeconomic", "--study", str(study), "--zones", str(two_models["zones"]),
-        "--id-field", "zone_id", "--indicators", str(two_models["indicators"]),
-        "--level", "hex", *extra,
-    )  # fmt: skip
+def test_bad_input_is_one_line_and_writes_nothing(points_study, tmp_path, extra, needle):
+    result = invoke("eval", "socioeconomic", "--study", str(points_study),
+                    "--indicators", str(tmp_path / "x.csv"), *extra)  # fmt: skip
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], result.stderr
-    assert not (study / "reports" / "eval_socioeconomic.csv").exists()
+    assert not (points_study / "reports" / "eval_socioeconomic.csv").exists()
 
 
-def test_a_study_without_embeddings_says_to_embed(simulated_study, tmp_path):
-    result = invoke("eval", "socioeconomic", "--study", str(simulated_study),
+@pytest.mark.slow
+def test_an_unknown_model_lists_the_studys(two_models, tmp_path):
+    result = invoke(
+        "eval", "socioeconomic", "--study", str(two_models["study"]),
+        "--zones", str(two_models["zones"]), "--id-field", "zone_id",
+        "--indicators", str(two_models["indicators"]), "--level", "hex", "--model", "nope",
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--model nope has no embeddings" in lines[0], result.stderr
+    assert two_models["models"][0] in lines[0]
+    assert not (two_models["study"] / "reports" / "eval_socioeconomic.csv").exists()
+
+
+def test_an_unknown_protocol_is_named(points_study, tmp_path):
+    from urbanvis._errors import InputError
+
+    with pytest.raises(InputError, match="unknown protocol .loo.") as info:
+        uv.eval_socioeconomic(points_study, indicators=tmp_path / "x.csv", protocol="loo")
+    assert info.value.param == "protocol"
+
+
+def test_a_study_without_embeddings_says_to_embed(points_study, tmp_path):
+    result = invoke("eval", "socioeconomic", "--study", str(points_study),
                     "--indicators", str(tmp_path / "x.csv"))  # fmt: skip
     assert result.returncode == 2
     assert "urbanvis embed" in result.stderr
-    assert not Path(simulated_study / "reports" / "eval_socioeconomic.csv").exists()
+    assert not Path(points_study / "reports" / "eval_socioeconomic.csv").exists()
