@@ -95,8 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:  # click's name for Ctrl-C
         click.echo("interrupted; finished work is kept, rerun to resume", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # wrong type, bad choice, missing option, unknown command
+        path = exc.ctx.command_path if exc.ctx is not None else "urbanvis"
+        text = one_line(exc.format_message()).rstrip(".")
+        click.echo(f"error: {text}; see '{path} --help'", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted; finished work is kept, rerun to resume", err=True)

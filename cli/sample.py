@@ -59,6 +59,11 @@ from ._options import echo_result, study_option
     help="Points closer than this (metres), e.g. where streets meet, become one.",
 )
 @click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the points of a study that has points but no captures yet.",
+)
+@click.option(
     "--nominatim-url", metavar="URL", help="Nominatim server to use instead of the public one."
 )
 @click.option(
@@ -74,6 +79,7 @@ def sample(
     spacing,
     method,
     merge_distance,
+    overwrite,
     nominatim_url,
     overpass_url,
 ):
@@ -104,5 +110,6 @@ def sample(
         merge_distance=merge_distance,
         nominatim_url=nominatim_url,
         overpass_url=overpass_url,
+        overwrite=overwrite,
     )
     echo_result(result)

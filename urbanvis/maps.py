@@ -189,14 +189,17 @@ def _thumbnails(frame, study_root: Path | None, html_dir: Path | None, mode: str
 
     thumbs: list[str | None] = []
     for p in paths:
+        if p is None:  # a missing or failed capture has no image
+            thumbs.append(None)
+            continue
         try:
-            with Image.open(p) as im:  # type: ignore[arg-type]
+            with Image.open(p) as im:
                 small = im.convert("RGB")
                 small.thumbnail((128, 128))
                 buf = io.BytesIO()
                 small.save(buf, "JPEG", quality=70)
             thumbs.append("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode())
-        except (OSError, TypeError, ValueError):
+        except Exception:  # an unreadable image gets no thumbnail (PIL raises many kinds)
             thumbs.append(None)
     return thumbs
 

@@ -193,6 +193,7 @@ def sample(
     merge_distance: float = 1.0,
     nominatim_url: str | None = None,
     overpass_url: str | None = None,
+    overwrite: bool = False,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
 ) -> StageResult:
@@ -202,10 +203,15 @@ def sample(
     degrees) or ``osm`` (a local .osm.pbf/.osm/.graphml, clipped to the others when given).
     ``method="grid"`` puts points on a square grid instead. See
     :func:`urbanvis.sampling.sample` for the details.
+
+    A study that has points keeps them unless ``overwrite``; a study whose captures (or
+    embeddings) refer to its points is never re-sampled: their point ids would then name
+    other places. Sample into a new study instead.
     """
     from . import sampling
 
     check_writable(_root(study))
+    _check_points_replaceable(study, overwrite=overwrite)
     stop = _stopper(should_stop)
     parameters = dict(
         city=city,
@@ -338,6 +344,38 @@ def parse_headings(value: str) -> tuple[float, ...]:
         raise InputError(
             f"`headings` {value!r} is not a comma-separated list of degrees, e.g. 0,90,180,270"
         ) from None
+
+
+def _check_points_replaceable(study: StudyLike, *, overwrite: bool) -> None:
+    """Refuse, before any work, to replace points silently or under captures."""
+    if not _has_study(study):
+        return
+    import pyogrio
+
+    gpkg = _root(study) / "study.gpkg"
+    try:
+        layers = {str(name) for name, _ in pyogrio.list_layers(gpkg)}
+    except Exception:  # not a GeoPackage: open_study says so in its own words
+        return
+    if "points" not in layers:
+        return
+    n_points = int(pyogrio.read_info(gpkg, layer="points")["features"])
+    dependents = sorted(
+        name for name in layers if name in ("captures", "embeddings") or name.startswith(
+            ("coverage_", "predictions_")
+        )
+    )  # fmt: skip
+    if dependents:
+        raise InputError(
+            f"{_root(study)} has {n_points:,} points that its {', '.join(dependents)} "
+            f"refer to; re-sampling would point them at other places: sample into a new "
+            f"`study` folder instead"
+        )
+    if not overwrite:
+        raise InputError(
+            f"{_root(study)} has {n_points:,} points already; pass `overwrite` to replace "
+            f"them, or sample into a new `study` folder"
+        )
 
 
 def _sample_first(study: StudyLike, where: dict[str, Any]) -> None:
