@@ -38,9 +38,23 @@ from ._options import echo_result, study_option
     help="--truth: about this many points per zone (20 to 200 each).",
 )
 @click.option(
-    "--size", type=int, default=160, show_default=True, help="--contact-sheet: tile size in pixels."
+    "--vpr-set",
+    type=click.Path(file_okay=False, path_type=str),
+    metavar="DIR",
+    help="Write a visual place recognition set of unseen places (database/ and queries/, "
+    "@utm_east@utm_north@...@.jpg) into this new folder, for urbanvis eval vpr.",
 )
-def simulate(study_dir, sheet, truth, seed, points_per_zone, size):
+@click.option(
+    "--places", type=int, default=200, show_default=True, help="--vpr-set: places along a street."
+)
+@click.option(
+    "--size",
+    type=int,
+    default=160,
+    show_default=True,
+    help="--contact-sheet: tile size; --vpr-set: image size, in pixels.",
+)
+def simulate(study_dir, sheet, truth, seed, points_per_zone, vpr_set, places, size):
     """The synthetic street-view city: look at it, or export its ground truth.
 
     \b
@@ -53,6 +67,7 @@ def simulate(study_dir, sheet, truth, seed, points_per_zone, size):
     Examples:
       urbanvis simulate --contact-sheet city.png --seed 0
       urbanvis simulate --study hel --truth --seed 0
+      urbanvis simulate --vpr-set vpr --places 200
     """
     from urbanvis import stages
 
@@ -63,5 +78,7 @@ def simulate(study_dir, sheet, truth, seed, points_per_zone, size):
         seed=seed,
         points_per_zone=points_per_zone,
         size=size,
+        vpr_set=vpr_set,
+        places=places,
     )
     echo_result(result)
