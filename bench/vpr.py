@@ -71,6 +71,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"faiss {faiss.__version__}, numpy {np.__version__}, {faiss.omp_get_max_threads()} "
           "OpenMP threads")  # fmt: skip
+    print(f"peak RSS before the data (interpreter, numpy, faiss): {peak_rss_gb():.2f} GB")
     db = unit_vectors(args.n, args.dim, seed=0)
     q = unit_vectors(args.queries, args.dim, seed=1)
     db_gb = db.nbytes / 1e9

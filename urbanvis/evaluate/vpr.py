@@ -330,6 +330,12 @@ def _sorted_rows(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarra
 
 
 def _block_numpy(q: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = max(1, (1 << 24) // max(1, block.shape[0]))  # score matrices of at most 64 MB
+    parts = [_rows_numpy(q[i : i + rows], block, k) for i in range(0, len(q), rows)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _rows_numpy(q: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     scores = q @ block.T
     n = scores.shape[1]
     if k >= n:
