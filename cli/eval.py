@@ -23,3 +23,7 @@ eval_group.add_command(safety)
 from .eval_socioeconomic import socioeconomic  # noqa: E402
 
 eval_group.add_command(socioeconomic)
+
+from .eval_vpr import eval_vpr  # noqa: E402
+
+eval_group.add_command(eval_vpr)

@@ -42,7 +42,17 @@ from ._options import echo_result, study_option
     type=int,
     default=160,
     show_default=True,
-    help="--contact-sheet: tile size; --safety-set: image side, in pixels.",
+    help="--contact-sheet: tile size; --vpr-set and --safety-set: image side, in pixels.",
+)
+@click.option(
+    "--vpr-set",
+    type=click.Path(file_okay=False, path_type=str),
+    metavar="DIR",
+    help="Write a visual place recognition set of unseen places (database/ and queries/, "
+    "@utm_east@utm_north@...@.jpg) into this new folder, for urbanvis eval vpr.",
+)
+@click.option(
+    "--places", type=int, default=200, show_default=True, help="--vpr-set: places along a street."
 )
 @click.option(
     "--safety-set",
@@ -65,8 +75,8 @@ from ._options import echo_result, study_option
     show_default=True,
     help="--safety-set: votes drawn per image (each vote shows two).",
 )
-def simulate(study_dir, sheet, truth, seed, points_per_zone, size, safety_set, images,
-             votes_per_image):  # fmt: skip
+def simulate(study_dir, sheet, truth, seed, points_per_zone, size, vpr_set, places, safety_set,
+             images, votes_per_image):  # fmt: skip
     """The synthetic street-view city: look at it, or export its ground truth.
 
     \b
@@ -80,6 +90,7 @@ def simulate(study_dir, sheet, truth, seed, points_per_zone, size, safety_set, i
       urbanvis simulate --contact-sheet city.png --seed 0
       urbanvis simulate --study hel --truth --seed 0
       urbanvis simulate --safety-set pp --images 1000 --seed 0
+      urbanvis simulate --vpr-set vpr --places 200
     """
     from urbanvis import stages
 
@@ -93,5 +104,7 @@ def simulate(study_dir, sheet, truth, seed, points_per_zone, size, safety_set, i
         safety_set=safety_set,
         images=images,
         votes_per_image=votes_per_image,
+        vpr_set=vpr_set,
+        places=places,
     )
     echo_result(result)

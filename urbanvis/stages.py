@@ -56,6 +56,7 @@ __all__ = [
     "embed",
     "eval_safety",
     "eval_socioeconomic",
+    "eval_vpr",
     "harvest",
     "helsinki_pbf",
     "latest_checkpoint",
@@ -910,20 +911,26 @@ def simulate(
     safety_set: str | os.PathLike[str] | None = None,
     images: int = 1000,
     votes_per_image: int = 6,
+    vpr_set: str | os.PathLike[str] | None = None,
+    places: int = 200,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
 ) -> StageResult:
     """The synthetic city: a contact sheet (PNG) and/or the study's ground truth.
 
     ``truth`` writes the zones_sim layer, truth/indicators.csv and (with simulator
-    captures) the per-image safety scores and Place Pulse-style votes. ``safety_set``
+    captures) the per-image safety scores and Place Pulse-style votes. ``vpr_set`` is a
+    new folder for ``places`` unseen places as database/ and queries/ images of ``size``
+    pixels (see :mod:`urbanvis.simulate.vprset`). ``safety_set``
     renders a standalone Place Pulse 2.0-shaped set into a new folder: ``images`` views
     at random places and times, ``votes_per_image`` votes each (see
     :mod:`urbanvis.simulate.safetyset`).
     """
     if safety_set:
-        if contact_sheet or truth:
-            raise InputError("make `safety_set` on its own, without `contact_sheet` or `truth`")
+        if contact_sheet or truth or vpr_set:
+            raise InputError(
+                "make `safety_set` on its own, without `contact_sheet`, `vpr_set` or `truth`"
+            )
         from .simulate.safetyset import safety_set as make_set
 
         made = make_set(safety_set, images=images, votes_per_image=votes_per_image, seed=seed,
@@ -937,8 +944,11 @@ def simulate(
             outputs=made,
             files={"votes": folder / "votes.csv", "truth": folder / "truth.csv"},
         )
-    if not contact_sheet and not truth:
-        raise InputError("say what to make: `contact_sheet` (a .png file) and/or `truth`")
+    if not contact_sheet and not truth and not vpr_set:
+        raise InputError(
+            "say what to make: `contact_sheet` (a .png file), `vpr_set` or `safety_set` "
+            "(folders) and/or `truth`"
+        )
     if truth and study is None:
         raise InputError("`truth` is written into a study; give `study`")
     lines: list[str] = []
@@ -951,6 +961,18 @@ def simulate(
 
         files["contact_sheet"] = make_sheet(contact_sheet, seed=seed, size=size)
         lines.append(f"wrote {files['contact_sheet']}")
+    if vpr_set:
+        from .simulate.vprset import write_vpr_set
+
+        made = write_vpr_set(
+            vpr_set, places=places, seed=seed, size=size, progress=progress,
+            should_stop=should_stop,
+        )  # fmt: skip
+        files["vpr_set"] = Path(vpr_set).expanduser()
+        lines.append(
+            f"wrote a VPR set of {made['database']:,} database and {made['queries']:,} query "
+            f"images in {files['vpr_set']}"
+        )
     if not truth or _stopper(should_stop)():
         if st is None:
             return StageResult("simulate", None, "\n".join(lines), files=files)
@@ -1130,4 +1152,107 @@ def eval_socioeconomic(
         outputs={**s, "table": str(csv)},
         files={"table": csv, "markdown": md},
         details=res,
+    )
+
+
+# --------------------------------------------------------------------------- eval vpr
+def eval_vpr(
+    study: StudyLike | None = None,
+    *,
+    dataset: str | os.PathLike[str],
+    checkpoints: Sequence[str | os.PathLike[str]] = (),
+    models: Sequence[str] = (),
+    random_init: bool = False,
+    thumbnail: bool = False,
+    threshold: float = 25.0,
+    seed: int = 0,
+    image_size: int | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    device: str = "auto",
+    out: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> StageResult:
+    """Visual place recognition: Recall@1..25 of each encoder on a VPR set (Table 1).
+
+    ``dataset`` is a folder with database/ and queries/ (``@utm_east@utm_north@...@.jpg``
+    names; positives within ``threshold`` metres) or gsv-cities ``<ds>_dbImages.npy``,
+    ``<ds>_qImages.npy`` and ``<ds>_gt.npy`` files (see :mod:`urbanvis.evaluate.vpr`). The
+    table goes to ``out``, or with a study to reports/eval_vpr.csv (and .md beside it);
+    with neither it is only returned.
+    """
+    from ._errors import Stopped
+    from .evaluate.encoders import encoder_specs
+    from .evaluate.tables import markdown_table, write_table
+    from .evaluate.vpr import evaluate_vpr, read_dataset
+
+    _check_int("batch_size", batch_size, low=1, allow_none=False)
+    _check_int("workers", workers, low=0, allow_none=False)
+    _check_int("image_size", image_size, low=8)
+    st = _study(study, create=False) if study is not None else None
+    specs = encoder_specs(
+        checkpoints, models=models, random_init=random_init, thumbnail=thumbnail, seed=seed
+    )
+    data = read_dataset(dataset, threshold=threshold)
+    target = Path(out).expanduser() if out else None
+    if target is None and st is not None:
+        target = st.root / "reports" / "eval_vpr.csv"
+    if target is not None and target.suffix.lower() != ".csv":
+        raise InputError(f"`out` must be a .csv file, got {target.name!r}")
+    params = {
+        "dataset": str(dataset),
+        "checkpoints": [str(c) for c in checkpoints],
+        "models": list(models),
+        "random_init": random_init,
+        "thumbnail": thumbnail,
+        "threshold": threshold if data.threshold is not None else None,
+        "seed": seed,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "workers": workers,
+        "device": device,
+        "out": str(out) if out else None,
+    }
+    try:
+        table = evaluate_vpr(
+            data,
+            specs,
+            image_size=image_size,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            progress=progress,
+            should_stop=should_stop,
+        )
+    except Stopped as exc:
+        message = f"{exc}; nothing written"
+        if st is None:
+            return StageResult("eval vpr", None, message, stopped=True)
+        return _finish(st, "eval vpr", params, message, stopped=True)
+    title = f"Visual place recognition on {data.name} (Recall@K, %)"
+    files: dict[str, Path] = {}
+    message = markdown_table(table, title=title, digits=1)
+    message += (
+        f"{len(data.scored):,} queries scored against {len(data.database):,} database images"
+        f" ({data.n_excluded:,} without a positive excluded)"
+    )
+    if target is not None:
+        files["table"], files["markdown"] = write_table(table, target, title=title)
+        message += f"; table {files['table']}"
+    if st is None:
+        return StageResult("eval vpr", None, message, files=files, details=table)
+    return _finish(
+        st,
+        "eval vpr",
+        params,
+        message,
+        outputs={
+            "n_queries": len(data.scored),
+            "n_excluded": data.n_excluded,
+            "n_database": len(data.database),
+            "table": str(files["table"]),
+        },
+        files=files,
+        details=table,
     )
