@@ -299,6 +299,7 @@ def test_stopping_predict_writes_nothing_and_map_can_stop(walked):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about a minute alone; much more on a busy 2-core machine
 def test_the_readme_walk_through_runs_as_written(tmp_path, monkeypatch):
     """The README's notebook block, executed verbatim in an empty folder."""
     readme = (Path(__file__).parents[1] / "README.md").read_text()
