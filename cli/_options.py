@@ -26,6 +26,7 @@ _FLAGS = {
     "study": "--study",
     "study_dir": "--study",
     "apply_path": "--apply",
+    "query_patches": "--query-patch",
 }
 
 

@@ -14,3 +14,8 @@ def eval_group() -> None:
     random weights (--model NAME --random-init) and the colour-thumbnail baseline
     (--thumbnail). A learned encoder is only worth something where it beats both.
     """
+
+
+from .eval_attention import eval_attention  # noqa: E402
+
+eval_group.add_command(eval_attention)
