@@ -236,3 +236,25 @@ def test_stage_stops_without_writing(image_folder, tmp_path):
 def test_stage_needs_somewhere_to_write(image_folder):
     with pytest.raises(InputError, match="give out"):
         uv.eval_attention(images=image_folder, models=["vit_test_patch8"], random_init=True)
+
+
+def test_two_encoders_side_by_side(image_folder, tmp_path):
+    torch = pytest.importorskip("torch")
+    from urbanvis.engine.encoders import create_encoder
+
+    torch.manual_seed(5)
+    checkpoint = tmp_path / "run" / "trained.pth"
+    checkpoint.parent.mkdir()
+    torch.save({"arch": "vit_test_patch8", "model": create_encoder("vit_test_patch8").state_dict()},
+               checkpoint)  # fmt: skip
+    out = tmp_path / "att" / "attention.csv"
+    result = uv.eval_attention(images=image_folder, checkpoints=[checkpoint],
+                               models=["vit_test_patch8"], random_init=True, device="cpu",
+                               out=out, max_images=2)  # fmt: skip
+    table = pd.read_csv(out)
+    assert sorted(table["model"].unique()) == ["run/trained", "vit_test_patch8 (random init)"]
+    assert result.outputs["images"] == 2
+    assert len(list(out.parent.glob("attention_maps_*.png"))) == 2
+    # different weights, different attention
+    by_model = table.groupby("model")["mean_distance_px"].apply(list)
+    assert by_model["run/trained"] != by_model["vit_test_patch8 (random init)"]
