@@ -28,6 +28,7 @@ _FLAGS = {
     "apply_path": "--apply",
     "models": "--model",  # the repeatable options of the eval commands
     "checkpoints": "--checkpoint",
+    "query_patches": "--query-patch",
 }
 
 

@@ -27,3 +27,7 @@ eval_group.add_command(socioeconomic)
 from .eval_vpr import eval_vpr  # noqa: E402
 
 eval_group.add_command(eval_vpr)
+
+from .eval_attention import eval_attention  # noqa: E402
+
+eval_group.add_command(eval_attention)

@@ -54,6 +54,7 @@ StudyLike = str | os.PathLike[str] | Study
 __all__ = [
     "StageResult",
     "embed",
+    "eval_attention",
     "eval_safety",
     "eval_socioeconomic",
     "eval_vpr",
@@ -1256,3 +1257,106 @@ def eval_vpr(
         files=files,
         details=table,
     )
+
+
+# --------------------------------------------------------------------------- eval attention
+def eval_attention(
+    study: StudyLike | None = None,
+    *,
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    checkpoints: Sequence[str | os.PathLike[str]] = (),
+    models: Sequence[str] = (),
+    random_init: bool = False,
+    thumbnail: bool = False,
+    seed: int = 0,
+    image_size: int | None = None,
+    query_patches: Sequence[tuple[int, int]] | None = None,
+    max_images: int = 32,
+    batch_size: int = 8,
+    workers: int = 0,
+    device: str = "auto",
+    out: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> StageResult:
+    """Attention analysis of ViT encoders: mean attention distance, Fourier profile, maps.
+
+    ``images`` is a folder or a list of image files; with a ``study`` and no ``images``, a
+    sample of the study's ok captures. At most ``max_images`` are used (a sample drawn with
+    ``seed``). Writes the per-head distance table to ``out`` (default
+    reports/attention/attention.csv in the study), a per-layer table with the relative log
+    amplitude beside it, and PNGs: the encoders side by side per layer, and each encoder's
+    attention maps of ``query_patches`` (row, col) on the first image. See
+    :mod:`urbanvis.evaluate.attention` for the definitions.
+    """
+    from .evaluate.encoders import encoder_specs
+
+    if thumbnail:
+        raise InputError(
+            "the thumbnail baseline has no attention; drop `thumbnail` and name ViT encoders"
+        )
+    _check_int("max_images", max_images, low=1)
+    _check_int("batch_size", batch_size, low=1)
+    specs = encoder_specs(checkpoints, models=models, random_init=random_init, seed=seed)
+    st = _study(study, create=False) if study is not None else None
+    if out is None:
+        if st is None:
+            raise InputError("say where to write: give `out` (a .csv file) or a `study`")
+        out = st.root / "reports" / "attention" / "attention.csv"
+    if Path(out).suffix.lower() != ".csv":
+        raise InputError(f"`out` must be a .csv file, got {Path(out).name!r}")
+    from .evaluate.attention import evaluate_attention, image_list, write_attention_report
+
+    if images is None:
+        if st is None:
+            raise InputError("no images to analyse; give `images` (a folder or image files)")
+        from .vectors import ok_captures
+
+        paths = [st.root / p for p in ok_captures(st)["image_path"]]
+        files = image_list(paths, max_images=max_images, seed=seed)
+    else:
+        files = image_list(images, max_images=max_images, seed=seed)
+    parameters = dict(
+        images=str(images) if isinstance(images, (str, os.PathLike)) else len(files),
+        checkpoints=[str(c) for c in checkpoints], models=list(models),
+        random_init=random_init, seed=seed, image_size=image_size,
+        query_patches=[list(q) for q in query_patches] if query_patches else None,
+        max_images=max_images, device=device, out=str(out),
+    )  # fmt: skip
+    from ._errors import Stopped
+
+    try:
+        result = evaluate_attention(
+            files, specs, image_size=image_size, query_patches=query_patches,
+            batch_size=batch_size, workers=workers, device=device, progress=progress,
+            should_stop=should_stop,
+        )  # fmt: skip
+    except Stopped as exc:
+        if st is None:
+            return StageResult("eval attention", None, str(exc), stopped=True)
+        return _finish(st, "eval attention", parameters, str(exc), stopped=True)
+    written = write_attention_report(result, out)
+    lines = [
+        f"attention of {len(specs)} encoder(s) over {len(files)} images "
+        f"(mean attention distance in px, layer 1 -> last; relative log amplitude, last layer):"
+    ]
+    for e in result.encoders:
+        lines.append(
+            f"  {e.label}: {e.distance[0].mean():.1f} -> {e.distance[-1].mean():.1f} px; "
+            f"{e.relative_log_amplitude[-1]:+.2f}"
+        )
+    lines.append(f"wrote {written['table']} and its tables and PNGs beside it")
+    outputs = {
+        "images": len(files),
+        "encoders": len(specs),
+        "table": str(written["table"]),
+    }
+    if st is None:
+        return StageResult(
+            "eval attention", None, "\n".join(lines), outputs=outputs, files=written,
+            details=result,
+        )  # fmt: skip
+    return _finish(
+        st, "eval attention", parameters, "\n".join(lines), outputs=outputs, files=written,
+        details=result,
+    )  # fmt: skip
