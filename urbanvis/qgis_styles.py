@@ -143,7 +143,8 @@ def write_style(
         con.execute(
             "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
             "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, "
-            "owner, ui) VALUES ('', '', ?, ?, ?, ?, '', ?, ?, 'urbanvis', '')",
+            "owner, ui, update_time) VALUES ('', '', ?, ?, ?, ?, '', ?, ?, 'urbanvis', '', "
+            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
             (table, geom, name, qml, 1 if default else 0, description),
         )
 
@@ -183,13 +184,19 @@ def style_study(gpkg: str | Path) -> list[str]:
                     and c not in ("fid", "n_images", "images", "zone_index")
                 ]  # fmt: skip
                 preds = [c for c in numeric if c.endswith("_pred")]
-                chosen = preds or [c for c in numeric if not c.endswith("_id")]
-                for i, column in enumerate(chosen):
+                others = [c for c in numeric if not c.endswith(("_pred", "_id"))]
+                found = []
+                for column in preds + others:
                     breaks = quantile_breaks(_numbers(con, table, f'"{column}"'))
-                    if len(breaks) < 2:
-                        continue
-                    qml = graduated_qml(column, breaks)
-                    plans.append((table, column, qml, not plans or plans[-1][0] != table, column))
+                    if len(breaks) >= 2:
+                        found.append((column, breaks))
+                # the default: the first predicted indicator that varies (a constant
+                # prediction makes one class); the others are named styles to switch to
+                classes = [len(b) for _, b in found]
+                best = next((i for i, (c, b) in enumerate(found) if len(b) > 2), None)
+                best = best if best is not None else (classes.index(max(classes)) if found else 0)
+                for i, (column, breaks) in enumerate(found):
+                    plans.append((table, column, graduated_qml(column, breaks), i == best, column))
             elif table == "captures" and any(c == "captured_at" for c, _ in cols):
                 years = _numbers(con, table, "substr(captured_at, 1, 4)")
                 if years:
