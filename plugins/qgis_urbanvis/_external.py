@@ -26,6 +26,12 @@ _PROGRESS = re.compile(r"(\d+)/(\d+)\s*\[")
 def executable() -> str:
     """The urbanvis command this plugin runs, or an error that says how to set it."""
     exe = QgsSettings().value(SETTING_EXE, "") or os.environ.get("URBANVIS_EXE", "")
+    if not exe:
+        from . import venv_path
+
+        venv = venv_path()
+        candidate = os.path.join(venv, "bin", "urbanvis") if venv else ""
+        exe = candidate if candidate and os.path.isfile(candidate) else ""
     exe = exe or shutil.which("urbanvis") or ""
     if not exe or not os.path.isfile(exe):
         raise QgsProcessingException(

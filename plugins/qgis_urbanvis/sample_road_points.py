@@ -75,6 +75,7 @@ class SampleRoadPoints(UrbanvisAlgorithm):
     LABEL = "Sample road points"
     GROUP, GROUP_ID = "1 Sample", "sample"
     STAGE = "sample"
+    EXTERNAL_LAYERS = ("points",)
     HELP = (
         "Points every 'Spacing' metres along the streets of an area (a polygon layer, an "
         "extent or a local OSM extract) into the study's points layer. Without an OSM "
