@@ -165,8 +165,10 @@ class UrbanvisAlgorithm(QgsProcessingAlgorithm):
             if total:
                 feedback.setProgress(100.0 * done / total)
             if counts:
-                shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                  for k, v in counts.items())  # fmt: skip
+                shown = ", ".join(
+                    f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in counts.items()
+                )
                 feedback.setProgressText(shown)
 
         stage = getattr(stages, self.STAGE)

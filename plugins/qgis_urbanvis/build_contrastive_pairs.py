@@ -30,42 +30,75 @@ class BuildContrastivePairs(UrbanvisAlgorithm):
     )
 
     def add_parameters(self) -> None:
-        self.addParameter(with_help(
-            QgsProcessingParameterEnum("STRATEGY", "Strategy", STRATEGIES, defaultValue=1),
-            cli_param("pairs", "strategy")[1],
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterEnum("STRATEGY", "Strategy", STRATEGIES, defaultValue=1),
+                cli_param("pairs", "strategy")[1],
+            )
+        )
         for name, label, kind, adv in (
             ("MAX_PAIRS", "Most pairs", QgsProcessingParameterNumber.Integer, False),
             ("SEED", "Seed", QgsProcessingParameterNumber.Integer, True),
-            ("MAX_DISTANCE", "Temporal: most metres apart", QgsProcessingParameterNumber.Double, True),
-            ("HEADING_TOL", "Temporal: heading tolerance (°)", QgsProcessingParameterNumber.Double, True),
+            (
+                "MAX_DISTANCE",
+                "Temporal: most metres apart",
+                QgsProcessingParameterNumber.Double,
+                True,
+            ),
+            (
+                "HEADING_TOL",
+                "Temporal: heading tolerance (°)",
+                QgsProcessingParameterNumber.Double,
+                True,
+            ),
             ("SHARD_SIZE", "Pairs per shard", QgsProcessingParameterNumber.Integer, True),
-        ):  # fmt: skip
+        ):
             default, text = cli_param("pairs", name.lower())
-            self.addParameter(with_help(
-                QgsProcessingParameterNumber(name, label, kind, default, minValue=0), text,
-                advanced=adv,
-            ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterNumber("BUFFER", "Spatial: grid cell (m)",
-                                         QgsProcessingParameterNumber.Double, optional=True,
-                                         minValue=0),
-            cli_param("pairs", "buffer")[1],
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterVectorLayer("ZONES", "Spatial: zones",
-                                              [QgsProcessing.TypeVectorPolygon], optional=True),
-            cli_param("pairs", "zones")[1],
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterField("ZONE_ID", "Spatial: zone id field",
-                                        parentLayerParameterName="ZONES", optional=True),
-            cli_param("pairs", "zone_id")[1],
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterBoolean("SHARDS", "Also write WebDataset shards", False),
-            cli_param("pairs", "shards")[1], advanced=True,
-        ))  # fmt: skip
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterNumber(name, label, kind, default, minValue=0),
+                    text,
+                    advanced=adv,
+                )
+            )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterNumber(
+                    "BUFFER",
+                    "Spatial: grid cell (m)",
+                    QgsProcessingParameterNumber.Double,
+                    optional=True,
+                    minValue=0,
+                ),
+                cli_param("pairs", "buffer")[1],
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterVectorLayer(
+                    "ZONES", "Spatial: zones", [QgsProcessing.TypeVectorPolygon], optional=True
+                ),
+                cli_param("pairs", "zones")[1],
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterField(
+                    "ZONE_ID",
+                    "Spatial: zone id field",
+                    parentLayerParameterName="ZONES",
+                    optional=True,
+                ),
+                cli_param("pairs", "zone_id")[1],
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterBoolean("SHARDS", "Also write WebDataset shards", False),
+                cli_param("pairs", "shards")[1],
+                advanced=True,
+            )
+        )
         self.addOutput(QgsProcessingOutputFile("TABLE", "Pair table"))
 
     def stage_keywords(self, parameters, context, feedback) -> dict:

@@ -32,39 +32,63 @@ class Embed(UrbanvisAlgorithm):
     )
 
     def add_parameters(self) -> None:
-        self.addParameter(with_help(
-            QgsProcessingParameterFile("CHECKPOINT", "Checkpoint", optional=True,
-                                       fileFilter="Checkpoints (*.pth.tar *.pth *.pt *.safetensors)"),
-            cli_param("embed", "checkpoint")[1],
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterString("MODEL", "Model name", optional=True),
-            cli_param("embed", "model")[1],
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterBoolean("RANDOM_INIT", "Random weights", False),
-            cli_param("embed", "random_init")[1],
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterFile(
+                    "CHECKPOINT",
+                    "Checkpoint",
+                    optional=True,
+                    fileFilter="Checkpoints (*.pth.tar *.pth *.pt *.safetensors)",
+                ),
+                cli_param("embed", "checkpoint")[1],
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterString("MODEL", "Model name", optional=True),
+                cli_param("embed", "model")[1],
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterBoolean("RANDOM_INIT", "Random weights", False),
+                cli_param("embed", "random_init")[1],
+            )
+        )
         for key, label, optional, adv in (
-            ("seed", "Seed", False, True), ("batch_size", "Batch size", False, False),
-            ("workers", "Workers", False, True), ("image_size", "Image size (px)", True, True),
+            ("seed", "Seed", False, True),
+            ("batch_size", "Batch size", False, False),
+            ("workers", "Workers", False, True),
+            ("image_size", "Image size (px)", True, True),
             ("limit", "Limit (captures)", True, False),
-        ):  # fmt: skip
+        ):
             default, text = cli_param("embed", key)
-            self.addParameter(with_help(
-                QgsProcessingParameterNumber(key.upper(), label, defaultValue=default,
-                                             optional=optional, minValue=0),
-                text, advanced=adv,
-            ))  # fmt: skip
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterNumber(
+                        key.upper(), label, defaultValue=default, optional=optional, minValue=0
+                    ),
+                    text,
+                    advanced=adv,
+                )
+            )
         default, text = cli_param("embed", "device")
-        self.addParameter(with_help(QgsProcessingParameterString("DEVICE", "Device", default), text, advanced=True))
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterString("DEVICE", "Device", default), text, advanced=True
+            )
+        )
         for key, options in (("precision", PRECISIONS), ("decode", DECODES)):
             default, text = cli_param("embed", key)
-            self.addParameter(with_help(
-                QgsProcessingParameterEnum(key.upper(), key.capitalize(), options,
-                                           defaultValue=options.index(default)),
-                text, advanced=True,
-            ))  # fmt: skip
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterEnum(
+                        key.upper(), key.capitalize(), options, defaultValue=options.index(default)
+                    ),
+                    text,
+                    advanced=True,
+                )
+            )
         self.addOutput(QgsProcessingOutputVectorLayer("EMBEDDINGS", "Embeddings"))
 
     def stage_keywords(self, parameters, context, feedback) -> dict:

@@ -47,36 +47,49 @@ class HarvestStreetViews(UrbanvisAlgorithm):
     def add_parameters(self) -> None:
         providers = _providers()
         default, text = cli_param("harvest", "provider")
-        self.addParameter(with_help(
-            QgsProcessingParameterEnum(
-                "PROVIDER", "Provider", providers, defaultValue=providers.index(default)
-            ),
-            text,
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterEnum(
+                    "PROVIDER", "Provider", providers, defaultValue=providers.index(default)
+                ),
+                text,
+            )
+        )
         area_parameters(self, "harvest")
         default, text = cli_param("harvest", "batch_size")
-        self.addParameter(with_help(
-            QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", defaultValue=default,
-                                         minValue=1),
-            text, advanced=True,
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterNumber(
+                    "BATCH_SIZE", "Batch size", defaultValue=default, minValue=1
+                ),
+                text,
+                advanced=True,
+            )
+        )
         _, text = cli_param("harvest", "limit")
-        self.addParameter(with_help(
-            QgsProcessingParameterNumber("LIMIT", "Limit (points)", optional=True, minValue=1),
-            text,
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterNumber("LIMIT", "Limit (points)", optional=True, minValue=1),
+                text,
+            )
+        )
         _, text = cli_param("harvest", "retry_failed")
-        self.addParameter(with_help(
-            QgsProcessingParameterBoolean("RETRY_FAILED", "Retry failed points", False),
-            text, advanced=True,
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterBoolean("RETRY_FAILED", "Retry failed points", False),
+                text,
+                advanced=True,
+            )
+        )
         for spec in _specs():
             self.addParameter(self._option(spec))
-        self.addParameter(with_help(
-            QgsProcessingParameterBoolean("EXTERNAL", "Run as the urbanvis command", False),
-            "Run the harvest as a separate urbanvis process (long web harvests).",
-            advanced=True,
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterBoolean("EXTERNAL", "Run as the urbanvis command", False),
+                "Run the harvest as a separate urbanvis process (long web harvests).",
+                advanced=True,
+            )
+        )
         self.addOutput(QgsProcessingOutputVectorLayer("CAPTURES", "Captures"))
 
     @staticmethod
@@ -86,8 +99,11 @@ class HarvestStreetViews(UrbanvisAlgorithm):
         if spec.type is bool:
             param = QgsProcessingParameterBoolean(name, label, bool(spec.default), optional=True)
         elif spec.type in (int, float):
-            kind = (QgsProcessingParameterNumber.Integer if spec.type is int
-                    else QgsProcessingParameterNumber.Double)  # fmt: skip
+            kind = (
+                QgsProcessingParameterNumber.Integer
+                if spec.type is int
+                else QgsProcessingParameterNumber.Double
+            )
             param = QgsProcessingParameterNumber(name, label, kind, spec.default, optional=True)
             if low is not None:
                 param.setMinimum(low)

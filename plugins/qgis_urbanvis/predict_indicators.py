@@ -50,40 +50,63 @@ class PredictIndicators(UrbanvisAlgorithm):
     )
 
     def add_parameters(self) -> None:
-        self.addParameter(with_help(
-            QgsProcessingParameterVectorLayer(
-                "ZONES", "Zones", [QgsProcessing.TypeVectorPolygon], optional=True
-            ),
-            cli_param("predict", "zones")[1],
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterVectorLayer(
+                    "ZONES", "Zones", [QgsProcessing.TypeVectorPolygon], optional=True
+                ),
+                cli_param("predict", "zones")[1],
+            )
+        )
         default, text = cli_param("predict", "id_field")
-        self.addParameter(with_help(
-            QgsProcessingParameterField("ID_FIELD", "Zone id field", default,
-                                        parentLayerParameterName="ZONES", optional=True),
-            text,
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterFile("INDICATORS", "Indicators (CSV)", optional=True,
-                                       fileFilter="CSV (*.csv)"),
-            cli_param("predict", "indicators")[1],
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterString("ACS", "ACS variables (acs:VAR,VAR)", optional=True),
-            "Instead of a CSV: American Community Survey variables, e.g. B19013_001E (online).",
-            advanced=True,
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterString("COLUMNS", "Indicator columns", optional=True),
-            cli_param("predict", "columns")[1], advanced=True,
-        ))  # fmt: skip
-        for name, label, options in (("LEVEL", "Zone level", LEVELS),
-                                     ("PROTOCOL", "Protocol", PROTOCOLS)):  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterField(
+                    "ID_FIELD",
+                    "Zone id field",
+                    default,
+                    parentLayerParameterName="ZONES",
+                    optional=True,
+                ),
+                text,
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterFile(
+                    "INDICATORS", "Indicators (CSV)", optional=True, fileFilter="CSV (*.csv)"
+                ),
+                cli_param("predict", "indicators")[1],
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterString("ACS", "ACS variables (acs:VAR,VAR)", optional=True),
+                "Instead of a CSV: American Community Survey variables, e.g. B19013_001E (online).",
+                advanced=True,
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterString("COLUMNS", "Indicator columns", optional=True),
+                cli_param("predict", "columns")[1],
+                advanced=True,
+            )
+        )
+        for name, label, options in (
+            ("LEVEL", "Zone level", LEVELS),
+            ("PROTOCOL", "Protocol", PROTOCOLS),
+        ):
             default, text = cli_param("predict", name.lower())
-            self.addParameter(with_help(
-                QgsProcessingParameterEnum(name, label, options,
-                                           defaultValue=options.index(default)),
-                text, advanced=name == "LEVEL",
-            ))  # fmt: skip
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterEnum(
+                        name, label, options, defaultValue=options.index(default)
+                    ),
+                    text,
+                    advanced=name == "LEVEL",
+                )
+            )
         for name, label, kind in (
             ("SEED", "Seed", QgsProcessingParameterNumber.Integer),
             ("MIN_IMAGES", "Fewest images per zone", QgsProcessingParameterNumber.Integer),
@@ -91,18 +114,27 @@ class PredictIndicators(UrbanvisAlgorithm):
             ("BUFFER", "Buffer side (m)", QgsProcessingParameterNumber.Double),
         ):
             default, text = cli_param("predict", name.lower())
-            self.addParameter(with_help(
-                QgsProcessingParameterNumber(name, label, kind, default, minValue=0), text,
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterNumber(name, label, kind, default, minValue=0),
+                    text,
+                    advanced=True,
+                )
+            )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterString("MODEL", "Embedding model id", optional=True),
+                cli_param("predict", "model")[1],
                 advanced=True,
-            ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterString("MODEL", "Embedding model id", optional=True),
-            cli_param("predict", "model")[1], advanced=True,
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterFile("APPLY", "Saved models (apply)", optional=True),
-            cli_param("predict", "apply_path")[1], advanced=True,
-        ))  # fmt: skip
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterFile("APPLY", "Saved models (apply)", optional=True),
+                cli_param("predict", "apply_path")[1],
+                advanced=True,
+            )
+        )
         self.addOutput(QgsProcessingOutputVectorLayer("PREDICTIONS", "Predictions"))
         self.addOutput(QgsProcessingOutputVectorLayer("ZONES", "Zones with indicators"))
 

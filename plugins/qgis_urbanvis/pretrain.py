@@ -41,39 +41,67 @@ class Pretrain(UrbanvisAlgorithm):
 
     def add_parameters(self) -> None:
         default, text = cli_param("pretrain", "pairs_name")
-        self.addParameter(with_help(
-            QgsProcessingParameterString("PAIRS", "Pairs (strategy or .parquet)", default), text,
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterString("PAIRS", "Pairs (strategy or .parquet)", default),
+                text,
+            )
+        )
         default, text = cli_param("pretrain", "arch")
-        self.addParameter(with_help(QgsProcessingParameterString("ARCH", "Architecture", default), text))
+        self.addParameter(
+            with_help(QgsProcessingParameterString("ARCH", "Architecture", default), text)
+        )
         for key, label, integer, adv in _NUMBERS:
             default, text = cli_param("pretrain", key)
-            kind = QgsProcessingParameterNumber.Integer if integer else QgsProcessingParameterNumber.Double
-            self.addParameter(with_help(
-                QgsProcessingParameterNumber(key.upper(), label, kind, default,
-                                             optional=default is None, minValue=0),
-                text, advanced=adv,
-            ))  # fmt: skip
+            kind = (
+                QgsProcessingParameterNumber.Integer
+                if integer
+                else QgsProcessingParameterNumber.Double
+            )
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterNumber(
+                        key.upper(), label, kind, default, optional=default is None, minValue=0
+                    ),
+                    text,
+                    advanced=adv,
+                )
+            )
         default, text = cli_param("pretrain", "device")
-        self.addParameter(with_help(QgsProcessingParameterString("DEVICE", "Device", default), text, advanced=True))
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterString("DEVICE", "Device", default), text, advanced=True
+            )
+        )
         for key in _CHOICES:
             from urbanvis_cli.pretrain import pretrain as cmd
 
             p = next(p for p in cmd.params if p.name == key)
             options = list(p.type.choices)
-            self.addParameter(with_help(
-                QgsProcessingParameterEnum(key.upper(), key.capitalize(), options,
-                                           defaultValue=options.index(p.default)),
-                p.help or "", advanced=True,
-            ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterString("NAME", "Run name", optional=True),
-            cli_param("pretrain", "name")[1],
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterBoolean("RESUME", "Resume", False),
-            cli_param("pretrain", "resume")[1],
-        ))  # fmt: skip
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterEnum(
+                        key.upper(),
+                        key.capitalize(),
+                        options,
+                        defaultValue=options.index(p.default),
+                    ),
+                    p.help or "",
+                    advanced=True,
+                )
+            )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterString("NAME", "Run name", optional=True),
+                cli_param("pretrain", "name")[1],
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterBoolean("RESUME", "Resume", False),
+                cli_param("pretrain", "resume")[1],
+            )
+        )
         self.addOutput(QgsProcessingOutputFile("CHECKPOINT", "Checkpoint"))
 
     def stage_keywords(self, parameters, context, feedback) -> dict:

@@ -16,8 +16,15 @@ def algorithm_classes():
     from .sample_road_points import SampleRoadPoints
     from .web_map import WebMap
 
-    return [SampleRoadPoints, HarvestStreetViews, BuildContrastivePairs, Pretrain, Embed,
-            PredictIndicators, WebMap]  # fmt: skip
+    return [
+        SampleRoadPoints,
+        HarvestStreetViews,
+        BuildContrastivePairs,
+        Pretrain,
+        Embed,
+        PredictIndicators,
+        WebMap,
+    ]
 
 
 class UrbanvisProvider(QgsProcessingProvider):
@@ -44,9 +51,13 @@ class UrbanvisProvider(QgsProcessingProvider):
 
         ProcessingConfig.settingIcons[self.name()] = self.icon()
         ProcessingConfig.addSetting(
-            Setting(self.name(), SETTING_EXE,
-                    "urbanvis command (a venv's bin/urbanvis with torch; empty: found on PATH)",
-                    "", valuetype=Setting.FILE)  # fmt: skip
+            Setting(
+                self.name(),
+                SETTING_EXE,
+                "urbanvis command (a venv's bin/urbanvis with torch; empty: found on PATH)",
+                "",
+                valuetype=Setting.FILE,
+            )
         )
         ProcessingConfig.readSettings()
         self.refreshAlgorithms()

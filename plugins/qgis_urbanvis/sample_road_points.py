@@ -23,28 +23,38 @@ METHODS = ["network", "grid"]
 
 def area_parameters(alg: UrbanvisAlgorithm, command: str) -> None:
     """Where: a polygon layer, an extent, a local OSM file (shared by sample and harvest)."""
-    alg.addParameter(with_help(
-        QgsProcessingParameterFeatureSource(
-            "AREA", "Area (polygon layer)", [QgsProcessing.TypeVectorPolygon], optional=True
-        ),
-        cli_param(command, "area")[1],
-    ))  # fmt: skip
-    alg.addParameter(with_help(
-        QgsProcessingParameterExtent("BBOX", "Area (extent)", optional=True),
-        cli_param(command, "bbox")[1],
-    ))  # fmt: skip
-    alg.addParameter(with_help(
-        QgsProcessingParameterFile(
-            "OSM", "OSM extract (.osm.pbf, .osm, .graphml)", optional=True,
-            fileFilter="OSM files (*.osm.pbf *.pbf *.osm *.graphml)",
-        ),
-        cli_param(command, "osm")[1],
-    ))  # fmt: skip
-    alg.addParameter(with_help(
-        QgsProcessingParameterString("CITY", "City (geocoded online)", optional=True),
-        cli_param(command, "city")[1],
-        advanced=True,
-    ))  # fmt: skip
+    alg.addParameter(
+        with_help(
+            QgsProcessingParameterFeatureSource(
+                "AREA", "Area (polygon layer)", [QgsProcessing.TypeVectorPolygon], optional=True
+            ),
+            cli_param(command, "area")[1],
+        )
+    )
+    alg.addParameter(
+        with_help(
+            QgsProcessingParameterExtent("BBOX", "Area (extent)", optional=True),
+            cli_param(command, "bbox")[1],
+        )
+    )
+    alg.addParameter(
+        with_help(
+            QgsProcessingParameterFile(
+                "OSM",
+                "OSM extract (.osm.pbf, .osm, .graphml)",
+                optional=True,
+                fileFilter="OSM files (*.osm.pbf *.pbf *.osm *.graphml)",
+            ),
+            cli_param(command, "osm")[1],
+        )
+    )
+    alg.addParameter(
+        with_help(
+            QgsProcessingParameterString("CITY", "City (geocoded online)", optional=True),
+            cli_param(command, "city")[1],
+            advanced=True,
+        )
+    )
 
 
 def area_keywords(alg: UrbanvisAlgorithm, parameters, context, feedback) -> dict:
@@ -86,20 +96,28 @@ class SampleRoadPoints(UrbanvisAlgorithm):
         area_parameters(self, "sample")
         for name, label, options in (("NETWORK", "Roads", NETWORKS), ("METHOD", "Method", METHODS)):
             default, text = cli_param("sample", name.lower())
-            self.addParameter(with_help(
-                QgsProcessingParameterEnum(name, label, options, defaultValue=options.index(default)),
-                text,
-            ))  # fmt: skip
-        for name, label, adv in (("SPACING", "Spacing (m)", False),
-                                 ("MERGE_DISTANCE", "Merge distance (m)", True)):  # fmt: skip
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterEnum(
+                        name, label, options, defaultValue=options.index(default)
+                    ),
+                    text,
+                )
+            )
+        for name, label, adv in (
+            ("SPACING", "Spacing (m)", False),
+            ("MERGE_DISTANCE", "Merge distance (m)", True),
+        ):
             default, text = cli_param("sample", name.lower())
-            self.addParameter(with_help(
-                QgsProcessingParameterNumber(
-                    name, label, QgsProcessingParameterNumber.Double, default, minValue=0.0
-                ),
-                text,
-                advanced=adv,
-            ))  # fmt: skip
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterNumber(
+                        name, label, QgsProcessingParameterNumber.Double, default, minValue=0.0
+                    ),
+                    text,
+                    advanced=adv,
+                )
+            )
         self.addOutput(QgsProcessingOutputVectorLayer("POINTS", "Road points"))
 
     def stage_keywords(self, parameters, context, feedback) -> dict:

@@ -27,37 +27,66 @@ class WebMap(UrbanvisAlgorithm):
     )
 
     def add_parameters(self) -> None:
-        for key, label in (("layer", "Layer"), ("column", "Column"), ("title", "Title"),
-                           ("zones_layer", "Zones layer for popups")):  # fmt: skip
+        for key, label in (
+            ("layer", "Layer"),
+            ("column", "Column"),
+            ("title", "Title"),
+            ("zones_layer", "Zones layer for popups"),
+        ):
             default, text = cli_param("map", key)
-            self.addParameter(with_help(
-                QgsProcessingParameterString(key.upper(), label, default, optional=True), text,
-                advanced=key in ("title", "zones_layer"),
-            ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterFileDestination("OUT", "Web map", "HTML (*.html)", optional=True,
-                                                  createByDefault=False),
-            cli_param("map", "out")[1],
-        ))  # fmt: skip
-        self.addParameter(with_help(
-            QgsProcessingParameterRasterDestination("RASTER", "GeoTIFF surface", optional=True,
-                                                    createByDefault=False),
-            cli_param("map", "raster")[1],
-        ))  # fmt: skip
+            self.addParameter(
+                with_help(
+                    QgsProcessingParameterString(key.upper(), label, default, optional=True),
+                    text,
+                    advanced=key in ("title", "zones_layer"),
+                )
+            )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterFileDestination(
+                    "OUT", "Web map", "HTML (*.html)", optional=True, createByDefault=False
+                ),
+                cli_param("map", "out")[1],
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterRasterDestination(
+                    "RASTER", "GeoTIFF surface", optional=True, createByDefault=False
+                ),
+                cli_param("map", "raster")[1],
+            )
+        )
         default, text = cli_param("map", "cell")
-        self.addParameter(with_help(
-            QgsProcessingParameterNumber("CELL", "Cell size (m)", QgsProcessingParameterNumber.Double,
-                                         default, minValue=0), text, advanced=True,
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterNumber(
+                    "CELL",
+                    "Cell size (m)",
+                    QgsProcessingParameterNumber.Double,
+                    default,
+                    minValue=0,
+                ),
+                text,
+                advanced=True,
+            )
+        )
         from urbanvis_cli.map import map_command
 
         p = next(p for p in map_command.params if p.name == "method")
         self.methods = list(getattr(p.type, "choices", METHODS))
-        self.addParameter(with_help(
-            QgsProcessingParameterEnum("METHOD", "Interpolation", self.methods,
-                                       defaultValue=self.methods.index(p.default)),
-            p.help or "", advanced=True,
-        ))  # fmt: skip
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterEnum(
+                    "METHOD",
+                    "Interpolation",
+                    self.methods,
+                    defaultValue=self.methods.index(p.default),
+                ),
+                p.help or "",
+                advanced=True,
+            )
+        )
         self.addOutput(QgsProcessingOutputHtml("HTML", "Web map"))
 
     def stage_keywords(self, parameters, context, feedback) -> dict:

@@ -17,7 +17,6 @@ sys.path.insert(0, "/usr/share/qgis/python/plugins")
 @pytest.fixture(scope="session")
 def provider(qgis_processing):
     from qgis.core import QgsApplication
-
     from qgis_urbanvis.provider import UrbanvisProvider
 
     registry = QgsApplication.processingRegistry()
@@ -53,6 +52,5 @@ def sampled(provider, tmp_path_factory) -> Path:
 
     study = tmp_path_factory.mktemp("q") / "hel"
     study.mkdir()
-    run("sample_road_points", {"STUDY": str(study), "OSM": str(helsinki_pbf()),
-                               "BBOX": BBOX_4326})  # fmt: skip
+    run("sample_road_points", {"STUDY": str(study), "OSM": str(helsinki_pbf()), "BBOX": BBOX_4326})
     return study

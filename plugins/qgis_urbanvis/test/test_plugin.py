@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -9,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import BBOX_4326, PLUGINS, run
 
 ALGORITHMS = {
@@ -68,21 +68,31 @@ def test_sample_from_a_polygon_layer(provider, tmp_path):
 
     area = QgsVectorLayer("Polygon?crs=EPSG:4326", "area", "memory")
     f = QgsFeature()
-    f.setGeometry(QgsGeometry.fromWkt(
-        "POLYGON((24.935 60.165, 24.945 60.165, 24.945 60.170, 24.935 60.170, 24.935 60.165))"
-    ))  # fmt: skip
+    f.setGeometry(
+        QgsGeometry.fromWkt(
+            "POLYGON((24.935 60.165, 24.945 60.165, 24.945 60.170, 24.935 60.170, 24.935 60.165))"
+        )
+    )
     area.dataProvider().addFeatures([f])
-    out = run("sample_road_points", {"STUDY": str(tmp_path / "s"), "OSM": str(helsinki_pbf()),
-                                     "AREA": area})  # fmt: skip
+    out = run(
+        "sample_road_points",
+        {"STUDY": str(tmp_path / "s"), "OSM": str(helsinki_pbf()), "AREA": area},
+    )
     assert "points" in out["POINTS"] and _layer(tmp_path / "s", "points").featureCount() > 20
 
 
 @pytest.fixture(scope="session")
 def harvested(sampled) -> Path:
-    out = run("harvest_street_views", {
-        "STUDY": str(sampled), "PROVIDER": _SIM, "CAPTURES_PER_POINT": 2,
-        "HEADINGS": "0,180", "SIZE": 48,
-    })  # fmt: skip
+    out = run(
+        "harvest_street_views",
+        {
+            "STUDY": str(sampled),
+            "PROVIDER": _SIM,
+            "CAPTURES_PER_POINT": 2,
+            "HEADINGS": "0,180",
+            "SIZE": 48,
+        },
+    )
     assert out["CAPTURES"].endswith("layername=captures")
     return sampled
 
@@ -96,15 +106,24 @@ def test_harvest_simulator(harvested):
 @pytest.fixture(scope="session")
 def embedded(harvested, urbanvis_exe) -> Path:
     """Embeddings through the subprocess path (this Python has no torch)."""
-    from qgis.core import QgsProcessingFeedback, QgsSettings
-
+    from qgis.core import QgsSettings
     from qgis_urbanvis._base import torch_available
 
     assert not torch_available(), "the QGIS venv has torch: the subprocess path is untested"
     QgsSettings().setValue("urbanvis/executable", urbanvis_exe)
     feedback = _Recorder()
-    run("embed", {"STUDY": str(harvested), "MODEL": "vit_test_patch8", "RANDOM_INIT": True,
-                  "DEVICE": "cpu", "WORKERS": 0, "BATCH_SIZE": 16}, feedback)  # fmt: skip
+    run(
+        "embed",
+        {
+            "STUDY": str(harvested),
+            "MODEL": "vit_test_patch8",
+            "RANDOM_INIT": True,
+            "DEVICE": "cpu",
+            "WORKERS": 0,
+            "BATCH_SIZE": 16,
+        },
+        feedback,
+    )
     assert feedback.progress and max(feedback.progress) == 100
     assert any("urbanvis" in c and " embed " in c for c in feedback.commands)
     return harvested
@@ -152,10 +171,15 @@ def predicted(embedded) -> Path:
 
     stages.simulate(embedded, truth=True, points_per_zone=20)
     zones = f"{embedded / 'study.gpkg'}|layername=zones_sim"
-    out = run("predict_indicators", {
-        "STUDY": str(embedded), "ZONES": zones, "ID_FIELD": "zone_id",
-        "INDICATORS": str(embedded / "truth" / "indicators.csv"),
-    })  # fmt: skip
+    out = run(
+        "predict_indicators",
+        {
+            "STUDY": str(embedded),
+            "ZONES": zones,
+            "ID_FIELD": "zone_id",
+            "INDICATORS": str(embedded / "truth" / "indicators.csv"),
+        },
+    )
     assert out["PREDICTIONS"].endswith("predictions_blockgroup")
     assert "R²" in out["MESSAGE"]
     return embedded
@@ -215,14 +239,31 @@ def test_cancel_stops_a_harvest_and_keeps_finished_work(sampled, tmp_path):
     stages.sample(study, osm=helsinki_pbf(), bbox="24.935,60.165,24.945,60.170")
     total = _layer(study, "points").featureCount()
     feedback = _Recorder(cancel_at=30)
-    run("harvest_street_views", {"STUDY": str(study), "PROVIDER": _SIM,
-                                 "CAPTURES_PER_POINT": 1, "HEADINGS": "0", "SIZE": 32,
-                                 "BATCH_SIZE": 8}, feedback)  # fmt: skip
+    run(
+        "harvest_street_views",
+        {
+            "STUDY": str(study),
+            "PROVIDER": _SIM,
+            "CAPTURES_PER_POINT": 1,
+            "HEADINGS": "0",
+            "SIZE": 32,
+            "BATCH_SIZE": 8,
+        },
+        feedback,
+    )
     assert feedback.isCanceled()
     kept = _layer(study, "captures").featureCount()
     assert 0 < kept < total
-    run("harvest_street_views", {"STUDY": str(study), "PROVIDER": _SIM,
-                                 "CAPTURES_PER_POINT": 1, "HEADINGS": "0", "SIZE": 32})  # fmt: skip
+    run(
+        "harvest_street_views",
+        {
+            "STUDY": str(study),
+            "PROVIDER": _SIM,
+            "CAPTURES_PER_POINT": 1,
+            "HEADINGS": "0",
+            "SIZE": 32,
+        },
+    )
     assert _layer(study, "captures").featureCount() == total
 
 
@@ -237,11 +278,20 @@ def test_cancel_kills_the_urbanvis_command(embedded, tmp_path):
     timer = threading.Timer(1.5, feedback.cancel)
     timer.start()
     started = time.monotonic()
-    try:
-        run("embed", {"STUDY": str(study), "MODEL": "vit_test_patch8", "RANDOM_INIT": True,
-                      "DEVICE": "cpu", "WORKERS": 0, "BATCH_SIZE": 1, "SEED": 1}, feedback)  # fmt: skip
-    except QgsProcessingException:
-        pass
+    with contextlib.suppress(QgsProcessingException):
+        run(
+            "embed",
+            {
+                "STUDY": str(study),
+                "MODEL": "vit_test_patch8",
+                "RANDOM_INIT": True,
+                "DEVICE": "cpu",
+                "WORKERS": 0,
+                "BATCH_SIZE": 1,
+                "SEED": 1,
+            },
+            feedback,
+        )
     timer.cancel()
     assert time.monotonic() - started < 60
     assert feedback.isCanceled()
@@ -252,8 +302,15 @@ def test_a_missing_field_gives_one_line_not_a_traceback(predicted):
 
     zones = f"{predicted / 'study.gpkg'}|layername=zones_sim"
     with pytest.raises(QgsProcessingException) as info:
-        run("predict_indicators", {"STUDY": str(predicted), "ZONES": zones, "ID_FIELD": "nope",
-                                   "INDICATORS": str(predicted / "truth" / "indicators.csv")})  # fmt: skip
+        run(
+            "predict_indicators",
+            {
+                "STUDY": str(predicted),
+                "ZONES": zones,
+                "ID_FIELD": "nope",
+                "INDICATORS": str(predicted / "truth" / "indicators.csv"),
+            },
+        )
     message = str(info.value)
     assert "\n" not in message.strip() and "Traceback" not in message
     assert "'Zone id field'" in message and "`" not in message, message
@@ -294,23 +351,61 @@ def test_the_commands_error_line_is_shown(sampled, urbanvis_exe, tmp_path):
 def test_qgis_process_runs_the_sample_algorithm(tmp_path, urbanvis_exe):
     """qgis_process with the plugin enabled; the stage runs as the urbanvis command (in
     qgis_process.bin, shapely's bundled GEOS clashes with QGIS's: see the README)."""
-    from urbanvis.demo import helsinki_pbf
-
     import sys
 
-    env = dict(os.environ, QGIS_PLUGINPATH=str(PLUGINS), QT_QPA_PLATFORM="offscreen",
-               URBANVIS_VENV=sys.prefix, HOME=str(tmp_path), XDG_RUNTIME_DIR=str(tmp_path),
-               URBANVIS_QGIS_RUN_MODE="external", URBANVIS_EXE=urbanvis_exe)  # fmt: skip
-    exe = "qgis_process.bin" if subprocess.run(["which", "qgis_process.bin"],
-                                               capture_output=True).returncode == 0 else "qgis_process"  # fmt: skip
-    enabled = subprocess.run([exe, "plugins", "enable", "qgis_urbanvis"], env=env,
-                             capture_output=True, text=True)  # fmt: skip
+    from urbanvis.demo import helsinki_pbf
+
+    env = dict(
+        os.environ,
+        QGIS_PLUGINPATH=str(PLUGINS),
+        QT_QPA_PLATFORM="offscreen",
+        URBANVIS_VENV=sys.prefix,
+        HOME=str(tmp_path),
+        XDG_RUNTIME_DIR=str(tmp_path),
+        URBANVIS_QGIS_RUN_MODE="external",
+        URBANVIS_EXE=urbanvis_exe,
+    )
+    exe = (
+        "qgis_process.bin"
+        if subprocess.run(["which", "qgis_process.bin"], capture_output=True).returncode == 0
+        else "qgis_process"
+    )
+    enabled = subprocess.run(
+        [exe, "plugins", "enable", "qgis_urbanvis"], env=env, capture_output=True, text=True
+    )
     assert enabled.returncode == 0 or "already enabled" in enabled.stderr, enabled.stderr
     done = subprocess.run(
-        [exe, "run", "urbanvis:sample_road_points", "--", f"STUDY={tmp_path / 'cli'}",
-         f"OSM={helsinki_pbf()}", f"BBOX={BBOX_4326}"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            exe,
+            "run",
+            "urbanvis:sample_road_points",
+            "--",
+            f"STUDY={tmp_path / 'cli'}",
+            f"OSM={helsinki_pbf()}",
+            f"BBOX={BBOX_4326}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "POINTS" in done.stdout
     assert _layer(tmp_path / "cli", "points").featureCount() > 20
+
+
+def test_build_zip_holds_the_plugin_with_the_package_version(tmp_path):
+    import importlib.util
+    import zipfile
+
+    from urbanvis import __version__
+
+    spec = importlib.util.spec_from_file_location("build_zip", PLUGINS / "build_zip.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    target = module.build(tmp_path)
+    with zipfile.ZipFile(target) as zf:
+        names = zf.namelist()
+        metadata = zf.read("qgis_urbanvis/metadata.txt").decode()
+    assert "qgis_urbanvis/__init__.py" in names and not any("/test/" in n for n in names)
+    assert f"version={__version__}" in metadata and "qgisMinimumVersion=3.22" in metadata
