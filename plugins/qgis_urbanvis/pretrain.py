@@ -22,6 +22,9 @@ _NUMBERS = (  # keyword, label, integer?, advanced?
     ("image_size", "Image size (px)", True, True),
     ("workers", "Loader workers", True, True),
     ("save_every", "Save every N epochs", True, True),
+    ("accumulate", "Accumulate gradients (steps)", True, True),
+    ("dim", "Projection dimension", True, True),
+    ("mlp_dim", "Projection MLP width", True, True),
     ("seed", "Seed", True, True),
 )
 _CHOICES = ("precision", "augment")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -267,34 +265,30 @@ def test_cancel_stops_a_harvest_and_keeps_finished_work(sampled, tmp_path):
     assert _layer(study, "captures").featureCount() == total
 
 
-def test_cancel_kills_the_urbanvis_command(embedded, tmp_path):
+def test_cancel_kills_the_urbanvis_command_and_keeps_its_batches(embedded, tmp_path):
     import shutil
 
-    from qgis.core import QgsProcessingException
-
     study = tmp_path / "killed"
-    shutil.copytree(embedded, study, ignore=shutil.ignore_patterns("embeddings"))
-    feedback = _Recorder()
-    timer = threading.Timer(1.5, feedback.cancel)
-    timer.start()
+    shutil.copytree(embedded, study, ignore=shutil.ignore_patterns("embeddings", "checkpoints"))
+    params = {
+        "STUDY": str(study),
+        "MODEL": "vit_test_patch8",
+        "RANDOM_INIT": True,
+        "DEVICE": "cpu",
+        "WORKERS": 0,
+        "BATCH_SIZE": 4,
+        "SEED": 7,
+    }
+    feedback = _Recorder(cancel_at=30)
     started = time.monotonic()
-    with contextlib.suppress(QgsProcessingException):
-        run(
-            "embed",
-            {
-                "STUDY": str(study),
-                "MODEL": "vit_test_patch8",
-                "RANDOM_INIT": True,
-                "DEVICE": "cpu",
-                "WORKERS": 0,
-                "BATCH_SIZE": 1,
-                "SEED": 1,
-            },
-            feedback,
-        )
-    timer.cancel()
-    assert time.monotonic() - started < 60
-    assert feedback.isCanceled()
+    run("embed", params, feedback)
+    assert feedback.isCanceled() and time.monotonic() - started < 120
+    assert max(feedback.progress) < 100
+    kept = list((study / "embeddings").rglob("*.parquet"))
+    assert kept, "the finished batches were not kept"
+    feedback = _Recorder()
+    run("embed", params, feedback)
+    assert min(p for p in feedback.progress if p > 0) >= 25  # resumed, not restarted
 
 
 def test_a_missing_field_gives_one_line_not_a_traceback(predicted):
@@ -409,3 +403,44 @@ def test_build_zip_holds_the_plugin_with_the_package_version(tmp_path):
         metadata = zf.read("qgis_urbanvis/metadata.txt").decode()
     assert "qgis_urbanvis/__init__.py" in names and not any("/test/" in n for n in names)
     assert f"version={__version__}" in metadata and "qgisMinimumVersion=3.22" in metadata
+
+
+def test_pairs_pretrain_and_map(embedded, urbanvis_exe, tmp_path):
+    """The other stages: pairs and a web map in-process, pretrain through the command."""
+    from qgis.core import QgsRasterLayer, QgsSettings
+
+    QgsSettings().setValue("urbanvis/executable", urbanvis_exe)
+    out = run("build_contrastive_pairs", {"STUDY": str(embedded), "STRATEGY": 1, "MAX_PAIRS": 64})
+    assert out["MESSAGE"] and (embedded / "pairs" / "temporal.parquet").is_file()
+    feedback = _Recorder()
+    out = run(
+        "pretrain",
+        {
+            "STUDY": str(embedded),
+            "ARCH": "vit_test_patch8",
+            "EPOCHS": 1,
+            "BATCH_SIZE": 16,
+            "IMAGE_SIZE": 32,
+            "WORKERS": 0,
+            "DEVICE": "cpu",
+            "DIM": 16,
+            "MLP_DIM": 64,
+            "SAVE_EVERY": 1,
+        },
+        feedback,
+    )
+    assert list((embedded / "checkpoints").rglob("checkpoint_*.pth.tar"))
+    assert feedback.progress and max(feedback.progress) == 100
+    html, tif = tmp_path / "map.html", tmp_path / "pc1.tif"
+    out = run(
+        "web_map",
+        {
+            "STUDY": str(embedded),
+            "LAYER": "embeddings",
+            "COLUMN": "pc1",
+            "OUT": str(html),
+            "RASTER": str(tif),
+        },
+    )
+    assert html.stat().st_size > 0 and out["RASTER"] == str(tif)
+    assert QgsRasterLayer(str(tif), "pc1").isValid()
