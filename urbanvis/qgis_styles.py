@@ -38,7 +38,9 @@ def quantile_breaks(values: Sequence[float], classes: int = 5) -> list[float]:
     data = sorted(v for v in values if v is not None and math.isfinite(v))
     if not data:
         return []
-    bounds = [data[min(len(data) - 1, round(q * (len(data) - 1) / classes))] for q in range(classes + 1)]
+    bounds = [
+        data[min(len(data) - 1, round(q * (len(data) - 1) / classes))] for q in range(classes + 1)
+    ]
     out: list[float] = []
     for b in bounds:
         if not out or b > out[-1]:
