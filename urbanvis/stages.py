@@ -785,6 +785,9 @@ def predict(
         f"mean R² {s['mean_r2']:.3f}; layer {s['layer']}, report {s['report']}, "
         f"models {s['models']}"
     )
+    from .qgis_styles import style_study
+
+    style_study(st.gpkg)  # QGIS opens the layers styled (a choropleth of predictions)
     return _finish(
         st,
         "predict",

@@ -92,13 +92,13 @@ class Study:
 
     # ------------------------------------------------------------------ layers
     def layers(self) -> list[str]:
-        """Names of the data layers in study.gpkg (the metadata table excluded)."""
+        """Names of the data layers in study.gpkg (the metadata and QGIS style tables excluded)."""
         if not self.gpkg.exists():
             return []
         import pyogrio
 
         names = [str(row[0]) for row in pyogrio.list_layers(self.gpkg)]
-        return [n for n in names if n != META_LAYER]
+        return [n for n in names if n not in (META_LAYER, "layer_styles")]
 
     def has_layer(self, name: str) -> bool:
         return name in self.layers()

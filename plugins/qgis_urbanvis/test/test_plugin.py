@@ -1,0 +1,446 @@
+"""The urbanvis Processing plugin in the real QGIS (headless): one test per promise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BBOX_4326, PLUGINS, run
+
+ALGORITHMS = {
+    "sample_road_points": "Sample road points",
+    "harvest_street_views": "Harvest street views",
+    "build_contrastive_pairs": "Build contrastive pairs",
+    "pretrain": "Pretrain",
+    "embed": "Embed",
+    "predict_indicators": "Predict indicators",
+    "web_map": "Web map / GeoTIFF",
+}
+
+
+def _simulator() -> int:
+    from urbanvis.providers import PROVIDERS
+
+    return list(PROVIDERS).index("simulator")
+
+
+_SIM = _simulator()
+
+
+def _layer(study: Path, name: str):
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(f"{study / 'study.gpkg'}|layername={name}", name, "ogr")
+    assert layer.isValid(), name
+    return layer
+
+
+def test_provider_lists_one_algorithm_per_stage(provider):
+    found = {a.name(): a.displayName() for a in provider.algorithms()}
+    assert found == ALGORITHMS
+    assert {a.group() for a in provider.algorithms()} >= {"1 Sample", "2 Harvest", "5 Predict"}
+    spacing = provider.algorithm("sample_road_points").parameterDefinition("SPACING")
+    assert spacing.defaultValue() == 15.0 and "15" in spacing.help()
+
+
+def test_sample_gives_the_libraries_points(sampled):
+    from urbanvis import stages
+    from urbanvis.demo import helsinki_pbf
+
+    layer = _layer(sampled, "points")
+    expected = stages.sample(
+        sampled.parent / "ref", osm=helsinki_pbf(), bbox="24.935,60.165,24.945,60.170"
+    ).outputs["points"]
+    assert layer.featureCount() == expected > 20
+    assert {"point_id", "bearing"} <= set(layer.fields().names())
+    assert layer.crs().authid() == "EPSG:4326"
+
+
+def test_sample_from_a_polygon_layer(provider, tmp_path):
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    from urbanvis.demo import helsinki_pbf
+
+    area = QgsVectorLayer("Polygon?crs=EPSG:4326", "area", "memory")
+    f = QgsFeature()
+    f.setGeometry(
+        QgsGeometry.fromWkt(
+            "POLYGON((24.935 60.165, 24.945 60.165, 24.945 60.170, 24.935 60.170, 24.935 60.165))"
+        )
+    )
+    area.dataProvider().addFeatures([f])
+    out = run(
+        "sample_road_points",
+        {"STUDY": str(tmp_path / "s"), "OSM": str(helsinki_pbf()), "AREA": area},
+    )
+    assert "points" in out["POINTS"] and _layer(tmp_path / "s", "points").featureCount() > 20
+
+
+@pytest.fixture(scope="session")
+def harvested(sampled) -> Path:
+    out = run(
+        "harvest_street_views",
+        {
+            "STUDY": str(sampled),
+            "PROVIDER": _SIM,
+            "CAPTURES_PER_POINT": 2,
+            "HEADINGS": "0,180",
+            "SIZE": 48,
+        },
+    )
+    assert out["CAPTURES"].endswith("layername=captures")
+    return sampled
+
+
+def test_harvest_simulator(harvested):
+    captures = _layer(harvested, "captures")
+    points = _layer(harvested, "points").featureCount()
+    assert captures.featureCount() == points * 2 * 2
+
+
+@pytest.fixture(scope="session")
+def embedded(harvested, urbanvis_exe) -> Path:
+    """Embeddings through the subprocess path (this Python has no torch)."""
+    from qgis.core import QgsSettings
+    from qgis_urbanvis._base import torch_available
+
+    assert not torch_available(), "the QGIS venv has torch: the subprocess path is untested"
+    QgsSettings().setValue("urbanvis/executable", urbanvis_exe)
+    feedback = _Recorder()
+    run(
+        "embed",
+        {
+            "STUDY": str(harvested),
+            "MODEL": "vit_test_patch8",
+            "RANDOM_INIT": True,
+            "DEVICE": "cpu",
+            "WORKERS": 0,
+            "BATCH_SIZE": 16,
+        },
+        feedback,
+    )
+    assert feedback.progress and max(feedback.progress) == 100
+    assert any("urbanvis" in c and " embed " in c for c in feedback.commands)
+    return harvested
+
+
+class _Recorder:
+    """A QgsProcessingFeedback that keeps what it was told (and can cancel on a cue)."""
+
+    def __new__(cls, cancel_at: float | None = None):
+        from qgis.core import QgsProcessingFeedback
+
+        class Recorder(QgsProcessingFeedback):
+            def __init__(self):
+                super().__init__()
+                self.progress: list[float] = []
+                self.commands: list[str] = []
+                self.infos: list[str] = []
+                self.progressChanged.connect(self._on)
+
+            def _on(self, value):
+                self.progress.append(value)
+                if cancel_at is not None and value >= cancel_at and not self.isCanceled():
+                    self.cancel()
+
+            def pushCommandInfo(self, info):  # noqa: N802
+                self.commands.append(info)
+                super().pushCommandInfo(info)
+
+            def pushInfo(self, info):  # noqa: N802
+                self.infos.append(info)
+                super().pushInfo(info)
+
+        return Recorder()
+
+
+def test_embed_runs_through_the_urbanvis_command(embedded):
+    layer = _layer(embedded, "embeddings")
+    assert layer.featureCount() == _layer(embedded, "captures").featureCount()
+    assert {"pc1", "pc2", "pc3"} <= set(layer.fields().names())
+
+
+@pytest.fixture(scope="session")
+def predicted(embedded) -> Path:
+    from urbanvis import stages
+
+    stages.simulate(embedded, truth=True, points_per_zone=20)
+    zones = f"{embedded / 'study.gpkg'}|layername=zones_sim"
+    out = run(
+        "predict_indicators",
+        {
+            "STUDY": str(embedded),
+            "ZONES": zones,
+            "ID_FIELD": "zone_id",
+            "INDICATORS": str(embedded / "truth" / "indicators.csv"),
+        },
+    )
+    assert out["PREDICTIONS"].endswith("predictions_blockgroup")
+    assert "R²" in out["MESSAGE"]
+    return embedded
+
+
+def test_predict_writes_a_styled_choropleth(predicted):
+    from qgis.core import QgsGraduatedSymbolRenderer, QgsVectorLayer
+
+    layer = QgsVectorLayer(
+        f"{predicted / 'study.gpkg'}|layername=predictions_blockgroup", "p", "ogr"
+    )
+    assert layer.isValid() and layer.featureCount() > 0
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsGraduatedSymbolRenderer), renderer.type()
+    assert renderer.classAttribute() in layer.fields().names()
+    assert len(renderer.ranges()) >= 3
+    assert len(renderer.legendSymbolItems()) == len(renderer.ranges())
+    captures = QgsVectorLayer(f"{predicted / 'study.gpkg'}|layername=captures", "c", "ogr")
+    assert isinstance(captures.renderer(), QgsGraduatedSymbolRenderer)
+    assert "captured_at" in captures.renderer().classAttribute()
+
+
+def test_screenshot_of_the_predictions_is_a_choropleth(predicted, tmp_path):
+    from qgis.core import QgsMapRendererParallelJob, QgsMapSettings, QgsVectorLayer
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor
+
+    layer = QgsVectorLayer(
+        f"{predicted / 'study.gpkg'}|layername=predictions_blockgroup", "p", "ogr"
+    )
+    settings = QgsMapSettings()
+    settings.setLayers([layer])
+    settings.setDestinationCrs(layer.crs())
+    settings.setExtent(layer.extent())
+    settings.setOutputSize(QSize(400, 400))
+    settings.setBackgroundColor(QColor(255, 255, 255))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    png = tmp_path / "predictions.png"
+    assert image.save(str(png), "PNG") and png.stat().st_size > 0
+    colours = {image.pixel(x, y) for x in range(0, 400, 4) for y in range(0, 400, 4)}
+    colours.discard(QColor(255, 255, 255).rgb())
+    fills = {c for c in colours if (c & 0xFFFFFF) not in (0x232323,)}
+    assert len(fills) > 1, f"{len(fills)} colours: blank or one-colour image"
+    out = os.environ.get("URBANVIS_SCREENSHOT_DIR")
+    if out:
+        image.save(str(Path(out) / "predictions.png"), "PNG")
+
+
+def test_cancel_stops_a_harvest_and_keeps_finished_work(sampled, tmp_path):
+    from urbanvis import stages
+    from urbanvis.demo import helsinki_pbf
+
+    study = tmp_path / "cancel"
+    stages.sample(study, osm=helsinki_pbf(), bbox="24.935,60.165,24.945,60.170")
+    total = _layer(study, "points").featureCount()
+    feedback = _Recorder(cancel_at=30)
+    run(
+        "harvest_street_views",
+        {
+            "STUDY": str(study),
+            "PROVIDER": _SIM,
+            "CAPTURES_PER_POINT": 1,
+            "HEADINGS": "0",
+            "SIZE": 32,
+            "BATCH_SIZE": 8,
+        },
+        feedback,
+    )
+    assert feedback.isCanceled()
+    kept = _layer(study, "captures").featureCount()
+    assert 0 < kept < total
+    run(
+        "harvest_street_views",
+        {
+            "STUDY": str(study),
+            "PROVIDER": _SIM,
+            "CAPTURES_PER_POINT": 1,
+            "HEADINGS": "0",
+            "SIZE": 32,
+        },
+    )
+    assert _layer(study, "captures").featureCount() == total
+
+
+def test_cancel_kills_the_urbanvis_command_and_keeps_its_batches(embedded, tmp_path):
+    import shutil
+
+    study = tmp_path / "killed"
+    shutil.copytree(embedded, study, ignore=shutil.ignore_patterns("embeddings", "checkpoints"))
+    params = {
+        "STUDY": str(study),
+        "MODEL": "vit_test_patch8",
+        "RANDOM_INIT": True,
+        "DEVICE": "cpu",
+        "WORKERS": 0,
+        "BATCH_SIZE": 4,
+        "SEED": 7,
+    }
+    feedback = _Recorder(cancel_at=30)
+    started = time.monotonic()
+    run("embed", params, feedback)
+    assert feedback.isCanceled() and time.monotonic() - started < 120
+    assert max(feedback.progress) < 100
+    kept = list((study / "embeddings").rglob("*.parquet"))
+    assert kept, "the finished batches were not kept"
+    feedback = _Recorder()
+    run("embed", params, feedback)
+    assert min(p for p in feedback.progress if p > 0) >= 25  # resumed, not restarted
+
+
+def test_a_missing_field_gives_one_line_not_a_traceback(predicted):
+    from qgis.core import QgsProcessingException
+
+    zones = f"{predicted / 'study.gpkg'}|layername=zones_sim"
+    with pytest.raises(QgsProcessingException) as info:
+        run(
+            "predict_indicators",
+            {
+                "STUDY": str(predicted),
+                "ZONES": zones,
+                "ID_FIELD": "nope",
+                "INDICATORS": str(predicted / "truth" / "indicators.csv"),
+            },
+        )
+    message = str(info.value)
+    assert "\n" not in message.strip() and "Traceback" not in message
+    assert "'Zone id field'" in message and "`" not in message, message
+
+
+def test_an_invalid_layer_gives_one_line(sampled, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    bad = tmp_path / "bad.gpkg"
+    bad.write_text("not a geopackage")
+    with pytest.raises(QgsProcessingException) as info:
+        run("sample_road_points", {"STUDY": str(tmp_path / "s"), "AREA": str(bad)})
+    # QGIS's own check: its heading line, then one line naming the parameter
+    lines = str(info.value).strip().splitlines()
+    assert lines[0] == "Unable to execute algorithm" and len(lines) == 2, lines
+    assert "AREA" in lines[1] and "Traceback" not in str(info.value)
+
+
+def test_a_library_error_is_worded_with_labels(sampled):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException) as info:
+        run("embed", {"STUDY": str(sampled), "RANDOM_INIT": True})
+    message = str(info.value)
+    assert "'Checkpoint'" in message and "'Model name'" in message, message
+
+
+def test_the_commands_error_line_is_shown(sampled, urbanvis_exe, tmp_path):
+    from qgis.core import QgsProcessingException, QgsSettings
+
+    QgsSettings().setValue("urbanvis/executable", urbanvis_exe)
+    with pytest.raises(QgsProcessingException) as info:
+        run("embed", {"STUDY": str(sampled), "CHECKPOINT": str(tmp_path / "missing.pth.tar")})
+    message = str(info.value)
+    assert "\n" not in message.strip() and "missing.pth.tar" in message, message
+
+
+def test_qgis_process_runs_the_sample_algorithm(tmp_path, urbanvis_exe):
+    """qgis_process with the plugin enabled; the stage runs as the urbanvis command (in
+    qgis_process.bin, shapely's bundled GEOS clashes with QGIS's: see the README)."""
+    import sys
+
+    from urbanvis.demo import helsinki_pbf
+
+    env = dict(
+        os.environ,
+        QGIS_PLUGINPATH=str(PLUGINS),
+        QT_QPA_PLATFORM="offscreen",
+        URBANVIS_VENV=sys.prefix,
+        HOME=str(tmp_path),
+        XDG_RUNTIME_DIR=str(tmp_path),
+        URBANVIS_QGIS_RUN_MODE="external",
+        URBANVIS_EXE=urbanvis_exe,
+    )
+    exe = (
+        "qgis_process.bin"
+        if subprocess.run(["which", "qgis_process.bin"], capture_output=True).returncode == 0
+        else "qgis_process"
+    )
+    enabled = subprocess.run(
+        [exe, "plugins", "enable", "qgis_urbanvis"], env=env, capture_output=True, text=True
+    )
+    assert enabled.returncode == 0 or "already enabled" in enabled.stderr, enabled.stderr
+    done = subprocess.run(
+        [
+            exe,
+            "run",
+            "urbanvis:sample_road_points",
+            "--",
+            f"STUDY={tmp_path / 'cli'}",
+            f"OSM={helsinki_pbf()}",
+            f"BBOX={BBOX_4326}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "POINTS" in done.stdout
+    assert _layer(tmp_path / "cli", "points").featureCount() > 20
+
+
+def test_build_zip_holds_the_plugin_with_the_package_version(tmp_path):
+    import importlib.util
+    import zipfile
+
+    from urbanvis import __version__
+
+    spec = importlib.util.spec_from_file_location("build_zip", PLUGINS / "build_zip.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    target = module.build(tmp_path)
+    with zipfile.ZipFile(target) as zf:
+        names = zf.namelist()
+        metadata = zf.read("qgis_urbanvis/metadata.txt").decode()
+    assert "qgis_urbanvis/__init__.py" in names and not any("/test/" in n for n in names)
+    assert f"version={__version__}" in metadata and "qgisMinimumVersion=3.22" in metadata
+
+
+def test_pairs_pretrain_and_map(embedded, urbanvis_exe, tmp_path):
+    """The other stages: pairs and a web map in-process, pretrain through the command."""
+    from qgis.core import QgsRasterLayer, QgsSettings
+
+    QgsSettings().setValue("urbanvis/executable", urbanvis_exe)
+    out = run("build_contrastive_pairs", {"STUDY": str(embedded), "STRATEGY": 1, "MAX_PAIRS": 64})
+    assert out["MESSAGE"] and (embedded / "pairs" / "temporal.parquet").is_file()
+    feedback = _Recorder()
+    out = run(
+        "pretrain",
+        {
+            "STUDY": str(embedded),
+            "ARCH": "vit_test_patch8",
+            "EPOCHS": 1,
+            "BATCH_SIZE": 16,
+            "IMAGE_SIZE": 32,
+            "WORKERS": 0,
+            "DEVICE": "cpu",
+            "DIM": 16,
+            "MLP_DIM": 64,
+            "SAVE_EVERY": 1,
+        },
+        feedback,
+    )
+    assert list((embedded / "checkpoints").rglob("checkpoint_*.pth.tar"))
+    assert feedback.progress and max(feedback.progress) == 100
+    html, tif = tmp_path / "map.html", tmp_path / "pc1.tif"
+    out = run(
+        "web_map",
+        {
+            "STUDY": str(embedded),
+            "LAYER": "embeddings",
+            "COLUMN": "pc1",
+            "OUT": str(html),
+            "RASTER": str(tif),
+        },
+    )
+    assert html.stat().st_size > 0 and out["RASTER"] == str(tif)
+    assert QgsRasterLayer(str(tif), "pc1").isValid()
