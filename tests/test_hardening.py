@@ -91,3 +91,23 @@ def test_map_works_with_missing_and_failed_captures(simulated_study):
             assert 0 < embedded <= ok
         elif thumbnails == "none":
             assert embedded == 0
+
+
+def test_embed_refuses_a_negative_limit_and_writes_nothing(simulated_study):
+    before = _hashes(simulated_study)
+    for bad in (("--limit", "-3"), ("--limit", "0"), ("--workers", "-1")):
+        _one_line_error(
+            invoke(
+                "embed",
+                "--study",
+                str(simulated_study),
+                "--model",
+                "vit_test_patch8",
+                "--random-init",
+                "--device",
+                "cpu",
+                *bad,
+            ),  # fmt: skip
+            bad[0],
+        )
+    assert _hashes(simulated_study) == before

@@ -624,6 +624,9 @@ def embed(
         raise InputError("give exactly one of `checkpoint` (a file) or `model` (an encoder name)")
     if random_init and model is None:
         raise InputError("`random_init` goes with `model`, not with `checkpoint`")
+    _check_int("batch_size", batch_size, low=1, allow_none=False)
+    _check_int("workers", workers, low=0, allow_none=False)
+    _check_int("limit", limit, low=1)
     st = _study(study, create=False)
     from .engine.inference import embed_captures
 
