@@ -181,14 +181,7 @@ def _render_points(cfg: SimulatorConfig, points: pd.DataFrame) -> list[CaptureRe
                             "lat": row.lat,
                         },
                         image=buffer.getvalue(),
-                        extra={
-                            "sim_weather": rec.weather,
-                            "sim_lighting": round(rec.lighting, 4),
-                            "sim_cars": rec.cars,
-                            "sim_pedestrians": rec.pedestrians,
-                            "sim_bikes": rec.bikes,
-                            "sim_greenery_visible": round(rec.greenery_visible, 4),
-                        },
+                        extra=rec.dynamic_columns(),
                     )
                 )
     return results

@@ -147,6 +147,17 @@ class CaptureRecord:
         """The record as a plain dict (for a table row)."""
         return asdict(self)
 
+    def dynamic_columns(self) -> dict:
+        """The ``sim_*`` columns a capture row keeps: what the safety truth is made from."""
+        return {
+            "sim_weather": self.weather,
+            "sim_lighting": round(self.lighting, 4),
+            "sim_cars": self.cars,
+            "sim_pedestrians": self.pedestrians,
+            "sim_bikes": self.bikes,
+            "sim_greenery_visible": round(self.greenery_visible, 4),
+        }
+
 
 @dataclass(frozen=True)
 class Capture:

@@ -104,16 +104,7 @@ def safety_set(
             shot = capture(city, x[i], y[i], heading[i], when[i], size=size)
             Image.fromarray(shot.image).save(image_dir / f"{ids[i]}.jpg", "JPEG", quality=90)
             rec = shot.record
-            records.append(
-                {
-                    "sim_weather": rec.weather,
-                    "sim_lighting": round(rec.lighting, 4),
-                    "sim_cars": rec.cars,
-                    "sim_pedestrians": rec.pedestrians,
-                    "sim_bikes": rec.bikes,
-                    "sim_greenery_visible": round(rec.greenery_visible, 4),
-                }
-            )
+            records.append(rec.dynamic_columns())
             if progress is not None and (i + 1) % 64 == 0:
                 progress(i + 1, images, {})
     except BaseException:
