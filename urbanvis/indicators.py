@@ -108,6 +108,32 @@ def acs_names(spec: str) -> list[str]:
     return names
 
 
+def check_indicator_spec(indicators: str | os.PathLike[str], columns=None) -> None:
+    """Refuse a bad ``acs:`` spec, or ``columns`` with one, before any zone is downloaded."""
+    if str(indicators).startswith(ACS_PREFIX):
+        acs_names(str(indicators))
+        if columns:
+            raise InputError("`columns` picks CSV columns; with acs: list the variables instead")
+
+
+def indicators_for_zones(
+    indicators: str | os.PathLike[str],
+    zones: gpd.GeoDataFrame,
+    id_field: str,
+    *,
+    level: str,
+    columns: Sequence[str] | None = None,
+    acs_year: int = 2022,
+    census_url: str | None = None,
+) -> pd.DataFrame:
+    """The indicator table of ``zones``: ACS estimates for an ``acs:VAR`` spec, else the CSV."""
+    if str(indicators).startswith(ACS_PREFIX):
+        return indicators_from_acs(
+            str(indicators), zones, id_field, level=level, year=acs_year, base_url=census_url
+        )
+    return indicators_from_csv(indicators, id_field, columns=columns)
+
+
 def indicators_from_acs(
     spec: str,
     zone_frame: gpd.GeoDataFrame,

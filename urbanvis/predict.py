@@ -25,11 +25,9 @@ import pandas as pd
 
 from ._errors import InputError, InputFileError, Stopped
 from .indicators import (
-    ACS_PREFIX,
-    acs_names,
     builtin_topics,
-    indicators_from_acs,
-    indicators_from_csv,
+    check_indicator_spec,
+    indicators_for_zones,
     join_indicators,
     resolve_topics,
 )
@@ -355,22 +353,17 @@ def predict_study(
 
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    from_acs = str(indicators).startswith(ACS_PREFIX)
-    if from_acs:
-        acs_names(str(indicators))  # a bad spec fails before any download
-        if columns:
-            raise InputError("`columns` picks CSV columns; with acs: list the variables instead")
+    check_indicator_spec(indicators, columns)  # a bad spec fails before any download
     topic_map = resolve_topics(topics, indicators)
     rows, vectors = read_embeddings(study, model=model)
     zone_polys, id_field = study_zones(
         study, rows, level=level, zones=zones, zones_layer=zones_layer, id_field=id_field,
         cell_size=cell_size, buffer=buffer, tiger_url=tiger_url, tiger_year=tiger_year,
     )  # fmt: skip
-    if from_acs:
-        table = indicators_from_acs(str(indicators), zone_polys, id_field, level=level,
-                                    year=acs_year, base_url=census_url)  # fmt: skip
-    else:
-        table = indicators_from_csv(indicators, id_field, columns=columns)
+    table = indicators_for_zones(
+        indicators, zone_polys, id_field, level=level, columns=columns, acs_year=acs_year,
+        census_url=census_url,
+    )  # fmt: skip
     zone_frame, features = zone_embeddings(
         rows, vectors, zone_polys, id_field=id_field, min_images=min_images
     )

@@ -69,10 +69,8 @@ def socioeconomic_table(
         ``scores``: model -> the scores frame of ``predict_indicators``; ``summary``.
     """
     from ..indicators import (
-        ACS_PREFIX,
-        acs_names,
-        indicators_from_acs,
-        indicators_from_csv,
+        check_indicator_spec,
+        indicators_for_zones,
         join_indicators,
         resolve_topics,
     )
@@ -94,11 +92,7 @@ def socioeconomic_table(
             f"`models` {unknown[0]} has no embeddings in {study.root}; give one of "
             f"{', '.join(available)}, or embed it with 'urbanvis embed'"
         )
-    from_acs = str(indicators).startswith(ACS_PREFIX)
-    if from_acs:
-        acs_names(str(indicators))
-        if columns:
-            raise InputError("`columns` picks CSV columns; with acs: list the variables instead")
+    check_indicator_spec(indicators, columns)
     topic_map = resolve_topics(topics, indicators)
     embedded = {m: read_embeddings(study, model=m) for m in chosen}
     first_rows = embedded[chosen[0]][0]
@@ -106,11 +100,10 @@ def socioeconomic_table(
         study, first_rows, level=level, zones=zones, zones_layer=zones_layer, id_field=id_field,
         cell_size=cell_size, buffer=buffer, tiger_url=tiger_url, tiger_year=tiger_year,
     )  # fmt: skip
-    if from_acs:
-        table = indicators_from_acs(str(indicators), zone_polys, id_field, level=level,
-                                    year=acs_year, base_url=census_url)  # fmt: skip
-    else:
-        table = indicators_from_csv(indicators, id_field, columns=columns)
+    table = indicators_for_zones(
+        indicators, zone_polys, id_field, level=level, columns=columns, acs_year=acs_year,
+        census_url=census_url,
+    )  # fmt: skip
     names = [c for c in table.columns if c != id_field]
     frames, features = {}, {}
     for m in chosen:
