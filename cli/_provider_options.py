@@ -44,9 +44,12 @@ def parse_degrees(value: str | tuple[float, ...]) -> tuple[float, ...]:
     """``"0,90,180,270"`` -> ``(0.0, 90.0, 180.0, 270.0)``; a usage error when not numbers."""
     if isinstance(value, tuple):
         return value
+    from urbanvis._errors import InputError
+    from urbanvis.stages import parse_headings  # the library's parser; here worded by click
+
     try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
+        return parse_headings(value)
+    except InputError:
         raise click.BadParameter(
             f"{value!r} is not a comma-separated list of degrees, e.g. 0,90,180,270"
         ) from None
