@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
-from .._errors import InputError, InputFileError, Stopped
+from .._errors import InputError
 from .distributed import pick_device
-from .inference import _CaptureImages, _collate, build_model
+from .features import file_batches
+from .inference import build_model
 
 __all__ = ["AttentionRecorder", "attention_batches", "attention_probabilities"]
 
@@ -147,23 +145,14 @@ def attention_batches(
 def _batches(net, meta, paths, batch_size, workers, device, should_stop):
     dev = pick_device(device)
     net = net.to(dev).eval()
-    files = [str(Path(p).expanduser().absolute()) for p in paths]
-    table = pd.DataFrame({"capture_id": np.arange(len(files)).astype(str), "image_path": files})
-    loader = DataLoader(
-        _CaptureImages(Path("/"), table, meta),  # type: ignore[arg-type]
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_collate,
-    )
     mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    batches = file_batches(
+        paths, meta, batch_size=batch_size, workers=workers, should_stop=should_stop,
+        doing="computing attention",
+    )  # fmt: skip
     with torch.inference_mode(), AttentionRecorder(net) as rec:
-        for _ids, images, failed in loader:
-            if failed:
-                raise InputFileError(f"cannot read image {failed[0][1]}; fix or remove it")
-            if should_stop is not None and should_stop():
-                raise Stopped("stopped while computing attention; nothing written")
+        for _ids, images in batches:
             net.forward_features(images.to(dev))
             shown = (images * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
             yield (

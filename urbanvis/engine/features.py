@@ -10,7 +10,7 @@ image is the same number wherever it is computed.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,39 @@ def image_features(
         if precision == "bf16" or (precision == "auto" and dev.type == "cuda")
         else None
     )
+    out = np.empty((len(paths), int(meta["dim"])), dtype=np.float32)
+    done = 0
+    if progress is not None:
+        progress(0, len(paths), {})
+    with torch.inference_mode():
+        for ids, images in file_batches(
+            paths, meta, batch_size=batch_size, workers=workers, should_stop=should_stop,
+            doing="computing features",
+        ):  # fmt: skip
+            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+                vectors = _forward(net, images.to(dev, non_blocking=True))
+            out[ids] = vectors.float().cpu().numpy()
+            done += len(ids)
+            if progress is not None:
+                progress(done, len(paths), {})
+    return out, meta
+
+
+def file_batches(
+    paths: Sequence[str | os.PathLike[str]],
+    meta: dict[str, Any],
+    *,
+    batch_size: int,
+    workers: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+    doing: str = "reading images",
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Batches ``(positions in paths, normalised images)`` of image files, in order.
+
+    Images get the model's eval transform (``meta``: image_size, mean, std). A missing or
+    undecodable image is an :class:`InputFileError` naming it; ``should_stop()`` is
+    checked before each batch and raises :class:`Stopped` (nothing is kept).
+    """
     files = [str(Path(p).expanduser().absolute()) for p in paths]
     table = pd.DataFrame({"capture_id": np.arange(len(files)).astype(str), "image_path": files})
     loader: DataLoader = DataLoader(
@@ -88,20 +121,9 @@ def image_features(
         prefetch_factor=4 if workers else None,
         timeout=600 if workers else 0,
     )
-    out = np.empty((len(files), int(meta["dim"])), dtype=np.float32)
-    done = 0
-    if progress is not None:
-        progress(0, len(files), {})
-    with torch.inference_mode():
-        for ids, images, failed in loader:
-            if failed:
-                raise InputFileError(f"cannot read image {failed[0][1]}; fix or remove it")
-            if should_stop is not None and should_stop():
-                raise Stopped("stopped while computing features; nothing written")
-            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                vectors = _forward(net, images.to(dev, non_blocking=True))
-            out[[int(i) for i in ids]] = vectors.float().cpu().numpy()
-            done += len(ids)
-            if progress is not None:
-                progress(done, len(files), {})
-    return out, meta
+    for ids, images, failed in loader:
+        if failed:
+            raise InputFileError(f"cannot read image {failed[0][1]}; fix or remove it")
+        if should_stop is not None and should_stop():
+            raise Stopped(f"stopped while {doing}; nothing written")
+        yield [int(i) for i in ids], images
