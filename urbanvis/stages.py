@@ -131,7 +131,7 @@ def _stopper(should_stop: ShouldStop | None) -> ShouldStop:
 
 
 def _finish(
-    st: Study,
+    st: Study | None,
     stage: str,
     parameters: Mapping[str, Any],
     message: str,
@@ -143,11 +143,11 @@ def _finish(
     details: Any = None,
     record: bool = True,
 ) -> StageResult:
-    """Record the run in study.toml and build the result."""
+    """Record the run in study.toml (when there is a study) and build the result."""
     outs = {k: v for k, v in dict(outputs or {}).items() if v is not None}
     if stopped:
         outs["stopped"] = True
-    if record:
+    if record and st is not None:
         st.record_run(stage, _shown(parameters), **outs)
     return StageResult(
         stage=stage,
@@ -1064,8 +1064,6 @@ def eval_safety(
         )  # fmt: skip
     except Stopped as exc:
         message = f"{exc}; nothing written"
-        if st is None:
-            return StageResult("eval safety", None, message, stopped=True)
         return _finish(st, "eval safety", params, message, stopped=True)
     table = res["table"]
     csv, md = write_table(table, target, title="Safety perception (Place Pulse 2.0 probe)")
@@ -1079,8 +1077,6 @@ def eval_safety(
     outputs = {"images_scored": len(res["scores"]), "labelled": len(labels),
                "table": str(csv)}  # fmt: skip
     files = {"table": csv, "markdown": md}
-    if st is None:
-        return StageResult("eval safety", None, message, outputs=outputs, files=files, details=res)
     return _finish(st, "eval safety", params, message, outputs=outputs, files=files, details=res)
 
 
@@ -1234,8 +1230,6 @@ def eval_vpr(
         )
     except Stopped as exc:
         message = f"{exc}; nothing written"
-        if st is None:
-            return StageResult("eval vpr", None, message, stopped=True)
         return _finish(st, "eval vpr", params, message, stopped=True)
     title = f"Visual place recognition on {data.name} (Recall@K, %)"
     files: dict[str, Path] = {}
@@ -1247,8 +1241,6 @@ def eval_vpr(
     if target is not None:
         files["table"], files["markdown"] = write_table(table, target, title=title)
         message += f"; table {files['table']}"
-    if st is None:
-        return StageResult("eval vpr", None, message, files=files, details=table)
     return _finish(
         st,
         "eval vpr",
@@ -1258,7 +1250,7 @@ def eval_vpr(
             "n_queries": len(data.scored),
             "n_excluded": data.n_excluded,
             "n_database": len(data.database),
-            "table": str(files["table"]),
+            "table": str(files["table"]) if "table" in files else None,
         },
         files=files,
         details=table,
@@ -1338,8 +1330,6 @@ def eval_attention(
             should_stop=should_stop,
         )  # fmt: skip
     except Stopped as exc:
-        if st is None:
-            return StageResult("eval attention", None, str(exc), stopped=True)
         return _finish(st, "eval attention", parameters, str(exc), stopped=True)
     written = write_attention_report(result, out)
     lines = [
@@ -1357,11 +1347,6 @@ def eval_attention(
         "encoders": len(specs),
         "table": str(written["table"]),
     }
-    if st is None:
-        return StageResult(
-            "eval attention", None, "\n".join(lines), outputs=outputs, files=written,
-            details=result,
-        )  # fmt: skip
     return _finish(
         st, "eval attention", parameters, "\n".join(lines), outputs=outputs, files=written,
         details=result,
