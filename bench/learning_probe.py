@@ -110,10 +110,11 @@ def patch_pipeline(args) -> None:
             return T.Compose([
                 T.RandomResizedCrop(size, scale=(args.min_scale, 1.0),
                                     interpolation=T.InterpolationMode.BICUBIC),
-                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-                T.RandomGrayscale(p=0.2),
-                T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_p),
-                T.RandomSolarize(threshold=128, p=solarize_p),
+                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8 * args.photometric),
+                T.RandomGrayscale(p=0.2 * args.photometric),
+                T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))],
+                              p=blur_p * args.photometric),
+                T.RandomSolarize(threshold=128, p=solarize_p * args.photometric),
                 T.RandomHorizontalFlip(),
                 T.ToTensor(),
                 T.Normalize(mean, std),
@@ -207,6 +208,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-3, help="base lr (per 256 pairs)")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--min-scale", type=float, default=0.08)
+    parser.add_argument("--photometric", type=float, default=1.0,
+                        help="scales the colour/grey/blur/solarize probabilities (0 = off)")
     parser.add_argument("--max-pairs", type=int, default=1_000_000)
     parser.add_argument("--mlp", type=int, default=512)
     parser.add_argument("--dim", type=int, default=128)

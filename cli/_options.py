@@ -29,6 +29,7 @@ _FLAGS = {
     "models": "--model",  # the repeatable options of the eval commands
     "checkpoints": "--checkpoint",
     "query_patches": "--query-patch",
+    "baselines": "--baseline",
 }
 
 

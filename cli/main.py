@@ -16,6 +16,7 @@ from ._options import flag_name
 from .demo import demo
 from .embed import embed
 from .eval import eval_group
+from .experiment import experiment
 from .harvest import harvest
 from .map import map_command
 from .pairs import pairs
@@ -81,6 +82,7 @@ cli.add_command(simulate)
 cli.add_command(map_command, "map")
 cli.add_command(demo)
 cli.add_command(eval_group, "eval")
+cli.add_command(experiment)
 
 
 def main(argv: list[str] | None = None) -> None:

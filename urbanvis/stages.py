@@ -1351,3 +1351,63 @@ def eval_attention(
         st, "eval attention", parameters, "\n".join(lines), outputs=outputs, files=written,
         details=result,
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- experiment
+def experiment(
+    study: StudyLike,
+    *,
+    preset: str = "cpu",
+    baselines: Sequence[str | os.PathLike[str]] = (),
+    seed: int = 0,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    **settings: Any,
+) -> StageResult:
+    """The paper's experiment: self, temporal and spatial contrast on one budget, four evals.
+
+    On a new or empty ``study`` folder it first makes the synthetic city of the bundled
+    Helsinki roads; then it trains one encoder per strategy with the ``preset``'s recipe
+    (``cpu``: minutes on 2 cores; ``paper``: the paper's ViT-B/16 recipe, for GPUs),
+    evaluates them beside a random-init ViT, the 16x16 colour thumbnail and any
+    ``baselines`` checkpoints, and writes reports/experiment/report.md and report.html.
+    ``settings`` replace fields of the preset (``epochs``, ``max_pairs``...; see
+    :class:`urbanvis.experiment.Preset`). Rerunning resumes.
+    """
+    from ._errors import Stopped
+    from .experiment import preset as make_preset
+    from .experiment import run_experiment
+
+    chosen = make_preset(preset, **settings)  # validate before touching the study
+    for path in baselines:
+        if not Path(path).expanduser().is_file():
+            raise InputError(f"`baselines` {path} is not a file; give a checkpoint file")
+    st = _study(study, create=True)
+    params = {"preset": preset, "baselines": [str(b) for b in baselines], "seed": seed,
+              **{k: v for k, v in settings.items() if v is not None}}  # fmt: skip
+    try:
+        res = run_experiment(
+            st, preset_name=preset, baselines=baselines, seed=seed, progress=progress,
+            should_stop=should_stop, **settings,
+        )  # fmt: skip
+    except Stopped as exc:
+        return _finish(st, "experiment", params, str(exc), stopped=True)
+    lines = [f"experiment ({chosen.name} preset) in {res.seconds / 60:.1f} min:"]
+    for v in res.verdicts:
+        lines.append(f"  {v['hypothesis']}: {'held' if v['held'] else 'did NOT hold'} "
+                     f"({v['measure']}: {v['numbers']})")  # fmt: skip
+    for row in res.learning:
+        lines.append(
+            f"  {row['encoder']} R@1 {row['R@1']:.1f} vs random init "
+            f"{row['R@1 random init']:.1f}, thumbnail {row['R@1 thumbnail']:.1f}; loss "
+            f"{row['loss_first_epoch']:.2f} -> {row['loss_last_epoch']:.2f} (chance "
+            f"{row['chance_loss']:.2f}), spread {row['spread']:.2f}"
+        )
+    lines.append(f"report {res.files['markdown']} and {res.files['html'].name} beside it")
+    outputs = {
+        "pairs": res.pairs,
+        "held": sum(v["held"] for v in res.verdicts),
+        "report": str(res.files["markdown"].relative_to(st.root)),
+    }
+    return _finish(st, "experiment", params, "\n".join(lines), outputs=outputs,
+                   files=res.files, details=res)  # fmt: skip

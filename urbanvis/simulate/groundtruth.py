@@ -79,6 +79,10 @@ _FORMULAS: dict[str, tuple[float, dict[str, float], float]] = {
 INDICATORS: tuple[str, ...] = tuple(_FORMULAS)
 
 
+MIN_ZONE_POINTS = 10
+"""The fewest points a simulated zone may have (its mean embedding averages them)."""
+
+
 def zones_from_points(
     points: gpd.GeoDataFrame, *, seed: int = 0, points_per_zone: int = 60
 ) -> gpd.GeoDataFrame:
@@ -88,18 +92,24 @@ def zones_from_points(
     """
     from sklearn.cluster import KMeans
 
-    if len(points) < 20:
+    if isinstance(points_per_zone, bool) or not isinstance(points_per_zone, int):
+        raise InputError(f"`points_per_zone` must be a whole number, got {points_per_zone!r}")
+    if points_per_zone < MIN_ZONE_POINTS:
         raise InputError(
-            f"{len(points)} points are too few for zones of 20 or more; sample a larger area"
+            f"`points_per_zone` must be at least {MIN_ZONE_POINTS}, got {points_per_zone}"
         )
-    if points_per_zone < 20:
-        raise InputError(f"points per zone must be at least 20, got {points_per_zone}")
+    # the smallest zone kept: half the target, at least MIN_ZONE_POINTS and at most 20
+    least = max(MIN_ZONE_POINTS, min(20, points_per_zone // 2))
+    if len(points) < least:
+        raise InputError(
+            f"{len(points)} points are too few for zones of {least} or more; sample a larger area"
+        )
     crs = points.estimate_utm_crs()
     xy = shapely.get_coordinates(points.to_crs(crs).geometry.values)
     k = max(1, round(len(points) / points_per_zone))
     km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(xy)
-    # fold zones under 20 points into their neighbours, refitting from the other centres
-    while k > 1 and np.bincount(km.labels_, minlength=k).min() < 20:
+    # fold zones under `least` points into their neighbours, refitting from the other centres
+    while k > 1 and np.bincount(km.labels_, minlength=k).min() < least:
         small = int(np.argmin(np.bincount(km.labels_, minlength=k)))
         centres = np.delete(km.cluster_centers_, small, axis=0)
         k -= 1

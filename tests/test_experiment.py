@@ -1,0 +1,149 @@
+"""urbanvis experiment: the paper's experiment end to end on a tiny synthetic study."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from urbanvis import stages
+from urbanvis._errors import InputError
+from urbanvis.experiment import (
+    PRESETS,
+    STRATEGIES,
+    _verdicts,
+    chance_loss,
+    preset,
+    spread,
+)
+
+from .conftest import HELSINKI_BBOX, invoke
+
+TINY = dict(
+    arch="vit_test_patch8", image_size=32, render_size=32, epochs=1, max_pairs=256,
+    batch_size=32, captures_per_point=2, headings=(0.0,), vpr_places=24, safety_images=60,
+    attention_images=4, points_per_zone=20,
+)  # fmt: skip
+
+
+def test_spread_is_one_for_even_vectors_and_zero_for_collapse():
+    rng = np.random.default_rng(0)
+    assert spread(rng.normal(size=(20000, 64))) == pytest.approx(1.0, abs=0.02)
+    collapsed = np.tile(rng.normal(size=(1, 64)), (500, 1)) + 1e-9 * rng.normal(size=(500, 64))
+    assert spread(collapsed) < 1e-6
+    # vectors huddled around one direction (a shared offset 10x the noise): in between
+    huddled = 10 * rng.normal(size=(1, 64)) + rng.normal(size=(5000, 64))
+    assert 0.03 < spread(huddled) < 0.3
+
+
+def test_chance_loss_is_the_loss_of_uniform_logits():
+    # MoCo v3: 2 * tau * cross-entropy per direction, two directions; uniform logits -> ln B
+    assert chance_loss(64) == pytest.approx(4 * 0.2 * math.log(64))
+    assert chance_loss(64) == pytest.approx(3.327, abs=1e-3)
+
+
+def test_presets_and_their_checks():
+    assert PRESETS["paper"].arch == "vit_base_patch16_224"
+    assert PRESETS["paper"].batch_size == 1024 and PRESETS["paper"].epochs == 300
+    assert preset("cpu", epochs=2).epochs == 2
+    with pytest.raises(InputError, match="unknown preset .gpu."):
+        preset("gpu")
+    with pytest.raises(InputError, match="no setting 'epoch'"):
+        preset("cpu", epoch=3)
+    with pytest.raises(InputError, match="epochs must be"):
+        preset("cpu", epochs=0)
+    with pytest.raises(InputError, match="temporal pairs need 2 dates"):
+        preset("cpu", captures_per_point=1)
+
+
+def _tables(r1, r2, acc):
+    vpr = pd.DataFrame({"model": list(STRATEGIES), "R@1": r1})
+    socio = pd.DataFrame(
+        [{"topic": "Overall", "indicator": "(mean)", **dict(zip(STRATEGIES, r2, strict=True))}]
+    )
+    safety = pd.DataFrame({"model": list(STRATEGIES), "accuracy": acc})
+    return vpr, socio, safety
+
+
+def test_verdicts_name_the_winner_and_say_held_only_for_a_strict_win():
+    held = _verdicts(*_tables([10, 30, 20], [0.1, 0.2, 0.3], [70, 60, 65]))
+    assert [v["held"] for v in held] == [True, True, True]
+    assert held[0]["numbers"] == "self 10, temporal 30, spatial 20"
+    not_held = _verdicts(*_tables([30, 30, 20], [0.4, 0.2, 0.3], [60, 70, 65]))
+    assert [v["held"] for v in not_held] == [False, False, False]
+    assert not_held[0]["best"] == "self and temporal"  # a tie is not a win
+    assert not_held[1]["best"] == "self"
+
+
+@pytest.fixture(scope="module")
+def experiment_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiment") / "study"
+    stages.sample(root, osm=stages.helsinki_pbf(), bbox=HELSINKI_BBOX)
+    result = stages.experiment(root, **TINY)
+    return root, result
+
+
+def test_experiment_end_to_end(experiment_study):
+    root, result = experiment_study
+    res = result.details
+    labels = ["self", "temporal", "spatial", "random init", "thumbnail 16x16"]
+    assert list(res.vpr["model"]) == labels
+    assert list(res.safety["model"]) == labels
+    assert list(res.socioeconomic.columns[2:]) == labels
+    assert res.vpr["n_queries"].iloc[0] + res.vpr["n_excluded"].iloc[0] == TINY["vpr_places"]
+    # same budget: every strategy's pair table has the same length
+    sizes = {s: len(pd.read_parquet(root / "pairs" / f"{s}.parquet")) for s in STRATEGIES}
+    assert len(set(sizes.values())) == 1 and res.pairs == sizes["self"] <= TINY["max_pairs"]
+    # learning checked: per-step loss of every strategy, spread in (0, 1.5]
+    steps = res.pairs // TINY["batch_size"]
+    for run in res.encoders[:3]:
+        assert len(run.losses) == steps and all(np.isfinite(run.losses))
+    for row in res.learning:
+        assert 0 < row["spread"] <= 1.5 and row["chance_loss"] == pytest.approx(chance_loss(32))
+        assert row["beats_both"] == (row["R@1"] > max(row["R@1 random init"], row["R@1 thumbnail"]))
+    assert len(res.verdicts) == 3
+    # the report: Markdown, HTML, CSV tables, the loss plot, attention PNGs
+    out = root / "reports" / "experiment"
+    md = (out / "report.md").read_text()
+    for v in res.verdicts:
+        assert v["hypothesis"] in md and v["numbers"] in md
+    assert "![loss per step](loss.png)" in md
+    html = (out / "report.html").read_text()
+    assert html.count("<table>") == 4 and "loss.png" in html
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(pd.read_csv(out / "vpr.csv")["model"]) == labels
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"] == res.pairs and len(summary["verdicts"]) == 3
+    assert any(p.name.startswith("attention_maps_") for p in (out / "attention").iterdir())
+    # the thumbnail baseline's vectors live in the study like any embedding model
+    models = set(stages.open_study(root).read_layer("embeddings")["model"])
+    assert "thumbnail:16x16" in models and len(models) == 5
+
+
+def test_experiment_rerun_resumes_without_training_again(experiment_study):
+    root, first = experiment_study
+    checkpoints = sorted((root / "checkpoints").rglob("*.pth.tar"))
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    again = stages.experiment(root, **TINY)
+    assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
+    pd.testing.assert_frame_equal(again.details.vpr, first.details.vpr)
+    assert again.details.encoders[1].losses == first.details.encoders[1].losses
+
+
+def test_experiment_cli_help_and_bad_input(tmp_path):
+    shown = invoke("experiment", "--help")
+    assert shown.returncode == 0
+    for word in ("--preset", "--baseline", "random-init", "thumbnail", "hypotheses"):
+        assert word in shown.stdout
+    bad = invoke("experiment", "--study", str(tmp_path / "s"), "--epochs", "0")
+    assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.count("\n") == 1
+    assert "--epochs must be" in bad.stderr
+    assert not (tmp_path / "s").exists()  # validated before the study was created
+    missing = invoke(
+        "experiment", "--study", str(tmp_path / "s"), "--baseline", str(tmp_path / "no.pth")
+    )
+    assert missing.returncode == 2 and "--baseline" in missing.stderr
+    assert not (tmp_path / "s").exists()
