@@ -647,6 +647,10 @@ def embed(
         progress=progress if rank0 else None,
         should_stop=should_stop,
     )
+    if summary.layer_written:
+        from .qgis_styles import style_study
+
+        style_study(st.gpkg, layers=["embeddings"])  # QGIS opens it coloured by pc1..pc3
     total = summary.done_before + summary.embedded
     message = (
         f"{total:,} of {summary.captures_total:,} captures embedded by {summary.model}; "

@@ -8,9 +8,9 @@ as the ``urbanvis`` command (see :mod:`._external`), and loads the layers it wro
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -29,10 +29,9 @@ _SETTING_MODE = "urbanvis/run_mode"  # auto | external | in_process
 
 
 def cli_param(command: str, name: str) -> tuple[Any, str]:
-    """``(default, help)`` of option ``name`` of ``urbanvis COMMAND`` (the CLI's own text)."""
-    module = importlib.import_module(f"urbanvis_cli.{'map' if command == 'map' else command}")
-    cmd = getattr(module, {"map": "map_command"}.get(command, command))
-    for p in cmd.params:
+    """``(default, help)`` of option ``name`` of ``urbanvis COMMAND`` (the CLI's own text;
+    ``command`` as typed: ``"embed"``, ``"eval vpr"``)."""
+    for p in _external.cli_command(command).params:
         if p.name == name:
             default = p.default
             if type(default).__name__ == "Sentinel" or callable(default):
@@ -51,12 +50,14 @@ def with_help(param: QgsProcessingParameterDefinition, text: str, *, advanced: b
     return param
 
 
-def study_parameter() -> QgsProcessingParameterFile:
+def study_parameter(
+    text: str = "Study folder (holds study.gpkg, images/, reports/...).", *, optional=False
+) -> QgsProcessingParameterFile:
     return with_help(
         QgsProcessingParameterFile(
-            "STUDY", "Study folder", behavior=QgsProcessingParameterFile.Folder
+            "STUDY", "Study folder", behavior=QgsProcessingParameterFile.Folder, optional=optional
         ),
-        "Study folder (holds study.gpkg, images/, reports/...).",
+        text,
     )
 
 
@@ -77,6 +78,8 @@ class UrbanvisAlgorithm(QgsProcessingAlgorithm):
     GROUP = ""
     GROUP_ID = ""
     STAGE = ""  # the function of urbanvis.stages and the urbanvis command
+    COMMAND = ""  # the urbanvis command when it is not STAGE ("eval vpr")
+    STUDY_HELP = ""  # set: the study is optional, and this is its help
     TORCH = False  # needs torch: runs as the urbanvis command when QGIS's Python lacks it
     EXTERNAL_LAYERS: tuple[str, ...] = ()  # layers the command writes (external runs)
     HELP = ""
@@ -101,8 +104,14 @@ class UrbanvisAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def initAlgorithm(self, config=None) -> None:
-        self.addParameter(study_parameter())
+        if self.STUDY_HELP:
+            self.addParameter(study_parameter(self.STUDY_HELP, optional=True))
+        else:
+            self.addParameter(study_parameter())
         self.add_parameters()
+        for definition in self.parameterDefinitions():  # the CLI's help names its --flags
+            if hasattr(definition, "setHelp") and "--" in definition.help():
+                definition.setHelp(_external.worded(definition.help(), self.label_of))
         self.addOutput(QgsProcessingOutputString("MESSAGE", "Summary"))
 
     # -- what subclasses write
@@ -112,6 +121,11 @@ class UrbanvisAlgorithm(QgsProcessingAlgorithm):
     def stage_keywords(self, parameters, context, feedback) -> dict[str, Any]:
         """The stage's keywords from the parameter values (checks included)."""
         raise NotImplementedError
+
+    def file_outputs(self, keywords: dict[str, Any], files: dict[str, Path] | None) -> dict:
+        """Outputs naming the files the stage wrote: ``files`` as the stage reported them,
+        or None when it ran as the urbanvis command (then the subclass knows the paths)."""
+        return {}
 
     def external(self, parameters, context) -> bool:
         """Whether this run goes through the urbanvis command instead of this process."""
@@ -135,19 +149,22 @@ class UrbanvisAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         from urbanvis._errors import UrbanvisError
 
-        study = self.parameterAsFile(parameters, "STUDY", context)
-        if not study:
+        study = self.parameterAsFile(parameters, "STUDY", context) or None
+        if study is None and not self.STUDY_HELP:
             raise QgsProcessingException("Choose a study folder")
+        files: dict[str, Path] | None
         try:
             keywords = self.stage_keywords(parameters, context, feedback)
             if self.external(parameters, context):
                 message = _external.run_command(
-                    self.STAGE, study, keywords, feedback, label_of=self.label_of
+                    self.COMMAND or self.STAGE, study, keywords, feedback, label_of=self.label_of
                 )
-                layers = [n for n in self.EXTERNAL_LAYERS if _has_layer(study, n)]
+                layers = [n for n in self.EXTERNAL_LAYERS if study and _has_layer(study, n)]
+                files = None
             else:
                 result = self.run_in_process(study, keywords, feedback)
                 message, layers = result.message, list(result.layers)
+                files = {} if result.stopped else result.files
         except UrbanvisError as exc:
             raise QgsProcessingException(exc.worded(self.label_of)) from None
         from urbanvis._errors import word_params
@@ -155,10 +172,13 @@ class UrbanvisAlgorithm(QgsProcessingAlgorithm):
         message = word_params(message, self.label_of)
         feedback.pushInfo(message)
         outputs: dict[str, Any] = {"MESSAGE": message}
-        outputs.update(self.load_layers(study, layers, context))
+        if study is not None:
+            outputs.update(self.load_layers(study, layers, context))
+        if not feedback.isCanceled():
+            outputs.update(self.file_outputs(keywords, files))
         return outputs
 
-    def run_in_process(self, study: str, keywords: dict[str, Any], feedback):
+    def run_in_process(self, study: str | None, keywords: dict[str, Any], feedback):
         from urbanvis import stages
 
         def progress(done, total, counts) -> None:

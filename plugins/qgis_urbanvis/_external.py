@@ -42,29 +42,56 @@ def executable() -> str:
     return exe
 
 
-def command_line(stage: str, study: str, keywords: dict[str, Any]) -> list[str]:
-    """``urbanvis STAGE --study STUDY --kw value...`` for a stage call's keywords."""
+def cli_command(command: str):
+    """The click command of ``urbanvis COMMAND`` (``"embed"``, ``"eval vpr"``)."""
+    from urbanvis_cli.main import cli
+
+    found = cli
+    for word in command.split():
+        found = found.commands[word]
+    return found
+
+
+def _joined(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def command_line(command: str, study: str | None, keywords: dict[str, Any]) -> list[str]:
+    """``urbanvis COMMAND [--study STUDY] --kw value...`` for a stage call's keywords.
+
+    A list goes to a repeatable option as one flag per item (``--checkpoint A
+    --checkpoint B``; a tuple item as ``ROW,COL``), to any other option comma-separated.
+    """
     from urbanvis_cli._options import flag_name
 
-    args = [executable(), stage, "--study", study]
+    repeatable = {p.name for p in cli_command(command).params if getattr(p, "multiple", False)}
+    args = [executable(), *command.split()]
+    if study:
+        args += ["--study", study]
     for key, value in keywords.items():
-        if value is None or value is False:
+        if value is None or value is False or (isinstance(value, (list, tuple)) and not value):
             continue
         flag = flag_name(key)
         if value is True:
             args.append(flag)
-        elif isinstance(value, (list, tuple)):
-            args += [flag, ",".join(str(v) for v in value)]
+        elif isinstance(value, (list, tuple)) and key in repeatable:
+            for item in value:
+                args += [flag, _joined(item)]
         else:
-            args += [flag, str(value)]
+            args += [flag, _joined(value)]
     return args
 
 
 def run_command(
-    stage: str, study: str, keywords: dict[str, Any], feedback, *, label_of: Callable[[str], str]
+    command: str,
+    study: str | None,
+    keywords: dict[str, Any],
+    feedback,
+    *,
+    label_of: Callable[[str], str],
 ) -> str:
-    """Run the stage as the urbanvis command; returns its summary (stdout)."""
-    args = command_line(stage, study, keywords)
+    """Run ``urbanvis COMMAND`` for a stage call; returns its summary (stdout)."""
+    args = command_line(command, study, keywords)
     feedback.pushCommandInfo(" ".join(args))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
@@ -104,17 +131,19 @@ def run_command(
     proc.wait()
     watcher.join(1)
     out_thread.join(5)
+    proc.stdout.close()
+    proc.stderr.close()
     text = b"".join(stdout).decode(errors="replace").strip()
     if cancelled:
         feedback.reportError("stopped; what was finished is kept and a rerun continues")
         return text or "stopped"
     if proc.returncode != 0:
-        message = errors[-1] if errors else f"urbanvis {stage} failed (exit {proc.returncode})"
-        raise QgsProcessingException(_worded(message, label_of))
+        message = errors[-1] if errors else f"urbanvis {command} failed (exit {proc.returncode})"
+        raise QgsProcessingException(worded(message, label_of))
     return text
 
 
-def _worded(message: str, label_of: Callable[[str], str]) -> str:
+def worded(message: str, label_of: Callable[[str], str]) -> str:
     """The command's message with its --flags named by the algorithm's labels."""
     return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: label_of(m.group(1).replace("-", "_")), message)
 

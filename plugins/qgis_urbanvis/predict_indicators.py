@@ -38,6 +38,109 @@ def layer_keywords(alg, parameters, name: str, context, feedback) -> dict:
     return {"zones": path.split("|")[0]}
 
 
+def zone_parameters(alg, command: str) -> None:
+    """Zones, indicators and the fitting protocol: predict's and eval socioeconomic's
+    parameters (``command``'s defaults and help)."""
+    alg.addParameter(
+        with_help(
+            QgsProcessingParameterVectorLayer(
+                "ZONES", "Zones", [QgsProcessing.TypeVectorPolygon], optional=True
+            ),
+            cli_param(command, "zones")[1],
+        )
+    )
+    default, text = cli_param(command, "id_field")
+    alg.addParameter(
+        with_help(
+            QgsProcessingParameterField(
+                "ID_FIELD",
+                "Zone id field",
+                default,
+                parentLayerParameterName="ZONES",
+                optional=True,
+            ),
+            text,
+        )
+    )
+    alg.addParameter(
+        with_help(
+            QgsProcessingParameterFile(
+                "INDICATORS", "Indicators (CSV)", optional=True, fileFilter="CSV (*.csv)"
+            ),
+            cli_param(command, "indicators")[1],
+        )
+    )
+    alg.addParameter(
+        with_help(
+            QgsProcessingParameterString("ACS", "ACS variables (acs:VAR,VAR)", optional=True),
+            "Instead of a CSV: American Community Survey variables, e.g. B19013_001E (online).",
+            advanced=True,
+        )
+    )
+    alg.addParameter(
+        with_help(
+            QgsProcessingParameterString("COLUMNS", "Indicator columns", optional=True),
+            cli_param(command, "columns")[1],
+            advanced=True,
+        )
+    )
+    for name, label, options in (
+        ("LEVEL", "Zone level", LEVELS),
+        ("PROTOCOL", "Protocol", PROTOCOLS),
+    ):
+        default, text = cli_param(command, name.lower())
+        alg.addParameter(
+            with_help(
+                QgsProcessingParameterEnum(
+                    name, label, options, defaultValue=options.index(default)
+                ),
+                text,
+                advanced=name == "LEVEL",
+            )
+        )
+    for name, label, kind in (
+        ("SEED", "Seed", QgsProcessingParameterNumber.Integer),
+        ("MIN_IMAGES", "Fewest images per zone", QgsProcessingParameterNumber.Integer),
+        ("CELL_SIZE", "Hex cell size (m)", QgsProcessingParameterNumber.Double),
+        ("BUFFER", "Buffer side (m)", QgsProcessingParameterNumber.Double),
+    ):
+        default, text = cli_param(command, name.lower())
+        alg.addParameter(
+            with_help(
+                QgsProcessingParameterNumber(name, label, kind, default, minValue=0),
+                text,
+                advanced=True,
+            )
+        )
+
+
+def zone_keywords(alg, parameters, context, feedback) -> dict:
+    """The stage keywords of :func:`zone_parameters`' values."""
+    out: dict = {
+        "level": LEVELS[alg.parameterAsEnum(parameters, "LEVEL", context)],
+        "protocol": PROTOCOLS[alg.parameterAsEnum(parameters, "PROTOCOL", context)],
+        "seed": alg.parameterAsInt(parameters, "SEED", context),
+        "min_images": alg.parameterAsInt(parameters, "MIN_IMAGES", context),
+        "cell_size": alg.parameterAsDouble(parameters, "CELL_SIZE", context),
+        "buffer": alg.parameterAsDouble(parameters, "BUFFER", context),
+    }
+    if parameters.get("ZONES"):
+        out.update(layer_keywords(alg, parameters, "ZONES", context, feedback))
+    field = alg.parameterAsString(parameters, "ID_FIELD", context)
+    if field:
+        out["id_field"] = field
+    indicators = alg.parameterAsFile(parameters, "INDICATORS", context)
+    acs = alg.parameterAsString(parameters, "ACS", context)
+    if indicators:
+        out["indicators"] = indicators
+    elif acs:
+        out["indicators"] = acs if acs.startswith("acs:") else f"acs:{acs}"
+    columns = alg.parameterAsString(parameters, "COLUMNS", context)
+    if columns:
+        out["columns"] = columns
+    return out
+
+
 class PredictIndicators(UrbanvisAlgorithm):
     NAME = "predict_indicators"
     LABEL = "Predict indicators"
@@ -50,77 +153,7 @@ class PredictIndicators(UrbanvisAlgorithm):
     )
 
     def add_parameters(self) -> None:
-        self.addParameter(
-            with_help(
-                QgsProcessingParameterVectorLayer(
-                    "ZONES", "Zones", [QgsProcessing.TypeVectorPolygon], optional=True
-                ),
-                cli_param("predict", "zones")[1],
-            )
-        )
-        default, text = cli_param("predict", "id_field")
-        self.addParameter(
-            with_help(
-                QgsProcessingParameterField(
-                    "ID_FIELD",
-                    "Zone id field",
-                    default,
-                    parentLayerParameterName="ZONES",
-                    optional=True,
-                ),
-                text,
-            )
-        )
-        self.addParameter(
-            with_help(
-                QgsProcessingParameterFile(
-                    "INDICATORS", "Indicators (CSV)", optional=True, fileFilter="CSV (*.csv)"
-                ),
-                cli_param("predict", "indicators")[1],
-            )
-        )
-        self.addParameter(
-            with_help(
-                QgsProcessingParameterString("ACS", "ACS variables (acs:VAR,VAR)", optional=True),
-                "Instead of a CSV: American Community Survey variables, e.g. B19013_001E (online).",
-                advanced=True,
-            )
-        )
-        self.addParameter(
-            with_help(
-                QgsProcessingParameterString("COLUMNS", "Indicator columns", optional=True),
-                cli_param("predict", "columns")[1],
-                advanced=True,
-            )
-        )
-        for name, label, options in (
-            ("LEVEL", "Zone level", LEVELS),
-            ("PROTOCOL", "Protocol", PROTOCOLS),
-        ):
-            default, text = cli_param("predict", name.lower())
-            self.addParameter(
-                with_help(
-                    QgsProcessingParameterEnum(
-                        name, label, options, defaultValue=options.index(default)
-                    ),
-                    text,
-                    advanced=name == "LEVEL",
-                )
-            )
-        for name, label, kind in (
-            ("SEED", "Seed", QgsProcessingParameterNumber.Integer),
-            ("MIN_IMAGES", "Fewest images per zone", QgsProcessingParameterNumber.Integer),
-            ("CELL_SIZE", "Hex cell size (m)", QgsProcessingParameterNumber.Double),
-            ("BUFFER", "Buffer side (m)", QgsProcessingParameterNumber.Double),
-        ):
-            default, text = cli_param("predict", name.lower())
-            self.addParameter(
-                with_help(
-                    QgsProcessingParameterNumber(name, label, kind, default, minValue=0),
-                    text,
-                    advanced=True,
-                )
-            )
+        zone_parameters(self, "predict")
         self.addParameter(
             with_help(
                 QgsProcessingParameterString("MODEL", "Embedding model id", optional=True),
@@ -145,29 +178,10 @@ class PredictIndicators(UrbanvisAlgorithm):
         return super().label_of(keyword)
 
     def stage_keywords(self, parameters, context, feedback) -> dict:
-        out: dict = {
-            "level": LEVELS[self.parameterAsEnum(parameters, "LEVEL", context)],
-            "protocol": PROTOCOLS[self.parameterAsEnum(parameters, "PROTOCOL", context)],
-            "seed": self.parameterAsInt(parameters, "SEED", context),
-            "min_images": self.parameterAsInt(parameters, "MIN_IMAGES", context),
-            "cell_size": self.parameterAsDouble(parameters, "CELL_SIZE", context),
-            "buffer": self.parameterAsDouble(parameters, "BUFFER", context),
-        }
-        if parameters.get("ZONES"):
-            out.update(layer_keywords(self, parameters, "ZONES", context, feedback))
-        field = self.parameterAsString(parameters, "ID_FIELD", context)
-        if field:
-            out["id_field"] = field
-        indicators = self.parameterAsFile(parameters, "INDICATORS", context)
-        acs = self.parameterAsString(parameters, "ACS", context)
-        if indicators:
-            out["indicators"] = indicators
-        elif acs:
-            out["indicators"] = acs if acs.startswith("acs:") else f"acs:{acs}"
-        for name in ("COLUMNS", "MODEL"):
-            value = self.parameterAsString(parameters, name, context)
-            if value:
-                out[name.lower()] = value
+        out = zone_keywords(self, parameters, context, feedback)
+        model = self.parameterAsString(parameters, "MODEL", context)
+        if model:
+            out["model"] = model
         apply = self.parameterAsFile(parameters, "APPLY", context)
         if apply:
             out["apply"] = apply

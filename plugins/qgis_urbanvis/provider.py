@@ -10,6 +10,10 @@ from ._external import SETTING_EXE
 def algorithm_classes():
     from .build_contrastive_pairs import BuildContrastivePairs
     from .embed import Embed
+    from .evaluate_attention import EvaluateAttention
+    from .evaluate_place_recognition import EvaluatePlaceRecognition
+    from .evaluate_safety_perception import EvaluateSafetyPerception
+    from .evaluate_socioeconomic_prediction import EvaluateSocioeconomicPrediction
     from .harvest_street_views import HarvestStreetViews
     from .predict_indicators import PredictIndicators
     from .pretrain import Pretrain
@@ -24,6 +28,10 @@ def algorithm_classes():
         Embed,
         PredictIndicators,
         WebMap,
+        EvaluatePlaceRecognition,
+        EvaluateSafetyPerception,
+        EvaluateSocioeconomicPrediction,
+        EvaluateAttention,
     ]
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BBOX_4326, PLUGINS, run
+from conftest import BBOX_4326, PLUGINS, SIM, Recorder, open_layer, run
 
 ALGORITHMS = {
     "sample_road_points": "Sample road points",
@@ -18,39 +18,32 @@ ALGORITHMS = {
     "embed": "Embed",
     "predict_indicators": "Predict indicators",
     "web_map": "Web map / GeoTIFF",
+    "evaluate_place_recognition": "Evaluate place recognition",
+    "evaluate_safety_perception": "Evaluate safety perception",
+    "evaluate_socioeconomic_prediction": "Evaluate socioeconomic prediction",
+    "evaluate_attention": "Evaluate attention",
 }
-
-
-def _simulator() -> int:
-    from urbanvis.providers import PROVIDERS
-
-    return list(PROVIDERS).index("simulator")
-
-
-_SIM = _simulator()
-
-
-def _layer(study: Path, name: str):
-    from qgis.core import QgsVectorLayer
-
-    layer = QgsVectorLayer(f"{study / 'study.gpkg'}|layername={name}", name, "ogr")
-    assert layer.isValid(), name
-    return layer
 
 
 def test_provider_lists_one_algorithm_per_stage(provider):
     found = {a.name(): a.displayName() for a in provider.algorithms()}
     assert found == ALGORITHMS
-    assert {a.group() for a in provider.algorithms()} >= {"1 Sample", "2 Harvest", "5 Predict"}
+    groups = {a.group() for a in provider.algorithms()}
+    assert groups >= {"1 Sample", "2 Harvest", "5 Predict", "7 Evaluate"}
     spacing = provider.algorithm("sample_road_points").parameterDefinition("SPACING")
     assert spacing.defaultValue() == 15.0 and "15" in spacing.help()
+    for alg in provider.algorithms():  # the CLI's help, its --flags named by QGIS labels
+        for definition in alg.parameterDefinitions():
+            assert "--" not in definition.help(), (alg.name(), definition.help())
+    seed = provider.algorithm("evaluate_safety_perception").parameterDefinition("SEED")
+    assert seed.defaultValue() == 0 and "'Random weights'" in seed.help()
 
 
 def test_sample_gives_the_libraries_points(sampled):
     from urbanvis import stages
     from urbanvis.demo import helsinki_pbf
 
-    layer = _layer(sampled, "points")
+    layer = open_layer(sampled, "points")
     expected = stages.sample(
         sampled.parent / "ref", osm=helsinki_pbf(), bbox="24.935,60.165,24.945,60.170"
     ).outputs["points"]
@@ -59,7 +52,7 @@ def test_sample_gives_the_libraries_points(sampled):
     assert layer.crs().authid() == "EPSG:4326"
 
 
-def test_sample_from_a_polygon_layer(provider, tmp_path):
+def test_sample_from_a_polygonopen_layer(provider, tmp_path):
     from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
 
     from urbanvis.demo import helsinki_pbf
@@ -76,111 +69,19 @@ def test_sample_from_a_polygon_layer(provider, tmp_path):
         "sample_road_points",
         {"STUDY": str(tmp_path / "s"), "OSM": str(helsinki_pbf()), "AREA": area},
     )
-    assert "points" in out["POINTS"] and _layer(tmp_path / "s", "points").featureCount() > 20
-
-
-@pytest.fixture(scope="session")
-def harvested(sampled) -> Path:
-    out = run(
-        "harvest_street_views",
-        {
-            "STUDY": str(sampled),
-            "PROVIDER": _SIM,
-            "CAPTURES_PER_POINT": 2,
-            "HEADINGS": "0,180",
-            "SIZE": 48,
-        },
-    )
-    assert out["CAPTURES"].endswith("layername=captures")
-    return sampled
+    assert "points" in out["POINTS"] and open_layer(tmp_path / "s", "points").featureCount() > 20
 
 
 def test_harvest_simulator(harvested):
-    captures = _layer(harvested, "captures")
-    points = _layer(harvested, "points").featureCount()
+    captures = open_layer(harvested, "captures")
+    points = open_layer(harvested, "points").featureCount()
     assert captures.featureCount() == points * 2 * 2
 
 
-@pytest.fixture(scope="session")
-def embedded(harvested, urbanvis_exe) -> Path:
-    """Embeddings through the subprocess path (this Python has no torch)."""
-    from qgis.core import QgsSettings
-    from qgis_urbanvis._base import torch_available
-
-    assert not torch_available(), "the QGIS venv has torch: the subprocess path is untested"
-    QgsSettings().setValue("urbanvis/executable", urbanvis_exe)
-    feedback = _Recorder()
-    run(
-        "embed",
-        {
-            "STUDY": str(harvested),
-            "MODEL": "vit_test_patch8",
-            "RANDOM_INIT": True,
-            "DEVICE": "cpu",
-            "WORKERS": 0,
-            "BATCH_SIZE": 16,
-        },
-        feedback,
-    )
-    assert feedback.progress and max(feedback.progress) == 100
-    assert any("urbanvis" in c and " embed " in c for c in feedback.commands)
-    return harvested
-
-
-class _Recorder:
-    """A QgsProcessingFeedback that keeps what it was told (and can cancel on a cue)."""
-
-    def __new__(cls, cancel_at: float | None = None):
-        from qgis.core import QgsProcessingFeedback
-
-        class Recorder(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.progress: list[float] = []
-                self.commands: list[str] = []
-                self.infos: list[str] = []
-                self.progressChanged.connect(self._on)
-
-            def _on(self, value):
-                self.progress.append(value)
-                if cancel_at is not None and value >= cancel_at and not self.isCanceled():
-                    self.cancel()
-
-            def pushCommandInfo(self, info):  # noqa: N802
-                self.commands.append(info)
-                super().pushCommandInfo(info)
-
-            def pushInfo(self, info):  # noqa: N802
-                self.infos.append(info)
-                super().pushInfo(info)
-
-        return Recorder()
-
-
 def test_embed_runs_through_the_urbanvis_command(embedded):
-    layer = _layer(embedded, "embeddings")
-    assert layer.featureCount() == _layer(embedded, "captures").featureCount()
+    layer = open_layer(embedded, "embeddings")
+    assert layer.featureCount() == open_layer(embedded, "captures").featureCount()
     assert {"pc1", "pc2", "pc3"} <= set(layer.fields().names())
-
-
-@pytest.fixture(scope="session")
-def predicted(embedded) -> Path:
-    from urbanvis import stages
-
-    stages.simulate(embedded, truth=True, points_per_zone=20)
-    zones = f"{embedded / 'study.gpkg'}|layername=zones_sim"
-    out = run(
-        "predict_indicators",
-        {
-            "STUDY": str(embedded),
-            "ZONES": zones,
-            "ID_FIELD": "zone_id",
-            "INDICATORS": str(embedded / "truth" / "indicators.csv"),
-        },
-    )
-    assert out["PREDICTIONS"].endswith("predictions_blockgroup")
-    assert "R²" in out["MESSAGE"]
-    return embedded
 
 
 def test_predict_writes_a_styled_choropleth(predicted):
@@ -193,11 +94,91 @@ def test_predict_writes_a_styled_choropleth(predicted):
     renderer = layer.renderer()
     assert isinstance(renderer, QgsGraduatedSymbolRenderer), renderer.type()
     assert renderer.classAttribute() in layer.fields().names()
+    assert renderer.classAttribute().endswith("_pred")
     assert len(renderer.ranges()) >= 3
     assert len(renderer.legendSymbolItems()) == len(renderer.ranges())
     captures = QgsVectorLayer(f"{predicted / 'study.gpkg'}|layername=captures", "c", "ogr")
     assert isinstance(captures.renderer(), QgsGraduatedSymbolRenderer)
     assert "captured_at" in captures.renderer().classAttribute()
+
+
+def _load_style(layer, name: str) -> None:
+    """Switch ``layer`` to its style ``name`` stored in the GeoPackage."""
+    from qgis.PyQt.QtXml import QDomDocument
+
+    _, ids, names, _, _ = layer.listStylesInDatabase()
+    qml, _ = layer.getStyleFromDatabase(ids[names.index(name)])
+    doc = QDomDocument()
+    assert doc.setContent(qml)
+    ok, error = layer.importNamedStyle(doc)
+    assert ok, error
+
+
+def test_predictions_offer_observed_predicted_and_residual(predicted):
+    from qgis.core import QgsGraduatedSymbolRenderer, QgsVectorLayer
+
+    layer = QgsVectorLayer(
+        f"{predicted / 'study.gpkg'}|layername=predictions_blockgroup", "p", "ogr"
+    )
+    indicator = layer.renderer().classAttribute().removesuffix("_pred")
+    related, _, names, _, _ = layer.listStylesInDatabase()
+    trio = [f"{indicator} predicted", f"{indicator} observed", f"{indicator} residual"]
+    assert set(trio) <= set(names[:related]), names
+    predicted_ranges = [(r.lowerValue(), r.upperValue()) for r in layer.renderer().ranges()]
+    _load_style(layer, f"{indicator} observed")
+    assert layer.renderer().classAttribute() == indicator
+    assert [(r.lowerValue(), r.upperValue()) for r in layer.renderer().ranges()] == (
+        predicted_ranges
+    )
+    _load_style(layer, f"{indicator} residual")
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsGraduatedSymbolRenderer)
+    assert renderer.classAttribute() == f'"{indicator}" - "{indicator}_pred"'
+    ranges = renderer.ranges()  # held: each range owns its symbol
+    lows = [r.lowerValue() for r in ranges]
+    assert lows[0] == -ranges[-1].upperValue() and 0.0 in lows
+    blue, red = ranges[0].symbol().color(), ranges[-1].symbol().color()
+    assert blue.blue() > blue.red() and red.red() > red.blue()
+    residuals = [f[indicator] - f[f"{indicator}_pred"] for f in layer.getFeatures()]
+    residuals = [r for r in residuals if r == r]  # NULL/NaN: unlabelled zones
+    assert residuals and all(renderer.rangeForValue(r) is not None for r in residuals)
+
+
+def test_embeddings_are_coloured_by_their_principal_components(embedded, tmp_path):
+    from qgis.core import (
+        QgsMapRendererParallelJob,
+        QgsMapSettings,
+        QgsSingleSymbolRenderer,
+        QgsSymbolLayer,
+    )
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor
+
+    layer = open_layer(embedded, "embeddings")
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsSingleSymbolRenderer), renderer.type()
+    prop = (
+        renderer.symbol()
+        .symbolLayer(0)
+        .dataDefinedProperties()
+        .property(QgsSymbolLayer.PropertyFillColor)
+    )
+    assert prop.isActive() and all(pc in prop.expressionString() for pc in ("pc1", "pc2", "pc3"))
+    assert layer.listStylesInDatabase()[2][0] == "pc1-pc3 as RGB"
+    settings = QgsMapSettings()
+    settings.setLayers([layer])
+    settings.setDestinationCrs(layer.crs())
+    settings.setExtent(layer.extent().buffered(0.0005))
+    settings.setOutputSize(QSize(300, 300))
+    settings.setBackgroundColor(QColor(255, 255, 255))
+    settings.setFlag(QgsMapSettings.Antialiasing, False)  # no blended edge colours
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    colours = {image.pixel(x, y) & 0xFFFFFF for x in range(300) for y in range(300)}
+    colours -= {0xFFFFFF, 0x232323, 0x969696}  # background, outlines, the NULL colour
+    assert len(colours) > 20, f"{len(colours)} colours: not coloured by pc1..pc3"
 
 
 def test_screenshot_of_the_predictions_is_a_choropleth(predicted, tmp_path):
@@ -235,13 +216,13 @@ def test_cancel_stops_a_harvest_and_keeps_finished_work(sampled, tmp_path):
 
     study = tmp_path / "cancel"
     stages.sample(study, osm=helsinki_pbf(), bbox="24.935,60.165,24.945,60.170")
-    total = _layer(study, "points").featureCount()
-    feedback = _Recorder(cancel_at=30)
+    total = open_layer(study, "points").featureCount()
+    feedback = Recorder(cancel_at=30)
     run(
         "harvest_street_views",
         {
             "STUDY": str(study),
-            "PROVIDER": _SIM,
+            "PROVIDER": SIM,
             "CAPTURES_PER_POINT": 1,
             "HEADINGS": "0",
             "SIZE": 32,
@@ -250,19 +231,67 @@ def test_cancel_stops_a_harvest_and_keeps_finished_work(sampled, tmp_path):
         feedback,
     )
     assert feedback.isCanceled()
-    kept = _layer(study, "captures").featureCount()
+    kept = open_layer(study, "captures").featureCount()
     assert 0 < kept < total
     run(
         "harvest_street_views",
         {
             "STUDY": str(study),
-            "PROVIDER": _SIM,
+            "PROVIDER": SIM,
             "CAPTURES_PER_POINT": 1,
             "HEADINGS": "0",
             "SIZE": 32,
         },
     )
-    assert _layer(study, "captures").featureCount() == total
+    assert open_layer(study, "captures").featureCount() == total
+
+
+def _running(marker: str) -> list[str]:
+    """Command lines of live processes that mention ``marker``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # ended meanwhile
+            continue
+        if any(marker.encode() in a for a in args):
+            found.append(" ".join(a.decode(errors="replace") for a in args))
+    return found
+
+
+def test_cancel_ends_an_external_harvest_and_the_rerun_resumes(urbanvis_exe, tmp_path):
+    from qgis.core import QgsSettings
+
+    from urbanvis import stages
+    from urbanvis.demo import helsinki_pbf
+
+    QgsSettings().setValue("urbanvis/executable", urbanvis_exe)
+    study = tmp_path / "external"
+    stages.sample(study, osm=helsinki_pbf(), bbox="24.935,60.165,24.945,60.170")
+    total = open_layer(study, "points").featureCount()
+    assert total > 200  # some seconds of harvesting: the cancel lands mid-run
+    params = {
+        "STUDY": str(study),
+        "PROVIDER": SIM,
+        "CAPTURES_PER_POINT": 1,
+        "HEADINGS": "0",
+        "SIZE": 32,
+        "BATCH_SIZE": 8,
+        "EXTERNAL": True,
+    }
+    feedback = Recorder(cancel_at=30)
+    out = run("harvest_street_views", params, feedback)
+    assert feedback.isCanceled() and any(" harvest " in c for c in feedback.commands)
+    assert max(feedback.progress) < 100
+    assert not _running(str(study)), "the urbanvis command outlived the cancel"
+    kept = open_layer(study, "captures").featureCount()
+    assert 0 < kept < total, (kept, total)
+    assert out["CAPTURES"].endswith("layername=captures")
+    feedback = Recorder()
+    run("harvest_street_views", params, feedback)
+    assert open_layer(study, "captures").featureCount() == total
+    first = min(p for p in feedback.progress if p > 0)
+    assert first >= 100 * kept / total - 1, (first, kept)  # resumed, not restarted
 
 
 def test_cancel_kills_the_urbanvis_command_and_keeps_its_batches(embedded, tmp_path):
@@ -279,14 +308,14 @@ def test_cancel_kills_the_urbanvis_command_and_keeps_its_batches(embedded, tmp_p
         "BATCH_SIZE": 4,
         "SEED": 7,
     }
-    feedback = _Recorder(cancel_at=30)
+    feedback = Recorder(cancel_at=30)
     started = time.monotonic()
     run("embed", params, feedback)
     assert feedback.isCanceled() and time.monotonic() - started < 120
     assert max(feedback.progress) < 100
     kept = list((study / "embeddings").rglob("*.parquet"))
     assert kept, "the finished batches were not kept"
-    feedback = _Recorder()
+    feedback = Recorder()
     run("embed", params, feedback)
     assert min(p for p in feedback.progress if p > 0) >= 25  # resumed, not restarted
 
@@ -385,7 +414,7 @@ def test_qgis_process_runs_the_sample_algorithm(tmp_path, urbanvis_exe):
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "POINTS" in done.stdout
-    assert _layer(tmp_path / "cli", "points").featureCount() > 20
+    assert open_layer(tmp_path / "cli", "points").featureCount() > 20
 
 
 def test_build_zip_holds_the_plugin_with_the_package_version(tmp_path):
@@ -412,7 +441,7 @@ def test_pairs_pretrain_and_map(embedded, urbanvis_exe, tmp_path):
     QgsSettings().setValue("urbanvis/executable", urbanvis_exe)
     out = run("build_contrastive_pairs", {"STUDY": str(embedded), "STRATEGY": 1, "MAX_PAIRS": 64})
     assert out["MESSAGE"] and (embedded / "pairs" / "temporal.parquet").is_file()
-    feedback = _Recorder()
+    feedback = Recorder()
     out = run(
         "pretrain",
         {
