@@ -47,7 +47,7 @@ searched (``faiss.knn`` with the inner product, the kernel under
 per-block top lists are merged. The caller's arrays are never modified and no full copy of
 the database is made (``faiss.IndexFlatIP.add`` would make one), so a search needs the
 database, the queries, one block and the top lists: on 1,000,000 x 768 float32 descriptors
-(3.07 GB) about 0.1 GB more than the database (``bench/vpr.py``).
+(3.07 GB) and 10,000 queries the search adds 0.15 GB to the loaded data (``bench/vpr.py``).
 """
 
 from __future__ import annotations
