@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ from PIL import Image
 
 from urbanvis import stages as uv
 from urbanvis._errors import InputError
+from urbanvis.evaluate import vpr
 from urbanvis.evaluate.encoders import encoder_specs
 from urbanvis.evaluate.vpr import (
     COLUMNS,
@@ -61,6 +64,46 @@ def test_neighbours_equal_brute_force_with_exact_ties(backend):
         scores, got = nearest(db, queries, 25, backend=backend, block_rows=block_rows)
         np.testing.assert_array_equal(got, want)
         assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_default_blocks_equal_brute_force_with_ties_and_float64(backend, monkeypatch):
+    """The default block size, shrunk to 7 rows so the search runs over many blocks (one
+    reused buffer, a short last block): neighbours and scores as the brute-force reference,
+    ties in database order, from float64 descriptors of any length."""
+    monkeypatch.setattr(vpr, "BLOCK_BYTES", 7 * 16 * 4)
+    rng = np.random.default_rng(4)
+    db = 3.0 * sign_vectors(rng, 250).astype(np.float64)
+    db[40:90] = db[5]
+    queries = np.vstack([sign_vectors(rng, 30), db[[5, 60, 249]]])
+    scores, got = nearest(db, queries, 25, backend=backend)
+    np.testing.assert_array_equal(got, brute_force(db, queries, 25))
+    unit = db / 12  # every row has norm 3 * 4: normalised scores are exact multiples of 1/16
+    reference = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
+    np.testing.assert_array_equal(scores, np.take_along_axis(reference, got, 1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_search_makes_no_copy_of_the_database(backend, monkeypatch):
+    """numpy's allocations (traced by tracemalloc) stay far below the database's size:
+    blocks are normalised one at a time into one buffer."""
+    monkeypatch.setattr(vpr, "BLOCK_BYTES", 1 << 16)
+    rng = np.random.default_rng(5)
+    db = rng.normal(size=(20000, 64)).astype(np.float32)
+    queries = rng.normal(size=(20, 64)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        nearest(db, queries, 25, backend=backend)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < db.nbytes / 10
+
+
+def test_block_rows_must_be_positive():
+    db = np.eye(4, dtype=np.float32)
+    with pytest.raises(InputError, match="block_rows"):
+        nearest(db, db, 1, block_rows=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
