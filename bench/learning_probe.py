@@ -208,8 +208,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-3, help="base lr (per 256 pairs)")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--min-scale", type=float, default=0.08)
-    parser.add_argument("--photometric", type=float, default=1.0,
-                        help="scales the colour/grey/blur/solarize probabilities (0 = off)")
+    parser.add_argument(
+        "--photometric",
+        type=float,
+        default=1.0,
+        help="scales the colour/grey/blur/solarize probabilities (0 = off)",
+    )
     parser.add_argument("--max-pairs", type=int, default=1_000_000)
     parser.add_argument("--mlp", type=int, default=512)
     parser.add_argument("--dim", type=int, default=128)

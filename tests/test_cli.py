@@ -188,7 +188,8 @@ def test_demo_never_touches_the_network(tmp_path):
     assert "layer captures: 120 features" in result.stdout  # 30 points x 2 dates x 2 headings
     assert "layer zones_sim:" in result.stdout
     # the learning chain: pairs -> pretraining -> embeddings -> predicted zone indicators
-    assert "layer embeddings: 120 features" in result.stdout
+    assert "layer embeddings: 240 features" in result.stdout  # pretrained + random init
+    assert "| topic | indicator | pretrained (2 epochs) | random init |" in result.stdout
     assert "| Transport | public_transit |" in result.stdout
     assert (out / "checkpoints" / "demo-temporal-vit_mini_patch16").is_dir()
     points = pyogrio.read_dataframe(out / "study.gpkg", layer="points")
