@@ -38,6 +38,10 @@ def register_cpu_arch() -> None:
     encoders._ARCHS["vit_cpu"] = encoders.EncoderInfo(
         "vit_cpu", 128, 4, 4, patch_size=8, input_size=64
     )
+    # 16 tokens instead of 64: about 4x the steps for the same CPU time
+    encoders._ARCHS["vit_cpu16"] = encoders.EncoderInfo(
+        "vit_cpu16", 128, 4, 4, patch_size=16, input_size=64
+    )
 
 
 def setup() -> None:
@@ -160,9 +164,15 @@ def run(args) -> None:
         train, pairs=args.strategy, name=args.name, arch=args.arch, image_size=args.size,
         epochs=args.epochs, batch_size=args.batch, base_lr=args.lr, warmup_epochs=args.warmup,
         mlp_dim=args.mlp, dim=args.dim, workers=2, device="cpu", augment="cpu",
-        save_every=args.epochs,
+        save_every=args.save_every or args.epochs,
     )  # fmt: skip
     losses = result.details.epoch_losses
+    if args.save_every:  # R@1 after each saved epoch: does place recognition rise with steps?
+        database, queries, xy = test_set()
+        for ckpt in sorted(result.files["checkpoint"].parent.glob("checkpoint_*.pth.tar")):
+            [spec] = encoder_specs([ckpt])
+            got = recall(features(spec, database, args.size), features(spec, queries, args.size), xy)
+            print(json.dumps({"name": args.name, "checkpoint": ckpt.name, **got}), flush=True)
     [spec] = encoder_specs([result.files["checkpoint"]])
     database, queries, xy = test_set()
     scores = recall(features(spec, database, args.size), features(spec, queries, args.size), xy)
@@ -214,6 +224,8 @@ def main() -> None:
         default=1.0,
         help="scales the colour/grey/blur/solarize probabilities (0 = off)",
     )
+    parser.add_argument("--save-every", type=int, default=0,
+                        help="also evaluate a checkpoint saved every this many epochs")
     parser.add_argument("--max-pairs", type=int, default=1_000_000)
     parser.add_argument("--mlp", type=int, default=512)
     parser.add_argument("--dim", type=int, default=128)

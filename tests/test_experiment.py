@@ -105,12 +105,16 @@ def test_experiment_end_to_end(experiment_study):
         assert 0 < row["spread"] <= 1.5 and row["chance_loss"] == pytest.approx(chance_loss(32))
         assert row["beats_both"] == (row["R@1"] > max(row["R@1 random init"], row["R@1 thumbnail"]))
     assert len(res.verdicts) == 3
+    # R@1 after each saved epoch (one epoch here), the last equal to the table's
+    r1 = dict(zip(res.vpr["model"], res.vpr["R@1"], strict=True))
+    for run in res.encoders[:3]:
+        assert list(run.curve) == [1] and run.curve[1] == pytest.approx(r1[run.label])
     # the report: Markdown, HTML, CSV tables, the loss plot, attention PNGs
     out = root / "reports" / "experiment"
     md = (out / "report.md").read_text()
     for v in res.verdicts:
         assert v["hypothesis"] in md and v["numbers"] in md
-    assert "![loss per step](loss.png)" in md
+    assert "![loss per step](loss.png)" in md and "![R@1 by epoch](recall_by_epoch.png)" in md
     html = (out / "report.html").read_text()
     assert html.count("<table>") == 4 and "loss.png" in html
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

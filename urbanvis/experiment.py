@@ -175,6 +175,7 @@ class EncoderRun:
     epoch_losses: list[float] = field(default_factory=list)
     spread: float | None = None  # collapse diagnostic, see the module docstring
     seconds: float = 0.0
+    curve: dict[int, float] = field(default_factory=dict)  # epoch -> R@1 of that checkpoint
 
 
 @dataclass
@@ -321,6 +322,7 @@ def run_experiment(
         vpr_dir, specs, image_size=p.image_size, workers=0, device=p.device,
         progress=phase("eval place recognition"), should_stop=should_stop,
     )  # fmt: skip
+    _learning_curves(runs, vpr_dir, p, phase, should_stop)
     safety = safety_table(
         pp2_dir / "votes.csv", specs, images=pp2_dir / "images", seed=seed,
         image_size=p.image_size, workers=0, device=p.device,
@@ -441,6 +443,26 @@ def _pretrain(study, strategy, p: Preset, seed, phase, should_stop) -> EncoderRu
     return run
 
 
+def _learning_curves(runs: list[EncoderRun], vpr_dir: Path, p: Preset, phase, should_stop):
+    """R@1 on the unseen places after each saved epoch of each strategy: did it rise?"""
+    from .evaluate.encoders import EncoderSpec
+    from .evaluate.vpr import evaluate_vpr, read_dataset
+
+    data = read_dataset(vpr_dir)
+    for run in runs:
+        if run.kind != "strategy" or run.checkpoint is None:
+            continue
+        saved = sorted(Path(run.checkpoint).parent.glob("checkpoint_*.pth.tar"))
+        epochs = [int(c.name.split("_")[1].split(".")[0]) for c in saved]
+        specs = [EncoderSpec(label=f"{run.label}@{e}", checkpoint=str(c))
+                 for e, c in zip(epochs, saved, strict=True)]  # fmt: skip
+        table = evaluate_vpr(
+            data, specs, image_size=p.image_size, workers=0, device=p.device,
+            progress=phase(f"R@1 by epoch, {run.label}"), should_stop=should_stop,
+        )  # fmt: skip
+        run.curve = {e: float(r) for e, r in zip(epochs, table["R@1"], strict=True)}
+
+
 def _baseline_label(path: Path) -> str:
     return path.name.removesuffix(".pth.tar").removesuffix(".pth").removesuffix(".pt")
 
@@ -519,6 +541,7 @@ def _learning_checks(runs: list[EncoderRun], vpr: pd.DataFrame, p: Preset) -> li
             "chance_loss": chance, "spread": run.spread, "R@1": r1[run.label],
             "R@1 random init": r1["random init"], "R@1 thumbnail": r1["thumbnail 16x16"],
             "beats_both": bool(r1[run.label] > max(r1["random init"], r1["thumbnail 16x16"])),
+            "R@1 by epoch": " ".join(f"{e}:{v:.1f}" for e, v in sorted(run.curve.items())),
         })  # fmt: skip
     return rows
 
@@ -577,6 +600,24 @@ def write_report(result: ExperimentResult, out: Path, attention_files: dict[str,
         files["loss_plot"].write_bytes(
             line_plot(series, xlabel="step", ylabel="loss", title="MoCo v3 loss per step")
         )
+    curves = {
+        run.label: (
+            np.array(sorted(run.curve), float),
+            np.array([run.curve[e] for e in sorted(run.curve)]),
+        )
+        for run in result.encoders
+        if run.curve
+    }
+    if curves:
+        last = max(float(x.max()) for x, _ in curves.values())
+        r1 = dict(zip(result.vpr["model"], result.vpr["R@1"], strict=True))
+        for label in ("random init", "thumbnail 16x16"):
+            curves[label] = (np.array([0.0, last]), np.array([r1[label], r1[label]]))
+        files["curve_plot"] = out / "recall_by_epoch.png"
+        files["curve_plot"].write_bytes(
+            line_plot(curves, xlabel="epoch", ylabel="R@1 (%)",
+                      title="Place recognition on unseen places after each saved epoch")
+        )  # fmt: skip
     p = result.preset
     lines = [
         "# urbanvis experiment: self, temporal and spatial contrast",
@@ -599,7 +640,8 @@ def write_report(result: ExperimentResult, out: Path, attention_files: dict[str,
             f"{row['loss_last_epoch']:.3f} (chance {row['chance_loss']:.3f}); spread "
             f"{row['spread']:.3f} (1 = even, 0 = collapsed); R@1 {row['R@1']:.1f} {verdict} "
             f"random init ({row['R@1 random init']:.1f}) and the thumbnail "
-            f"({row['R@1 thumbnail']:.1f})."
+            f"({row['R@1 thumbnail']:.1f}). R@1 after each saved epoch: "
+            f"{row['R@1 by epoch']}."
         )
     lines.append("")
     for name, (table, title, digits) in tables.items():
@@ -607,6 +649,8 @@ def write_report(result: ExperimentResult, out: Path, attention_files: dict[str,
             lines.append(markdown_table(table, title=title, digits=digits))
     if "loss_plot" in files:
         lines += ["![loss per step](loss.png)", ""]
+    if "curve_plot" in files:
+        lines += ["![R@1 by epoch](recall_by_epoch.png)", ""]
     attention_pngs = sorted(p_.relative_to(out) for p_ in attention_files.values()
                             if p_.suffix == ".png")  # fmt: skip
     for png in attention_pngs:
@@ -658,6 +702,8 @@ def _html(result, tables, files, attention_pngs) -> str:
         parts.append("</table>")
     if "loss_plot" in files:
         parts.append("<h2>Loss</h2><img src='loss.png' alt='loss per step'>")
+    if "curve_plot" in files:
+        parts.append("<h2>R@1 by epoch</h2><img src='recall_by_epoch.png' alt='R@1 by epoch'>")
     if attention_pngs:
         parts.append("<h2>Attention</h2>")
         parts += [f"<img src='{esc(p.as_posix())}' alt='{esc(p.stem)}'>" for p in attention_pngs]
