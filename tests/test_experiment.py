@@ -12,12 +12,14 @@ import pytest
 from urbanvis import stages
 from urbanvis._errors import InputError
 from urbanvis.experiment import (
+    BASELINES,
     PRESETS,
     STRATEGIES,
     _verdicts,
     chance_loss,
     preset,
     spread,
+    verdict_text,
 )
 
 from .conftest import HELSINKI_BBOX, invoke
@@ -76,6 +78,21 @@ def test_verdicts_name_the_winner_and_say_held_only_for_a_strict_win():
     assert [v["held"] for v in not_held] == [False, False, False]
     assert not_held[0]["best"] == "self and temporal"  # a tie is not a win
     assert not_held[1]["best"] == "self"
+
+
+def test_a_win_below_the_baselines_is_not_evidence():
+    vpr, socio, safety = _tables([10, 30, 20], [0.1, 0.2, 0.3], [70, 60, 65])
+    vpr = pd.concat([vpr, pd.DataFrame({"model": BASELINES, "R@1": [5.0, 40.0]})])
+    socio = socio.assign(**{BASELINES[0]: 0.25, BASELINES[1]: 0.1})
+    safety = pd.concat([safety, pd.DataFrame({"model": BASELINES, "accuracy": [50.0, 60.0]})])
+    temporal, spatial, self_ = _verdicts(vpr, socio, safety)
+    assert temporal["held"] and not temporal["beats_baselines"]  # the thumbnail has 40
+    assert spatial["held"] and spatial["beats_baselines"]  # 0.3 > 0.25 and 0.1
+    assert self_["held"] and self_["beats_baselines"]
+    assert verdict_text(temporal) == (
+        "held (temporal is NOT above the baselines: random init 5, thumbnail 16x16 40)"
+    )
+    assert verdict_text(spatial).startswith("held (spatial is above the baselines")
 
 
 @pytest.fixture(scope="module")

@@ -1397,9 +1397,11 @@ def experiment(
     except Stopped as exc:
         return _finish(st, "experiment", params, str(exc), stopped=True)
     lines = [f"experiment ({chosen.name} preset) in {res.seconds / 60:.1f} min:"]
+    from .experiment import verdict_text
+
     for v in res.verdicts:
-        lines.append(f"  {v['hypothesis']}: {'held' if v['held'] else 'did NOT hold'} "
-                     f"({v['measure']}: {v['numbers']})")  # fmt: skip
+        lines.append(f"  {v['hypothesis']} ({v['measure']}: {v['numbers']}): "
+                     f"{verdict_text(v)}")  # fmt: skip
     for row in res.learning:
         lines.append(
             f"  {row['encoder']} R@1 {row['R@1']:.1f} vs random init "

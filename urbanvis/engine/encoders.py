@@ -52,8 +52,6 @@ _ARCHS: dict[str, EncoderInfo] = {
     "vit_large_patch16_224": EncoderInfo("vit_large_patch16_224", 1024, 24, 16),
     # small sizes for CPUs and tests (not in timm): same recipe, fewer and narrower blocks
     "vit_mini_patch16": EncoderInfo("vit_mini_patch16", 128, 4, 4, input_size=112),
-    # the CPU experiment's encoder: 64 px images, 8 x 8 patches (64 tokens), 4 layers
-    "vit_mini_patch8": EncoderInfo("vit_mini_patch8", 128, 4, 4, patch_size=8, input_size=64),
     "vit_test_patch8": EncoderInfo("vit_test_patch8", 32, 2, 2, patch_size=8, input_size=32),
 }
 ALIASES = {
