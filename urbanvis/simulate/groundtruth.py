@@ -93,7 +93,7 @@ def zones_from_points(
             f"{len(points)} points are too few for zones of 20 or more; sample a larger area"
         )
     if points_per_zone < 20:
-        raise InputError(f"points per zone must be at least 20, got {points_per_zone}")
+        raise InputError(f"`points_per_zone` must be at least 20, got {points_per_zone}")
     crs = points.estimate_utm_crs()
     xy = shapely.get_coordinates(points.to_crs(crs).geometry.values)
     k = max(1, round(len(points) / points_per_zone))
