@@ -41,6 +41,7 @@ CKPT = "{study}/checkpoints/tiny/checkpoint_0001.pth.tar"
 ZONES = "--zones {study}/study.gpkg --zones-layer zones_sim --id-field zone_id"
 TRUTH = "--indicators {study}/truth/indicators.csv"
 RANDOM = "--model vit_test_patch8 --random-init --device cpu --workers 0"
+KEY = "--key-file {data}/key.txt"
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,11 @@ HARVEST = [
     c("points", f"harvest {S} --provider folder --images {{data}}/bad_manifest.csv", "lon"),
     c("points", f"harvest {S} --provider folder --images {{data}}/empty", "holds no"),
     c("points", f"harvest {S} --provider folder --images {{data}}/empty --radius 0", "--radius"),
+    c("points", f"harvest {S} --provider folder --images {{data}}/notes.txt", "lacks column"),
+    c("points", f"harvest {S} --provider folder --images {{data}}/bowtie.gpkg", "lacks column"),
+    c("points", f"harvest {S} --provider gsv {KEY} --secret-file {{data}}/missing", "does not"),
+    c("points", f"harvest {S} --provider gsv {KEY} --secret-file {{data}}/notes.txt", "base64"),
+    c("points", f"harvest {S} --provider gsv-historical {KEY} --size 0", "--size"),
     c("none", f"harvest {S} --provider folder --images {{data}}/bad_manifest.csv", "lon"),
     c("sim", f"harvest {S} --size 64 --captures-per-point 2 --seed 1", "seed"),
     c("sim", f"harvest {S} --size 64 --captures-per-point 2 --headings 0,90", "headings"),
@@ -219,6 +225,7 @@ PAIRS = [
         f"pairs {S} --strategy spatial --zones {{data}}/bowtie.gpkg --zone-id id",
         "self-intersection",
     ),
+    c("sim", f"pairs {S} --strategy spatial --zones {{data}}/metres.gpkg --zone-id id", "label"),
     c("sim", f"pairs {S} --strategy temporal --shard-size 0", "--shard-size"),
     c("sim", f"pairs {S} --strategy temporal --seed -1", "--seed"),
 ]
@@ -307,6 +314,7 @@ PREDICT = [
     c("full", f"predict {S} {ZONES} --indicators {{data}}/missing.csv", "does not exist"),
     c("full", f"predict {S} {ZONES} --indicators {{data}}/notes.txt", "notes.txt"),
     c("full", f"predict {S} {ZONES} --indicators {{data}}/indicators_noid.csv", "--id-field"),
+    c("full", f"predict {S} {ZONES} --indicators {{data}}/pp/votes.csv", "left_id"),
     c("full", f"predict {S} {ZONES} {TRUTH} --columns absent", "logcrime"),
     c("full", f"predict {S} {ZONES} {TRUTH} --columns ,", "--columns"),
     c(
@@ -385,6 +393,8 @@ MAP = [
     c("full", f"map {S} --tiles none --raster out.tif --column heading --radius 0", "--radius"),
     c("full", f"map {S} --tiles none --raster out.tif --column status", "numbers"),
     c("full", f"map {S} --tiles none --raster out.tif --column nope", "nope"),
+    c("full", f"map {S} --layer embeddings --column nope --tiles none", "pc1"),
+    c("full", f"map {S} --layer zones_sim --raster z.tif --column logcrime --cell 0.001", "cells"),
     c("full", f"map {S} --tiles none --zones-layer nope", "--zones-layer"),
     c("full", f"map {S} --tiles none --thumbnails all", "--thumbnails"),
     c("full", f"map {S} --tiles none --method spline", "--method"),
@@ -402,6 +412,8 @@ SIMULATE = [
     c("none", "simulate --contact-sheet sheet.png --size 100000", "--size"),
     c("none", "simulate --contact-sheet sheet.png --seed -1", "--seed"),
     c("none", "simulate --vpr-set vpr --places 0", "--places"),
+    c("none", "simulate --vpr-set vpr --size 2000", "--size"),
+    c("points", f"simulate {S} --truth --seed -3", "--seed"),
     c("none", "simulate --vpr-set vpr --size 0", "--size"),
     c("none", "simulate --vpr-set {data}", "not empty"),
     c("none", "simulate --safety-set pp --images 0", "--images"),
@@ -426,6 +438,7 @@ EVAL = [
     # vpr
     c("none", "eval vpr --dataset {data}/missing --thumbnail", "not a folder"),
     c("none", "eval vpr --dataset {data}/empty --thumbnail", "{data}/empty"),
+    c("none", "eval vpr --dataset {data}/notes.txt --thumbnail", "not a folder"),
     c("none", "eval vpr --dataset {data}/vpr", "name at least one encoder"),
     c("none", "eval vpr --dataset {data}/vpr --thumbnail --threshold 0", "--threshold"),
     c("none", "eval vpr --dataset {data}/vpr --thumbnail --threshold -25", "--threshold"),
@@ -502,6 +515,7 @@ EVAL = [
         "does not exist",
     ),
     c("full", f"eval socioeconomic {S} {ZONES} {TRUTH} --min-images 0", "--min-images"),
+    c("full", f"eval socioeconomic {S} {ZONES} {TRUTH} --out {{study}}/reports", "directory"),
     c("full", f"eval socioeconomic {S} {ZONES} {TRUTH} --out t.txt", ".csv"),
     c("full", f"eval socioeconomic {S} {ZONES} {TRUTH} --model nosuch", "nosuch"),
     c("full", f"eval socioeconomic {S} {ZONES} {TRUTH} --columns absent", "logcrime"),
@@ -543,6 +557,7 @@ EVAL = [
     ),
     c("none", f"eval attention --images {{data}}/pp/images {RANDOM} --out a.txt", ".csv"),
     c("none", f"eval attention --images {{data}}/missing {RANDOM} --out a.csv", "not a folder"),
+    c("none", f"eval attention --images {{data}}/notes.txt {RANDOM} --out a.csv", "not a folder"),
     c("none", f"eval attention --images {{data}}/empty {RANDOM} --out a.csv", "no image files"),
     c(
         "none",
