@@ -257,6 +257,7 @@ PRETRAIN = [
     c("full", f"pretrain {S} --workers -1", "--workers must be"),
     c("full", f"pretrain {S} --image-size 0", "--image-size must be"),
     c("full", f"pretrain {S} --arch vit_test_patch8 --image-size 30", "multiple of the 8 px"),
+    c("full", f"pretrain {S} --arch vit_test_patch8 --image-size 1032", "at most 1024"),
     c("full", f"pretrain {S} --arch vit_bse_patch16_224", "unknown encoder"),
     c("full", f"pretrain {S} --seed -1", "--seed"),
     c("full", f"pretrain {S} --device gpu", "--device must be"),
@@ -294,6 +295,8 @@ EMBED = [
     c("sim", f"embed {S} {RANDOM} --workers -1", "--workers"),
     c("sim", f"embed {S} {RANDOM} --limit 0", "--limit"),
     c("sim", f"embed {S} {RANDOM} --image-size 0", "--image-size"),
+    # just over the bound, one image: a regression costs seconds, not the machine's memory
+    c("sim", f"embed {S} {RANDOM} --image-size 1032 --batch-size 1 --limit 1", "at most 1024"),
     c("sim", f"embed {S} {RANDOM} --image-size 30", "--image-size"),
     c("sim", f"embed {S} --model vit_test_patch8 --random-init --device tpu", "--device"),
     c("sim", f"embed {S} {RANDOM} --precision fp16", "--precision"),
@@ -451,6 +454,7 @@ EVAL = [
     c("none", "eval vpr --dataset {data}/vpr --thumbnail --out t.txt", ".csv"),
     c("none", "eval vpr --dataset {data}/vpr --thumbnail --batch-size 0", "--batch-size"),
     c("none", "eval vpr --dataset {data}/vpr --thumbnail --workers -1", "--workers"),
+    c("none", "eval vpr --dataset {data}/vpr --thumbnail --image-size 1032", "at most 1024"),
     c("none", "eval vpr --dataset {data}/vpr --thumbnail --image-size 4", "--image-size"),
     c(
         "none",

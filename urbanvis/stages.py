@@ -189,6 +189,10 @@ def _check_int(name: str, value: int | None, *, low: int, allow_none: bool = Tru
         raise InputError(f"`{name}` must be a whole number of at least {low}, got {value!r}")
 
 
+MAX_IMAGE_SIZE = 1024
+"""Largest ``image_size`` an encoder stage accepts (street views are embedded at 224)."""
+
+
 def _check_encoder_options(
     *, batch_size: int, workers: int, image_size: int | None, device: str, seed: int
 ) -> None:
@@ -198,6 +202,11 @@ def _check_encoder_options(
     _check_int("batch_size", batch_size, low=1, allow_none=False)
     _check_int("workers", workers, low=0, allow_none=False)
     _check_int("image_size", image_size, low=8)
+    if image_size is not None and image_size > MAX_IMAGE_SIZE:
+        raise InputError(
+            f"`image_size` must be at most {MAX_IMAGE_SIZE} pixels (a ViT's attention grows "
+            f"with its fourth power), got {image_size}"
+        )
     _check_int("seed", seed, low=0, allow_none=False)
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise InputError(f"`device` must be auto, cpu, cuda or cuda:N, got {device!r}")

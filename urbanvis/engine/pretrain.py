@@ -101,6 +101,8 @@ class PretrainConfig:
                     f"`image_size` must be a whole number of pixels, at least the "
                     f"{info.patch_size} px patch of {info.name}, got {size!r}"
                 )
+            if size > 1024:  # a ViT's attention memory grows with the fourth power of it
+                raise InputError(f"`image_size` must be at most 1024 pixels, got {size}")
             if size % info.patch_size:
                 near = max(1, round(size / info.patch_size)) * info.patch_size
                 raise InputError(
