@@ -42,6 +42,7 @@ ZONES = "--zones {study}/study.gpkg --zones-layer zones_sim --id-field zone_id"
 TRUTH = "--indicators {study}/truth/indicators.csv"
 RANDOM = "--model vit_test_patch8 --random-init --device cpu --workers 0"
 KEY = "--key-file {data}/key.txt"
+PP2 = "{data}/pp/votes.csv"
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ HARVEST = [
     c("sim", f"harvest {S} --size 64 --captures-per-point 2 --seed 1", "seed"),
     c("sim", f"harvest {S} --size 64 --captures-per-point 2 --headings 0,90", "headings"),
     c("none", f"harvest {S} --osm {{data}}/empty.osm.pbf", "is empty"),
+    c("none", f"harvest {S} --area {{data}}/bowtie.gpkg", "self-intersection"),
     c("none", f"harvest {S} --bbox 1,2", "four numbers"),
 ]
 
@@ -259,6 +261,8 @@ PRETRAIN = [
     c("full", f"pretrain {S} --arch vit_test_patch8 --image-size 30", "multiple of the 8 px"),
     c("full", f"pretrain {S} --arch vit_test_patch8 --image-size 1032", "at most 1024"),
     c("full", f"pretrain {S} --arch vit_bse_patch16_224", "unknown encoder"),
+    c("full", f"pretrain {S} --augment tpu", "--augment"),
+    c("full", f"pretrain {S} --on-missing ignore", "--on-missing"),
     c("full", f"pretrain {S} --seed -1", "--seed"),
     c("full", f"pretrain {S} --device gpu", "--device must be"),
     c("full", f"pretrain {S} --precision fp64", "--precision"),
@@ -300,6 +304,7 @@ EMBED = [
     c("sim", f"embed {S} {RANDOM} --image-size 30", "--image-size"),
     c("sim", f"embed {S} --model vit_test_patch8 --random-init --device tpu", "--device"),
     c("sim", f"embed {S} {RANDOM} --precision fp16", "--precision"),
+    c("sim", f"embed {S} {RANDOM} --decode tpu", "--decode"),
     c("sim", f"embed {S} {RANDOM} --seed -1", "--seed"),
 ]
 
@@ -510,6 +515,16 @@ EVAL = [
         "eval safety --pp2 {data}/pp/votes.csv --thumbnail --out t.csv --study {study}",
         "not a study",
     ),
+    c("none", f"eval safety --pp2 {PP2} --thumbnail --out t.csv --seed -1", "--seed"),
+    c("none", f"eval safety --pp2 {PP2} --thumbnail --out t.csv --image-size 0", "--image-size"),
+    c("none", f"eval safety --pp2 {PP2} --thumbnail --out t.csv --workers -1", "--workers"),
+    c("none", f"eval safety --pp2 {PP2} --thumbnail --out t.csv --device gpu", "--device"),
+    c(
+        "none",
+        f"eval safety --pp2 {PP2} --out t.csv --checkpoint {{data}}/missing.pth.tar",
+        "does not exist",
+    ),
+    c("none", f"eval safety --pp2 {PP2} --out t.csv --model vit_test_patch8", "--random-init"),
     # socioeconomic
     c("none", f"eval socioeconomic {S} {ZONES} --indicators x.csv", "not a study"),
     c("sim", f"eval socioeconomic {S} {ZONES} {TRUTH}", "embed"),
@@ -518,6 +533,8 @@ EVAL = [
         f"eval socioeconomic {S} {ZONES} --indicators {{data}}/missing.csv",
         "does not exist",
     ),
+    c("full", f"eval socioeconomic {S} {ZONES} {TRUTH} --seed -1", "--seed"),
+    c("full", f"eval socioeconomic {S} --level buffer --buffer 0 {TRUTH}", "--buffer"),
     c("full", f"eval socioeconomic {S} {ZONES} {TRUTH} --min-images 0", "--min-images"),
     c("full", f"eval socioeconomic {S} {ZONES} {TRUTH} --out {{study}}/reports", "directory"),
     c("full", f"eval socioeconomic {S} {ZONES} {TRUTH} --out t.txt", ".csv"),
@@ -572,6 +589,11 @@ EVAL = [
         "none",
         f"eval attention --images {{data}}/pp/images {RANDOM} --out a.csv --workers -1",
         "--workers",
+    ),
+    c(
+        "none",
+        f"eval attention --images {{data}}/pp/images {RANDOM} --out a.csv --seed -1",
+        "--seed",
     ),
     c("none", f"eval attention {S} {RANDOM}", "not a study"),
     c("points", f"eval attention {S} {RANDOM}", "captures"),
