@@ -15,8 +15,9 @@ Study kinds, built once per module:
   (``checkpoints/tiny``), random-init embeddings and saved predict models.
 
 Placeholders in the arguments: ``{study}`` the study folder, ``{data}`` the module's
-read-only input files (see :func:`data`), ``{pbf}`` the Helsinki extract, ``{ckpt}`` the
-tiny checkpoint of the ``full`` kind.
+read-only input files (see :func:`make_data`), ``{pbf}`` the Helsinki extract. Lines are
+counted as a terminal shows them (:func:`tests.conftest.visible_lines`): a progress bar
+that a failing command clears is not a line.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from .conftest import invoke, make_points_study, make_simulated_study, visible_l
 
 TINY = ("--arch", "vit_test_patch8", "--dim", "16", "--mlp-dim", "64", "--workers", "0",
         "--device", "cpu", "--epochs", "1", "--batch-size", "32")  # fmt: skip
-CKPT = "{study}/checkpoints/tiny/checkpoint_0001.pth.tar"
 ZONES = "--zones {study}/study.gpkg --zones-layer zones_sim --id-field zone_id"
 TRUTH = "--indicators {study}/truth/indicators.csv"
 RANDOM = "--model vit_test_patch8 --random-init --device cpu --workers 0"
@@ -718,7 +718,7 @@ def workspace(base: Path | None, folder: Path) -> Path:
 def run_case(case: Case, studies: dict[str, Path], data: Path, folder: Path):
     ws = workspace(studies.get(case.kind), folder)
     values = {"study": str(ws / "study"), "data": str(data), "pbf": str(helsinki_pbf())}
-    args = [a.format(**values) for a in shlex.split(case.args.replace("{ckpt}", CKPT))]
+    args = [a.format(**values) for a in shlex.split(case.args)]
     before = tree(ws)
     result = invoke(*args, cwd=ws)
     return result, before, tree(ws), values
