@@ -171,7 +171,8 @@ def run(args) -> None:
         database, queries, xy = test_set()
         for ckpt in sorted(result.files["checkpoint"].parent.glob("checkpoint_*.pth.tar")):
             [spec] = encoder_specs([ckpt])
-            got = recall(features(spec, database, args.size), features(spec, queries, args.size), xy)
+            fdb = features(spec, database, args.size)
+            got = recall(fdb, features(spec, queries, args.size), xy)
             print(json.dumps({"name": args.name, "checkpoint": ckpt.name, **got}), flush=True)
     [spec] = encoder_specs([result.files["checkpoint"]])
     database, queries, xy = test_set()
@@ -224,8 +225,12 @@ def main() -> None:
         default=1.0,
         help="scales the colour/grey/blur/solarize probabilities (0 = off)",
     )
-    parser.add_argument("--save-every", type=int, default=0,
-                        help="also evaluate a checkpoint saved every this many epochs")
+    parser.add_argument(
+        "--save-every",
+        type=int,
+        default=0,
+        help="also evaluate a checkpoint saved every this many epochs",
+    )
     parser.add_argument("--max-pairs", type=int, default=1_000_000)
     parser.add_argument("--mlp", type=int, default=512)
     parser.add_argument("--dim", type=int, default=128)

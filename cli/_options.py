@@ -48,7 +48,7 @@ class ProgressBar:
 
     The first call says where this run starts (so rate and ETA count this run only); later
     calls advance the bar and show the non-zero counts. Use it as a context manager so it
-    always closes.
+    always closes; a command that fails clears its bar, leaving the error's one line.
     """
 
     def __init__(self, desc: str, *, unit: str = "pt", enabled: bool = True) -> None:
@@ -71,6 +71,8 @@ class ProgressBar:
     def __enter__(self) -> ProgressBar | None:
         return self if self.enabled else None
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, *exc) -> None:
         if self.bar is not None:
+            if kind is not None:  # an error: its one line stands alone on the terminal
+                self.bar.leave = False
             self.bar.close()

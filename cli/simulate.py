@@ -35,7 +35,7 @@ from ._options import echo_result, study_option
     type=int,
     default=60,
     show_default=True,
-    help="--truth: about this many points per zone (10 or more; zones of under half that, "
+    help="--truth: about this many points per zone (10 to 200; zones of under half that, "
     "or under 10 points, are folded into their neighbours).",
 )
 @click.option(

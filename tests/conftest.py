@@ -139,3 +139,10 @@ def invoke(*args: str, cwd: Path | None = None) -> Invoked:
     return Invoked(
         list(args), code, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
     )
+
+
+def visible_lines(text: str) -> list[str]:
+    """The lines a terminal shows of ``text``, blank ones aside: a carriage return starts
+    its line over, so a progress bar that a failed command cleared leaves nothing."""
+    shown = (line.split("\r")[-1] for line in text.split("\n"))
+    return [line for line in shown if line.strip()]

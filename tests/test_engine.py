@@ -461,7 +461,7 @@ def test_load_encoder_refuses_broken_and_foreign_files(tmp_path, content):
 
 def test_load_encoder_with_the_wrong_arch(tmp_path):
     path = write_checkpoint(tmp_path, tiny_moco())
-    with pytest.raises(InputError, match="does not fit vit_mini_patch16"):
+    with pytest.raises(InputError, match="another shape than vit_mini_patch16"):
         load_encoder(path, arch="vit_mini_patch16")
 
 

@@ -6,13 +6,14 @@ Each case: one line on stderr, exit code 2, no traceback, and the study unchange
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from urbanvis import stages as uv
 
-from .conftest import invoke
+from .conftest import invoke, visible_lines
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -23,13 +24,14 @@ def _hashes(folder: Path) -> dict[str, str]:
     }
 
 
-def _one_line_error(result, *fragments: str) -> None:
+def _one_line_error(result, *fragments: str) -> str:
     assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = visible_lines(result.stdout) + visible_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment.lower() in lines[0].lower(), (fragment, lines[0])
+    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -111,3 +113,126 @@ def test_embed_refuses_a_negative_limit_and_writes_nothing(simulated_study):
             bad[0],
         )
     assert _hashes(simulated_study) == before
+
+
+# ------------------------------------------------------------------ read-only studies
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+READ_ONLY = pytest.mark.skipif(
+    ROOT, reason="runs as root, which ignores file permissions: a chmod'ed study stays writable"
+)
+
+
+def _read_only(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+
+
+def _writable_again(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+
+
+@READ_ONLY
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("harvest", "--captures-per-point", "2", "--headings", "0,180", "--size", "64"),
+        (
+            "embed",
+            "--model",
+            "vit_test_patch8",
+            "--random-init",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+        ),
+        ("simulate", "--truth"),
+        ("pretrain", "--arch", "vit_test_patch8", "--epochs", "1", "--batch-size", "8"),
+        ("pairs", "--strategy", "temporal"),
+        ("map", "--tiles", "none"),
+    ],  # fmt: skip
+    ids=lambda args: args[0],
+)
+def test_a_read_only_study_is_refused_before_any_work(simulated_study, args):
+    uv.pairs(simulated_study, strategy="temporal", max_pairs=50)  # for pretrain
+    _read_only(simulated_study)
+    try:
+        before = _hashes(simulated_study)
+        result = invoke(args[0], "--study", str(simulated_study), *args[1:])
+        _one_line_error(result, "is not writable")
+        assert _hashes(simulated_study) == before
+    finally:
+        _writable_again(simulated_study)
+
+
+def test_the_writability_check_runs_before_the_work(simulated_study, monkeypatch):
+    """What the read-only tests prove, also where they cannot run (as root): each stage
+    asks whether the study can be written before it reads or writes anything else."""
+    from urbanvis import study as study_mod
+    from urbanvis._errors import StudyError
+
+    def refuse(root):
+        raise StudyError(f"study folder {root} is not writable (test); fix its permissions")
+
+    uv.pairs(simulated_study, strategy="temporal", max_pairs=50)
+    monkeypatch.setattr(uv, "check_writable", refuse)
+    monkeypatch.setattr(study_mod, "check_writable", refuse)
+    before = _hashes(simulated_study)
+    calls = {
+        "harvest": lambda: uv.harvest(simulated_study, captures_per_point=2, size=64,
+                                      headings=(0.0, 180.0)),
+        "embed": lambda: uv.embed(simulated_study, model="vit_test_patch8", random_init=True,
+                                  device="cpu", workers=0),
+        "simulate": lambda: uv.simulate(simulated_study, truth=True),
+        "pretrain": lambda: uv.pretrain(simulated_study, arch="vit_test_patch8", epochs=1,
+                                        batch_size=8),
+        "pairs": lambda: uv.pairs(simulated_study, strategy="temporal"),
+        "map": lambda: uv.map(simulated_study, tiles="none"),
+    }  # fmt: skip
+    for name, call in calls.items():
+        with pytest.raises(StudyError, match="is not writable"):
+            call()
+        assert _hashes(simulated_study) == before, name
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_resume_falls_back_to_the_newest_intact_checkpoint(simulated_study, caplog):
+    uv.pairs(simulated_study, strategy="temporal", max_pairs=64)
+    tiny = dict(arch="vit_test_patch8", dim=16, mlp_dim=32, workers=0, device="cpu",
+                batch_size=32, save_every=1, name="run")  # fmt: skip
+    uv.pretrain(simulated_study, epochs=2, **tiny)
+    run = simulated_study / "checkpoints" / "run"
+    newest = run / "checkpoint_0002.pth.tar"
+    newest.write_bytes(newest.read_bytes()[:2000])  # a copy cut short
+    assert uv.latest_checkpoint(simulated_study, "run").name == "checkpoint_0001.pth.tar"
+    with caplog.at_level("WARNING", logger="urbanvis"):
+        again = uv.pretrain(simulated_study, epochs=2, resume=True, **tiny)
+    assert "resuming from checkpoint_0001.pth.tar" in caplog.text
+    assert again.files["checkpoint"] == newest and len(again.details.epoch_losses) == 2
+    for path in run.glob("checkpoint_*.pth.tar"):
+        path.write_bytes(b"")
+    result = invoke("pretrain", "--study", str(simulated_study), "--resume", "--name", "run",
+                    "--arch", "vit_test_patch8", "--dim", "16", "--mlp-dim", "32",
+                    "--workers", "0", "--device", "cpu", "--batch-size", "32",
+                    "--save-every", "1", "--epochs", "2")  # fmt: skip
+    line = _one_line_error(result, "no checkpoint in", "drop --resume")
+    assert "miniz" not in line and len(line) < 300
+    with pytest.raises(uv.InputError, match="every checkpoint in .* is truncated"):
+        uv.latest_checkpoint(simulated_study, "run")
+
+
+# ------------------------------------------------------------------ harvests that fail
+def test_a_harvest_whose_every_request_fails_does_not_exit_0(points_study, tmp_path):
+    key = tmp_path / "key.txt"
+    key.write_text("not-a-key\n")
+    dead = ("--provider", "gsv", "--key-file", str(key), "--endpoint", "http://127.0.0.1:9",
+            "--retries", "0", "--timeout", "2", "--limit", "2")  # fmt: skip
+    before = _hashes(points_study)
+    survey = invoke("harvest", "--study", str(points_study), *dead, "--metadata-only")
+    _one_line_error(survey, "every gsv metadata request failed", "nothing written")
+    assert _hashes(points_study) == before  # no coverage layer of failures, no run record
+    full = invoke("harvest", "--study", str(points_study), *dead)
+    _one_line_error(full, "every capture of this gsv harvest failed", "--retry-failed")
+    captures = uv.open_study(points_study).read_layer("captures")
+    assert set(captures["status"]) == {"failed"}  # kept, so --retry-failed finds them

@@ -362,7 +362,7 @@ def _bad_inputs(base, tmp_path) -> dict[str, list[str]]:
 @pytest.mark.parametrize(
     ("case", "needles"),
     [
-        ("id-field-missing", ("no field 'NOPE'", "--id-field")),
+        ("id-field-missing", ("no column 'NOPE'", "--id-field")),  # the CSV is read first
         ("ids-match-nothing", ("no indicator id matches",)),
         ("non-numeric", ("'noise'", "not numeric")),
         ("all-nan", ("'noise'", "no values")),

@@ -52,9 +52,25 @@ def test_an_unknown_provider_or_option_gets_close_matches():
         create_provider("simulator", sede=3)
 
 
-def test_options_of_other_providers_are_ignored():
-    provider = create_provider("simulator", seed=2, radius=10.0, key_file="nope", source="outdoor")
+def test_options_of_other_providers_are_refused_unless_they_are_the_default():
+    # a front end passes every option's default to every provider: those are fine
+    provider = create_provider("simulator", seed=2, source="outdoor", metadata_only=False)
     assert provider.name == "simulator" and provider.parameters()["seed"] == 2
+    # a value the provider would drop without a word is refused (gsv has no dates to filter)
+    for name, options in (
+        ("simulator", {"radius": 10.0}),
+        ("simulator", {"key_file": "nope"}),
+        ("gsv", {"since": "2020-13"}),
+        ("folder", {"headings": (0.0, 180.0), "images": "x"}),
+    ):
+        with pytest.raises(InputError, match=r"does not apply to the .* provider \(only to"):
+            create_provider(name, **options)
+
+
+@pytest.mark.parametrize("headings", [(400.0,), (-10.0,), (0.0, 360.0), (float("nan"),), ()])
+def test_headings_are_degrees_from_0_to_360(headings):
+    with pytest.raises(InputError, match="^headings must be degrees from 0 up to"):
+        create_provider("simulator", headings=headings)
 
 
 def test_importing_the_providers_imports_no_provider_module():
@@ -175,7 +191,8 @@ def test_the_command_receives_keywords_ready_for_create_provider():
     given = dict(eval(out.output))  # noqa: S307
     assert given["headings"] == (0.0, 180.0) and given["source"] == "default"
     assert given["size"] == 64
-    provider = create_provider("simulator", **given)
+    simulator = {k: v for k, v in given.items() if k != "source"}  # gsv's alone: refused
+    provider = create_provider("simulator", **simulator)
     assert provider.parameters()["headings"] == (0.0, 180.0)
     assert provider.parameters()["since"] == 2016
     bad = runner.invoke(_command, ["--headings", "north"])
@@ -257,6 +274,6 @@ def test_since_after_until_is_refused_in_one_wording():
         )
         assert caught.value.worded(lambda p: "--" + p).startswith(f"--since {since} is after")
     for provider in ("simulator", "gsv-historical", "mapillary"):  # configs check before keys
+        survey = {"metadata_only": True} if provider != "simulator" else {}
         with pytest.raises(InputError, match="^since 2021 is after until 2019"):
-            create_provider(provider, since="2021", until="2019", metadata_only=True,
-                            key_file=None)  # fmt: skip
+            create_provider(provider, since="2021", until="2019", key_file=None, **survey)

@@ -41,6 +41,11 @@ def atomic_file(
         raise
 
 
+def not_a_file(path: str | os.PathLike[str]) -> str:
+    """Why ``path`` is not a file to read, for an error message: it is a folder, or absent."""
+    return "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
     with atomic_file(path, "wb") as fh:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -88,8 +89,49 @@ def area_from_file(path: str | os.PathLike[str], *, layer: str | None = None) ->
             f"area file {path} has no CRS; add one (e.g. a .prj file, or "
             f"ogr2ogr -a_srs EPSG:4326 fixed.gpkg {path.name})"
         )
-    area = polys.to_crs(WGS84).union_all()
+    check_valid_polygons(polys.geometry, f"area file {path}")
+    projected = polys.to_crs(WGS84)
+    check_lonlat_range(projected, f"area file {path}", polys.crs)
+    area = projected.union_all()
     return gpd.GeoDataFrame({"name": [path.stem]}, geometry=[area], crs=WGS84)
+
+
+def check_valid_polygons(geometry: gpd.GeoSeries, what: str) -> None:
+    """Refuse polygons GEOS cannot work with (self-intersections, bow ties...), naming the fix.
+
+    They are not repaired silently: ``make_valid`` turns a bow tie into two triangles, an
+    area the user did not draw.
+    """
+    valid = shapely.is_valid(geometry.values)
+    if valid.all():
+        return
+    bad = int((~valid).sum())
+    reason = shapely.is_valid_reason(geometry.values[~valid][0])
+    found = re.match(r"(.*?)\[(\S+) (\S+)\]$", reason)
+    where = f"{found.group(1).lower()} at {found.group(2)} {found.group(3)}" if found else reason
+    raise InputError(
+        f"{what} has {bad:,} invalid polygon{'s' if bad > 1 else ''} ({where}); repair "
+        f"{'them' if bad > 1 else 'it'} (QGIS: Fix geometries; shapely: make_valid) and try again"
+    )
+
+
+def check_lonlat_range(frame: gpd.GeoDataFrame, what: str, crs) -> None:
+    """Refuse coordinates outside longitude/latitude after reprojection to EPSG:4326.
+
+    They come from a file whose CRS label is wrong: metres (a UTM or national grid) labelled
+    EPSG:4326, say. Reprojecting them gives nonsense, so say so before anything else does.
+    """
+    if len(frame) == 0:
+        return
+    west, south, east, north = (float(v) for v in frame.total_bounds)
+    if -180 <= west <= east <= 180 and -90 <= south <= north <= 90:
+        return
+    label = crs.to_string() if crs is not None else "no CRS"
+    raise CRSError(
+        f"{what} is labelled {label} but its coordinates ({west:.6g}, {south:.6g} .. "
+        f"{east:.6g}, {north:.6g}) are not longitudes and latitudes: its CRS label is wrong; "
+        f"set the right one (QGIS: Assign projection; ogr2ogr -a_srs EPSG:XXXX)"
+    )
 
 
 @contextlib.contextmanager

@@ -69,7 +69,17 @@ def run_demo(
     """
     from . import stages
 
+    for name, value, low in (("limit", limit, 1), ("workers", workers, 1), ("epochs", epochs, 1)):
+        if value is None and name == "limit":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"`{name}` must be a whole number of at least {low}, got {value!r}")
     out = Path(out)
+    if out.is_dir() and not (out / "study.gpkg").exists() and any(out.iterdir()):
+        raise InputError(
+            f"`out` {out} is a folder of other files, not a study; give a new folder for the "
+            f"demo study"
+        )
     check_writable(out)
     study = open_study(out)
     if not study.has_layer("points"):

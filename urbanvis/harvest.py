@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from ._errors import InputError
+from ._errors import InputError, UrbanvisError
 from ._imagestore import ImageStore
 from .providers.base import CAPTURE_COLUMNS, STATUSES, CaptureResult, Provider
 from .study import Study, toml_value
@@ -50,6 +51,14 @@ class HarvestSummary:
     orphans_removed: int = 0
     retried_rows: int = 0
     stats: dict[str, int] = field(default_factory=dict)
+    first_error: str = ""
+    """The error of this run's first failed capture (why everything failed, when it did)."""
+
+    @property
+    def all_failed(self) -> bool:
+        """Whether this run harvested points and every one of their captures failed."""
+        c = self.counts
+        return bool(c["failed"]) and not c["ok"] and not c["missing"]
 
     def line(self) -> str:
         c = self.counts
@@ -104,6 +113,7 @@ def harvest(
     """
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, got {batch_size}")
+    provider.check()  # a bad manifest is refused before the lock file exists
     store = ImageStore(study, provider.name)
     store.lock()  # first: a refused second run must not touch the study's settings
     try:
@@ -116,9 +126,9 @@ def harvest(
         points = study.read_layer("points", columns=["point_id", "bearing"])
         if len(points) == 0:
             raise InputError(f"study {study.root} has no points; run 'urbanvis sample' first")
-        _index_captures(study)
         done = _points_with(study, provider.name)
         _check_same_settings(study, provider, has_captures=len(done) > 0)
+        _index_captures(study)  # after the check: a refused run leaves study.gpkg as it was
         orphans = store.sweep()
         retried = 0
         if retry_failed:
@@ -174,6 +184,8 @@ def harvest(
             rows_points += len({int(r["point_id"]) for r in group_rows})
             for row in group_rows:
                 rows_counts[row["status"]] += 1
+                if row["status"] == "failed" and not summary.first_error:
+                    summary.first_error = failure_reason(row.get("error"))
             if rows_points >= batch_size or time.monotonic() - last_commit >= commit_seconds:
                 commit()
             if progress is not None:
@@ -284,6 +296,7 @@ def survey(
 
     if progress is not None:
         progress(0, len(table), dict(counts))
+    first_error = ""
     try:
         for group in provider.stream(table):
             for result in group:
@@ -296,12 +309,23 @@ def survey(
                     with_imagery.add(int(row["point_id"]))
                     panoramas.add(str(row["pano_id"]))
                     images.add(result.image_key or (row["pano_id"], row["heading"]))
+                elif row["status"] == "failed" and not first_error:
+                    first_error = failure_reason(row.get("error"))
             if len(rows) >= SURVEY_CHUNK:
                 flush()
             if progress is not None:
                 progress(len(seen_points), len(table), dict(counts))
-    finally:
+    except BaseException:
         flush()  # what was surveyed is kept, however the run ends
+        raise
+    if counts["failed"] and not counts["ok"] and not counts["missing"] and not written:
+        # no answer at all (offline, a wrong endpoint or key): a layer of failures would
+        # only say "no coverage" where nothing is known
+        raise UrbanvisError(
+            f"every {provider.name} metadata request failed ({first_error}); nothing "
+            f"written: check the network, the key and `endpoint`, then rerun"
+        )
+    flush()
     summary.surveyed = len(seen_points)
     summary.points_with_imagery = len(with_imagery)
     summary.panoramas = len(panoramas)
@@ -313,6 +337,12 @@ def survey(
 
 
 # ------------------------------------------------------------------------ helpers
+def failure_reason(error: object) -> str:
+    """A failed capture's error, for a summary line: without the request URL it names."""
+    text = re.sub(r"\s+for\s+https?://\S+", "", str(error or "")).strip()
+    return text or "no reason given"
+
+
 def _check_same_settings(study: Study, provider: Provider, *, has_captures: bool) -> None:
     """Refuse to mix captures made with other settings into one study; else store these."""
     section = f"harvest.{provider.name}"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ._errors import InputError, InputFileError
+from ._files import not_a_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import geopandas as gpd
@@ -55,10 +56,18 @@ def topics_from_file(path: str | os.PathLike[str]) -> dict[str, tuple[str, ...]]
     """Read a topic map: a CSV with columns ``indicator`` and ``topic``."""
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(f"topics file {path} does not exist; check `topics`")
-    table = pd.read_csv(path, dtype=str)
+        raise InputFileError(f"topics file {path} {not_a_file(path)}; check `topics`")
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputFileError(
+            f"cannot read `topics` file {path.name} as CSV ({type(exc).__name__})"
+        ) from exc
     if not {"indicator", "topic"} <= set(table.columns):
-        raise InputError(f"topics file {path.name} needs columns 'indicator' and 'topic'")
+        raise InputError(
+            f"`topics` file {path.name} needs columns 'indicator' and 'topic' (it has: "
+            f"{', '.join(map(str, table.columns)) or 'none'})"
+        )
     return {t: tuple(g["indicator"]) for t, g in table.dropna().groupby("topic", sort=False)}
 
 
@@ -85,7 +94,7 @@ def resolve_topics(
     if indicators is not None and not str(indicators).startswith(ACS_PREFIX):
         beside = Path(indicators).with_name(TOPICS_FILE)
         if beside.is_file():
-            log.info("grouping indicators by the topics in %s", beside)
+            log.debug("grouping indicators by the topics in %s", beside)
             return topics_from_file(beside)
     return builtin_topics()
 
@@ -114,6 +123,32 @@ def check_indicator_spec(indicators: str | os.PathLike[str], columns=None) -> No
         acs_names(str(indicators))
         if columns:
             raise InputError("`columns` picks CSV columns; with acs: list the variables instead")
+
+
+def csv_indicators_first(
+    indicators: str | os.PathLike[str],
+    id_field: str,
+    *,
+    level: str,
+    zones: str | os.PathLike[str] | None,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame | None:
+    """The indicators CSV, read and checked before any zone is read, laid or downloaded
+    (a bad column then costs nothing); None for an ``acs:`` spec, which needs the zones.
+
+    Grid zones (``level`` hex or buffer without ``zones``) are keyed by ``zone_id``.
+    """
+    from .zones import GRID_ID
+
+    check_indicator_spec(indicators, columns)
+    if str(indicators).startswith(ACS_PREFIX):
+        if level not in ("blockgroup", "tract"):
+            raise InputError(
+                f"ACS indicators need Census zones: set `level` to blockgroup or tract, not {level}"
+            )
+        return None
+    key = GRID_ID if zones is None and level in ("hex", "buffer") else id_field
+    return indicators_from_csv(indicators, key, columns=columns)
 
 
 def indicators_for_zones(
@@ -188,7 +223,7 @@ def indicators_from_csv(
         )
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(f"indicators file {path} does not exist; check `indicators`")
+        raise InputFileError(f"indicators file {path} {not_a_file(path)}; check `indicators`")
     try:
         table = pd.read_csv(path, dtype={id_field: str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -201,7 +236,11 @@ def indicators_from_csv(
     names = list(columns) if columns else [c for c in table.columns if c != id_field]
     missing = [c for c in names if c not in table.columns]
     if missing:
-        raise InputError(f"indicators file {path.name} has no column {', '.join(missing)}")
+        have = ", ".join(str(c) for c in table.columns if c != id_field) or "none"
+        raise InputError(
+            f"indicators file {path.name} has no column {', '.join(missing)} (it has: {have}); "
+            f"pick `columns` among those"
+        )
     if not names:
         raise InputError(f"indicators file {path.name} has no indicator columns")
     for name in names:

@@ -34,7 +34,14 @@ from ._raster import raster_from_points
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_out_path", "map_from_layer", "raster_from_points", "render_html", "write_map"]
+__all__ = [
+    "check_out_path",
+    "check_tiles",
+    "map_from_layer",
+    "raster_from_points",
+    "render_html",
+    "write_map",
+]
 
 # matplotlib's viridis and RdBu (reversed: blue = under-predicted... red = over), sampled
 VIRIDIS = ["#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec962",
@@ -439,7 +446,43 @@ def _tiles(tiles: str | None, attribution: str | None):
         if not attribution:
             raise InputError("a tile URL template needs `attribution` (who made the tiles)")
         return folium.TileLayer(tiles=tiles, attr=attribution, name="base map")
+    _check_tile_name(tiles)
     return tiles
+
+
+def check_tiles(tiles: str | None, attribution: str | None = None) -> None:
+    """Refuse, before any work, base tiles folium could not use (see :func:`map_from_layer`)."""
+    _tiles(tiles, attribution)
+
+
+_COMMON_TILES = ("OpenStreetMap", "CartoDB positron", "CartoDB dark_matter", "OpenTopoMap")
+
+
+def _check_tile_name(name: str) -> None:
+    """A tile name folium knows (xyzservices' providers), or an error listing some."""
+    import difflib
+
+    import xyzservices.providers as xyz
+
+    if name.strip().lower() == "openstreetmap":
+        return
+    try:
+        xyz.query_name(name)
+        return
+    except ValueError:
+        pass
+
+    def key(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+
+    known = {key(n): n for n in (*xyz.flatten(), *_COMMON_TILES)}
+    close = difflib.get_close_matches(key(name), list(known), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(known[c] for c in close)}? " if close else ""
+    raise InputError(
+        f"unknown `tiles` {name!r}; {hint}known names include {', '.join(_COMMON_TILES)} "
+        f"(any of xyzservices' {len(known):,} providers), or give none (offline), or an XYZ "
+        f"URL template with {{z}}/{{x}}/{{y}} and `attribution`"
+    )
 
 
 def check_out_path(path: str | os.PathLike[str], *, param: str = "out") -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Literal
@@ -283,8 +284,12 @@ def _edges_from_pbf(
     import pyrosm
 
     try:
-        osm = pyrosm.OSM(str(path), bounding_box=area)
-        edges = osm.get_network(network_type=_PYROSM_NETWORK[network])
+        with warnings.catch_warnings():
+            # pyrosm warns "Could not find any edges for given area." and returns None; the
+            # caller says so in one line (NoRoadsError), so the warning would only repeat it
+            warnings.filterwarnings("ignore", message="Could not find any", category=UserWarning)
+            osm = pyrosm.OSM(str(path), bounding_box=area)
+            edges = osm.get_network(network_type=_PYROSM_NETWORK[network])
     except Exception as exc:  # pyrosm raises bare Exceptions/ValueErrors on corrupt input
         raise InputFileError(
             f"cannot read {path.name} as an OSM PBF extract ({first_line(exc)}); "

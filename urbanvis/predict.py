@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from ._errors import InputError, InputFileError, Stopped
+from ._files import not_a_file
 from .indicators import (
     builtin_topics,
-    check_indicator_spec,
+    csv_indicators_first,
     indicators_for_zones,
     join_indicators,
     resolve_topics,
@@ -353,17 +354,25 @@ def predict_study(
 
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    check_indicator_spec(indicators, columns)  # a bad spec fails before any download
+    if level not in LEVELS:
+        raise InputError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
+    # a bad spec or column fails before any zone is read or downloaded
+    csv_table = csv_indicators_first(
+        indicators, id_field, level=level, zones=zones, columns=columns
+    )
     topic_map = resolve_topics(topics, indicators)
     rows, vectors = read_embeddings(study, model=model)
     zone_polys, id_field = study_zones(
         study, rows, level=level, zones=zones, zones_layer=zones_layer, id_field=id_field,
         cell_size=cell_size, buffer=buffer, tiger_url=tiger_url, tiger_year=tiger_year,
     )  # fmt: skip
-    table = indicators_for_zones(
-        indicators, zone_polys, id_field, level=level, columns=columns, acs_year=acs_year,
-        census_url=census_url,
-    )  # fmt: skip
+    if csv_table is not None:
+        table = csv_table
+    else:
+        table = indicators_for_zones(
+            indicators, zone_polys, id_field, level=level, columns=columns, acs_year=acs_year,
+            census_url=census_url,
+        )  # fmt: skip
     zone_frame, features = zone_embeddings(
         rows, vectors, zone_polys, id_field=id_field, min_images=min_images
     )
@@ -466,13 +475,18 @@ def load_models(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(f"models file {path} does not exist; check `apply_path`")
+        raise InputFileError(f"models file {path} {not_a_file(path)}; check `apply`")
+    made = "a models file written by urbanvis predict (models/predict_LEVEL.joblib)"
+    if path.suffix.lower() != ".joblib":
+        raise InputFileError(f"`apply` {path.name} is not a .joblib file; give {made}")
     try:
         bundle = joblib.load(path)
-    except Exception as exc:  # pickle and joblib raise many kinds
-        raise InputFileError(f"cannot read models from {path.name}: {exc}") from exc
+    except Exception as exc:  # pickle and joblib raise many kinds, in their own words
+        raise InputFileError(
+            f"cannot read `apply` {path.name} ({type(exc).__name__}); give {made}"
+        ) from exc
     if not isinstance(bundle, dict) or "models" not in bundle:
-        raise InputFileError(f"{path.name} is not an urbanvis predictor bundle")
+        raise InputFileError(f"{path.name} is not an urbanvis predictor bundle; give {made}")
     return bundle
 
 

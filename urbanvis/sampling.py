@@ -310,7 +310,8 @@ def points_from_grid(
         geometry=gpd.points_from_xy(lon, lat),
         crs=WGS84,
     )
-    log.info("placed %s grid points every %g m", f"{n:,}", spacing)
+    if n:  # none: the caller says so, in one line
+        log.info("placed %s grid points every %g m", f"{n:,}", spacing)
     return points
 
 
@@ -358,24 +359,41 @@ def sample(
     else:
         region = None
     if method == "grid":
-        return points_from_grid(region, spacing=spacing)
-    polygon = region.geometry.iloc[0] if region is not None else None
-    if osm is not None:
-        edges = edges_from_osm_file(osm, network=network, area=polygon)
+        points = points_from_grid(region, spacing=spacing)
     else:
-        edges = edges_from_polygon(polygon, network=network, overpass_url=overpass_url)
-    return points_from_network(edges, spacing=spacing, merge_distance=merge_distance)
+        polygon = region.geometry.iloc[0] if region is not None else None
+        if osm is not None:
+            edges = edges_from_osm_file(osm, network=network, area=polygon)
+        else:
+            edges = edges_from_polygon(polygon, network=network, overpass_url=overpass_url)
+        points = points_from_network(edges, spacing=spacing, merge_distance=merge_distance)
+    if len(points) == 0:  # a study with no points would only fail later, less clearly
+        raise InputError(
+            f"no {'grid ' if method == 'grid' else ''}point falls inside the area at "
+            f"`spacing` {spacing:g} m; use a smaller `spacing` or a larger area"
+        )
+    return points
 
 
 # ------------------------------------------------------------------------ helpers
+MAX_SPACING = 10_000.0
+"""Largest `spacing` (metres): beyond it a street holds only its two ends."""
+
+
 def _check_spacing(spacing: float, merge_distance: float) -> None:
     if not isinstance(spacing, int | float) or not math.isfinite(spacing) or spacing <= 0:
         raise InputError(f"`spacing` must be a positive number of metres, got {spacing!r}; e.g. 15")
+    if spacing > MAX_SPACING:
+        raise InputError(
+            f"`spacing` {spacing:g} m is more than {MAX_SPACING:,.0f} m: streets would keep "
+            f"only their ends; give metres between points, e.g. 15"
+        )
     if not math.isfinite(merge_distance) or merge_distance < 0:
-        raise InputError(f"merge distance must be >= 0 metres, got {merge_distance!r}")
+        raise InputError(f"`merge_distance` must be >= 0 metres, got {merge_distance!r}")
     if merge_distance >= spacing:
         raise InputError(
-            f"spacing ({spacing:g} m) must be larger than the merge distance ({merge_distance:g} m)"
+            f"`spacing` ({spacing:g} m) must be larger than the merge distance, "
+            f"`merge_distance` ({merge_distance:g} m)"
         )
 
 

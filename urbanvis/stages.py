@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import InputError
+from ._errors import InputError, StudyError, UrbanvisError
 from .demo import helsinki_pbf
 from .study import Study, check_writable, open_study
 
@@ -126,6 +126,18 @@ def _has_study(study: StudyLike) -> bool:
     return (_root(study) / "study.gpkg").is_file()
 
 
+def _writable(st: Study, *inside: Path) -> None:
+    """Fail, before any work, when the study (or the folders of it a stage writes) could
+    not be written: a read-only study is reported in one line, not after the work."""
+    for path in (st.root, *inside):
+        check_writable(path)
+    if st.gpkg.exists() and not os.access(st.gpkg, os.W_OK):
+        raise StudyError(
+            f"study folder {st.root} is not writable (study.gpkg is read-only); choose "
+            f"another `study` folder or fix its permissions"
+        )
+
+
 def _stopper(should_stop: ShouldStop | None) -> ShouldStop:
     return should_stop if should_stop is not None else (lambda: False)
 
@@ -177,6 +189,40 @@ def _check_int(name: str, value: int | None, *, low: int, allow_none: bool = Tru
         raise InputError(f"`{name}` must be a whole number of at least {low}, got {value!r}")
 
 
+MAX_IMAGE_SIZE = 1024
+"""Largest ``image_size`` an encoder stage accepts (street views are embedded at 224)."""
+
+
+def _check_encoder_options(
+    *, batch_size: int, workers: int, image_size: int | None, device: str, seed: int
+) -> None:
+    """The options every encoder-running stage shares (embed, eval), checked up front."""
+    import re
+
+    _check_int("batch_size", batch_size, low=1, allow_none=False)
+    _check_int("workers", workers, low=0, allow_none=False)
+    _check_int("image_size", image_size, low=8)
+    if image_size is not None and image_size > MAX_IMAGE_SIZE:
+        raise InputError(
+            f"`image_size` must be at most {MAX_IMAGE_SIZE} pixels (a ViT's attention grows "
+            f"with its fourth power), got {image_size}"
+        )
+    _check_int("seed", seed, low=0, allow_none=False)
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise InputError(f"`device` must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def _check_url(name: str, value: str | None) -> None:
+    """A server address the stage would only use later, refused now if it is not one."""
+    if value is None:
+        return
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"`{name}` {value!r} is not a URL like https://mirror.example.org")
+
+
 def _rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -214,6 +260,8 @@ def sample(
 
     check_writable(_root(study))
     _check_points_replaceable(study, overwrite=overwrite)
+    _check_url("nominatim_url", nominatim_url)
+    _check_url("overpass_url", overpass_url)
     stop = _stopper(should_stop)
     parameters = dict(
         city=city,
@@ -291,6 +339,7 @@ def harvest(
         raise InputError(
             f"`metadata_only` is for gsv, gsv-historical and mapillary, not {provider}"
         )
+    source.check()  # e.g. folder: the images or manifest, before anything is written
     where = dict(city=city, area=area, bbox=bbox, osm=osm)
     if any(v is not None for v in where.values()):
         _sample_first(study, {k: v for k, v in where.items() if v is not None})
@@ -300,6 +349,7 @@ def harvest(
             f"{root} is not a study yet; give `city`, `area`, `bbox` or `osm` to sample "
             f"its points first, or sample it first ('urbanvis sample --study {root}')"
         )
+    check_writable(_root(study))
     st = _study(study, create=provider == "folder")
     if metadata_only:
         found = survey(st, source, limit=limit, progress=progress)
@@ -326,7 +376,7 @@ def harvest(
         should_stop=should_stop,
         retry_failed=retry_failed,
     )
-    return _finish(
+    result = _finish(
         st,
         "harvest",
         {"provider": provider, **source.parameters(), "batch_size": batch_size, "limit": limit},
@@ -336,6 +386,13 @@ def harvest(
         stopped=summary.stopped,
         details=summary,
     )
+    if summary.all_failed:  # offline, a wrong key or endpoint: not a harvest that worked
+        raise UrbanvisError(
+            f"every capture of this {provider} harvest failed ({summary.first_error}); the "
+            f"{summary.points_harvested:,} points are recorded as failed: fix the cause, "
+            f"then rerun with `retry_failed`"
+        )
+    return result
 
 
 def parse_headings(value: str) -> tuple[float, ...]:
@@ -437,6 +494,7 @@ def pairs(
             f"study {st.root} has no captures; harvest it first "
             f"('urbanvis harvest --study {st.root}')"
         )
+    _writable(st, st.pairs)
     polygons = pairs_mod.zones_for_pairs(zones, zone_id=zone_id) if zones else None
     buffer_m = 100.0 if buffer is None else buffer
     parameters = {
@@ -529,7 +587,22 @@ def pretrain(
     except TypeError as exc:
         known = ", ".join(sorted(PretrainConfig.__dataclass_fields__))
         raise InputError(f"pretrain got an unknown parameter ({exc}); known: {known}") from None
+    cfg.validate()
+    if name is not None and (
+        not name.strip() or name in (".", "..") or "/" in name or os.sep in name
+    ):
+        raise InputError(
+            f"`name` {name!r} must be a plain folder name under checkpoints/ (no slashes), "
+            f"e.g. temporal-vit-small"
+        )
+    _check_pair_table(path)
     run_name = name or f"{path.stem}-{cfg.arch}"
+    _writable(st, st.checkpoints / run_name)
+    if resume and not any((st.checkpoints / run_name).glob("checkpoint_*.pth.tar")):
+        raise InputError(
+            f"nothing to resume in {st.checkpoints / run_name}; drop `resume` to start a new "
+            f"run, or give the `name` of the run to continue"
+        )
 
     def on_step(info: dict) -> None:
         if progress is None:
@@ -579,6 +652,29 @@ def pretrain(
     )
 
 
+def _check_pair_table(path: Path) -> None:
+    """A pair table that exists and is Parquet with image_a and image_b (its schema only)."""
+    from ._errors import InputFileError
+
+    if not path.is_file():
+        raise InputFileError(f"pair table {path} does not exist; run 'urbanvis pairs' first")
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow's ArrowInvalid on a file that is not Parquet
+        raise InputFileError(
+            f"cannot read pair table {path.name}: it is not a Parquet file; give a table "
+            f"written by 'urbanvis pairs' as `pairs`"
+        ) from exc
+    missing = {"image_a", "image_b"} - names
+    if missing:
+        raise InputError(
+            f"pair table {path.name} lacks {', '.join(sorted(missing))}; give a table "
+            f"written by 'urbanvis pairs' as `pairs`"
+        )
+
+
 def latest_checkpoint(study: StudyLike, name: str | None = None) -> Path:
     """The newest checkpoint of run ``name`` (or of the most recent run) in a study."""
     st = _study(study, create=False)
@@ -591,10 +687,40 @@ def latest_checkpoint(study: StudyLike, name: str | None = None) -> Path:
     )
     for run_dir in reversed(runs):
         found = sorted(run_dir.glob("checkpoint_*.pth.tar"))
+        intact = [p for p in found if not _truncated(p)]
+        if intact:
+            newer = [p.name for p in found if p.name > intact[-1].name]
+            if newer:
+                log.warning(
+                    "%s truncated; using %s, the newest intact checkpoint of %s",
+                    ", ".join(newer) + (" is" if len(newer) == 1 else " are"),
+                    intact[-1].name,
+                    run_dir.name,
+                )
+            return intact[-1]
         if found:
-            return found[-1]
+            raise InputError(
+                f"every checkpoint in {run_dir} is truncated (empty or cut short); pretrain "
+                f"again, or give a complete `checkpoint`"
+            )
     where = f"checkpoints/{name}" if name else "checkpoints/"
     raise InputError(f"no checkpoint in {st.root / where}; pretrain first")
+
+
+def _truncated(path: Path) -> bool:
+    """An empty file, or a zip (torch's format) without its central directory: cut short.
+
+    Reads a few bytes, not the weights; a file in torch's older pickle format counts as
+    intact here (the loader says so when it is not).
+    """
+    import zipfile
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return True
+    return not head or (head == b"PK\x03\x04" and not zipfile.is_zipfile(path))
 
 
 # --------------------------------------------------------------------------- embed
@@ -624,10 +750,11 @@ def embed(
         raise InputError("give exactly one of `checkpoint` (a file) or `model` (an encoder name)")
     if random_init and model is None:
         raise InputError("`random_init` goes with `model`, not with `checkpoint`")
-    _check_int("batch_size", batch_size, low=1, allow_none=False)
-    _check_int("workers", workers, low=0, allow_none=False)
+    _check_encoder_options(batch_size=batch_size, workers=workers, image_size=image_size,
+                           device=device, seed=seed)  # fmt: skip
     _check_int("limit", limit, low=1)
     st = _study(study, create=False)
+    _writable(st, st.root / "embeddings")
     from .engine.inference import embed_captures
 
     rank0 = _rank0()
@@ -723,7 +850,16 @@ def predict(
     from ._errors import Stopped
     from .predict import apply_study, predict_study, scores_markdown
 
+    _check_zone_options(min_images=min_images, cell_size=cell_size, buffer=buffer,
+                        tiger_year=tiger_year, acs_year=acs_year, seed=seed)  # fmt: skip
+    _check_url("tiger_url", tiger_url)
+    _check_url("census_url", census_url)
+    if isinstance(columns, str):
+        columns = [c.strip() for c in columns.split(",") if c.strip()]
+        if not columns:
+            raise InputError("`columns` names no column; give e.g. median_income,poverty")
     st = _study(study, create=False)
+    _writable(st, st.reports, st.root / "models")
     common: dict[str, Any] = dict(
         level=level,
         zones=str(zones) if zones is not None else None,
@@ -754,8 +890,6 @@ def predict(
         raise InputError(
             "give `indicators` (a CSV or acs:VAR) or `apply` (saved models) to predict"
         )
-    if isinstance(columns, str):
-        columns = [c for c in columns.split(",") if c.strip()]
     params = {
         "indicators": str(indicators),
         "id_field": id_field,
@@ -806,6 +940,35 @@ def predict(
     )
 
 
+def _check_zone_options(
+    *,
+    min_images: int,
+    cell_size: float,
+    buffer: float,
+    tiger_year: int,
+    acs_year: int,
+    seed: int,
+) -> None:
+    """The numbers predict and eval socioeconomic share, checked before any work."""
+    import datetime as dt
+    import math
+
+    _check_int("min_images", min_images, low=1, allow_none=False)
+    _check_int("seed", seed, low=0, allow_none=False)
+    for name, value in (("cell_size", cell_size), ("buffer", buffer)):
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise InputError(f"`{name}` must be a positive number of metres, got {value!r}")
+    now = dt.date.today().year
+    for name, value, first, what in (
+        ("tiger_year", tiger_year, 2008, "TIGER/Line block groups"),
+        ("acs_year", acs_year, 2009, "ACS 5-year estimates"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not first <= value <= now:
+            raise InputError(
+                f"`{name}` must be a year from {first} to {now} ({what}), got {value!r}"
+            )
+
+
 # --------------------------------------------------------------------------- map
 def map(  # noqa: A001 - the stage is called map, like its command
     study: StudyLike,
@@ -832,12 +995,36 @@ def map(  # noqa: A001 - the stage is called map, like its command
     captures show the values of their zone in ``zones_layer`` (default: the study's first
     predictions_* or zones_* layer).
     """
+    import math
+
     from . import maps
 
-    if raster is not None and not cell > 0:
-        raise InputError(f"`cell` must be a positive number of metres, not {cell:g}")
-    if raster is not None and not column:
-        raise InputError("`raster` needs `column`: the value to interpolate")
+    if thumbnails not in ("auto", "embed", "link", "none"):
+        raise InputError(f"`thumbnails` must be auto, embed, link or none, not {thumbnails!r}")
+    if raster is None:
+        for name, value, default in (("cell", cell, 50.0), ("radius", radius, None),
+                                     ("method", method, "idw")):  # fmt: skip
+            if value != default:
+                raise InputError(f"`{name}` shapes the `raster` surface; give `raster` too")
+    else:
+        if Path(raster).suffix.lower() not in (".tif", ".tiff"):
+            raise InputError(
+                f"`raster` {Path(raster).name} must be a GeoTIFF file name (.tif or .tiff)"
+            )
+        if not column:
+            raise InputError("`raster` needs `column`: the value to interpolate")
+        if not (isinstance(cell, int | float) and math.isfinite(cell) and cell > 0):
+            raise InputError(f"`cell` must be a positive number of metres, not {cell!r}")
+        if radius is not None and not (
+            isinstance(radius, int | float) and math.isfinite(radius) and radius > 0
+        ):
+            raise InputError(f"`radius` must be a positive number of metres, not {radius!r}")
+        if method not in ("idw", "kernel"):
+            raise InputError(f"`method` must be idw or kernel, not {method!r}")
+    if out is not None and Path(out).suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"`out` {Path(out).name} must be a web page file name (.html)")
+    if out is not None or raster is None:
+        maps.check_tiles(tiles, attribution)
     value_column = column or ""
     st = _study(study, create=False)
     if layer is None:
@@ -846,6 +1033,7 @@ def map(  # noqa: A001 - the stage is called map, like its command
         out = st.reports / f"map_{layer}.html"
     html_path = maps.check_out_path(str(out)) if out else None
     tif_path = maps.check_out_path(str(raster), param="raster") if raster else None
+    _writable(st)  # the run is recorded in study.toml
     frame = st.read_layer(layer)
     steps = 2 if html_path is not None and tif_path is not None else 1
     if progress is not None:
@@ -937,6 +1125,7 @@ def simulate(
     at random places and times, ``votes_per_image`` votes each (see
     :mod:`urbanvis.simulate.safetyset`).
     """
+    _check_int("seed", seed, low=0, allow_none=False)
     if safety_set:
         if contact_sheet or truth or vpr_set:
             raise InputError(
@@ -962,11 +1151,32 @@ def simulate(
         )
     if truth and study is None:
         raise InputError("`truth` is written into a study; give `study`")
+    # every output checked before the first is made
+    if truth and not 10 <= points_per_zone <= 200:
+        raise InputError(f"`points_per_zone` must be 10..200, got {points_per_zone!r}")
+    if (contact_sheet or vpr_set) and not (
+        isinstance(size, int) and not isinstance(size, bool) and 32 <= size <= 1024
+    ):
+        raise InputError(f"`size` must be 32..1024 pixels, got {size!r}")
+    if contact_sheet:
+        from .maps import check_out_path
+
+        if Path(contact_sheet).suffix.lower() != ".png":
+            raise InputError(
+                f"`contact_sheet` must be a .png file name, got {Path(contact_sheet).name}"
+            )
+        check_out_path(contact_sheet, param="contact_sheet")
+    if vpr_set:
+        _check_int("places", places, low=2, allow_none=False)
+        target = Path(vpr_set).expanduser()
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise InputError(f"`vpr_set` {target} exists and is not empty; name a new folder")
     lines: list[str] = []
     files: dict[str, Path] = {}
     st: Study | None = None
     if truth:
         st = _study(study, create=False)  # type: ignore[arg-type]
+        _writable(st, st.root / "truth")
     if contact_sheet:
         from .simulate.contact import contact_sheet as make_sheet
 
@@ -1004,6 +1214,15 @@ def simulate(
         files=files,
         layers=["zones_sim"],
     )
+
+
+def _check_table_target(st: Study | None, target: Path) -> None:
+    """An evaluation's table can be written, and its run recorded in the study (if any)."""
+    from .maps import check_out_path
+
+    check_out_path(target)
+    if st is not None:
+        _writable(st)
 
 
 # --------------------------------------------------------------------------- eval safety
@@ -1045,11 +1264,16 @@ def eval_safety(
 
     if study is None and out is None:
         raise InputError("give `out` (a .csv file) or `study` to write the table into")
+    _check_encoder_options(batch_size=batch_size, workers=workers, image_size=image_size,
+                           device=device, seed=seed)  # fmt: skip
+    _check_int("epochs", epochs, low=1, allow_none=False)
+    if not (isinstance(test_size, int | float) and 0 < test_size < 1):
+        raise InputError(f"`test_size` must be a share between 0 and 1, got {test_size!r}")
     st = _study(study, create=False) if study is not None else None
     target = Path(out).expanduser() if out is not None else st.reports / "eval_safety.csv"  # type: ignore[union-attr]
     if target.suffix.lower() != ".csv" or target.is_dir():
         raise InputError(f"`out` must be a .csv file, got {str(target)!r}")
-    _check_int("epochs", epochs, low=1, allow_none=False)
+    _check_table_target(st, target)
     specs = encoder_specs(
         checkpoints, models=models, random_init=random_init, thumbnail=thumbnail, seed=seed
     )
@@ -1120,13 +1344,19 @@ def eval_socioeconomic(
     from .evaluate.socioeconomic import socioeconomic_table
     from .evaluate.tables import markdown_table, write_table
 
+    _check_zone_options(min_images=min_images, cell_size=cell_size, buffer=buffer,
+                        tiger_year=tiger_year, acs_year=acs_year, seed=seed)  # fmt: skip
+    _check_url("tiger_url", tiger_url)
+    _check_url("census_url", census_url)
+    if isinstance(columns, str):
+        columns = [c.strip() for c in columns.split(",") if c.strip()]
+        if not columns:
+            raise InputError("`columns` names no column; give e.g. median_income,poverty")
     st = _study(study, create=False)
     target = Path(out).expanduser() if out is not None else st.reports / "eval_socioeconomic.csv"
     if target.suffix.lower() != ".csv" or target.is_dir():
         raise InputError(f"`out` must be a .csv file, got {str(target)!r}")
-    _check_int("min_images", min_images, low=1, allow_none=False)
-    if isinstance(columns, str):
-        columns = [c for c in columns.split(",") if c.strip()]
+    _check_table_target(st, target)
     params = {
         "indicators": str(indicators), "models": list(models), "level": level,
         "zones": str(zones) if zones is not None else None, "zones_layer": zones_layer,
@@ -1194,19 +1424,22 @@ def eval_vpr(
     from .evaluate.tables import markdown_table, write_table
     from .evaluate.vpr import evaluate_vpr, read_dataset
 
-    _check_int("batch_size", batch_size, low=1, allow_none=False)
-    _check_int("workers", workers, low=0, allow_none=False)
-    _check_int("image_size", image_size, low=8)
+    _check_encoder_options(batch_size=batch_size, workers=workers, image_size=image_size,
+                           device=device, seed=seed)  # fmt: skip
+    if not (isinstance(threshold, int | float) and 0 < threshold < float("inf")):
+        raise InputError(f"`threshold` must be a positive number of metres, got {threshold!r}")
     st = _study(study, create=False) if study is not None else None
     specs = encoder_specs(
         checkpoints, models=models, random_init=random_init, thumbnail=thumbnail, seed=seed
     )
-    data = read_dataset(dataset, threshold=threshold)
     target = Path(out).expanduser() if out else None
     if target is None and st is not None:
         target = st.root / "reports" / "eval_vpr.csv"
     if target is not None and target.suffix.lower() != ".csv":
         raise InputError(f"`out` must be a .csv file, got {target.name!r}")
+    if target is not None:
+        _check_table_target(st, target)
+    data = read_dataset(dataset, threshold=threshold)
     params = {
         "dataset": str(dataset),
         "checkpoints": [str(c) for c in checkpoints],
@@ -1298,7 +1531,8 @@ def eval_attention(
             "the thumbnail baseline has no attention; drop `thumbnail` and name ViT encoders"
         )
     _check_int("max_images", max_images, low=1)
-    _check_int("batch_size", batch_size, low=1)
+    _check_encoder_options(batch_size=batch_size, workers=workers, image_size=image_size,
+                           device=device, seed=seed)  # fmt: skip
     specs = encoder_specs(checkpoints, models=models, random_init=random_init, seed=seed)
     st = _study(study, create=False) if study is not None else None
     if out is None:
@@ -1307,6 +1541,7 @@ def eval_attention(
         out = st.root / "reports" / "attention" / "attention.csv"
     if Path(out).suffix.lower() != ".csv":
         raise InputError(f"`out` must be a .csv file, got {Path(out).name!r}")
+    _check_table_target(st, Path(out))
     from .evaluate.attention import evaluate_attention, image_list, write_attention_report
 
     if images is None:

@@ -288,7 +288,7 @@ def read_embeddings(study: Study, *, model: str | None = None):
             )
         model = models[0]
     if model not in models:
-        raise InputError(f"no embeddings of model {model!r}; this study has: {', '.join(models)}")
+        raise InputError(f"no embeddings of `model` {model!r}; this study has: {', '.join(models)}")
     rows = study.read_layer(LAYER, where=f"model = '{_sql_text(model)}'").reset_index(drop=True)
     ids, matrix = read_vectors(study, model)
     at = pd.Index(ids).get_indexer(rows["capture_id"])

@@ -21,6 +21,8 @@ import pandas as pd
 import shapely
 
 from ._errors import CRSError, InputError, InputFileError
+from ._files import not_a_file
+from .areas import check_lonlat_range, check_valid_polygons
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,18 @@ def zones_from_file(
     id_param = id_option.lstrip("-").replace("-", "_")
     path, layer = _split_layer(path, layer)
     if not path.is_file():
-        raise InputFileError(f"zones file {path} does not exist; check `zones`")
+        raise InputFileError(f"zones file {path} {not_a_file(path)}; check `zones`")
     try:
+        if layer is not None:
+            layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+            if layer not in layers:
+                raise InputError(
+                    f"zones file {path.name} has no layer '{layer}' (it has: "
+                    f"{', '.join(layers) or 'none'}); pass the right `zones_layer`"
+                )
         info = pyogrio.read_info(path, layer=layer)
+    except InputError:
+        raise
     except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError...
         raise InputFileError(f"cannot read zones from {path}: {_first(exc)}") from exc
     fields = [str(f) for f in info["fields"]]
@@ -85,8 +96,11 @@ def zones_from_file(
         raise InputError(f"zones file {path.name} holds no polygons")
     zones[id_field] = _id_text(zones[id_field])
     _check_ids(zones[id_field], path.name, id_param)
+    check_valid_polygons(zones.geometry, f"zones file {path.name}")
+    source_crs = zones.crs
     zones = zones.to_crs(WGS84).reset_index(drop=True)
-    log.info("read %d zones from %s (ids in '%s')", len(zones), path.name, id_field)
+    check_lonlat_range(zones, f"zones file {path.name}", source_crs)
+    log.debug("read %d zones from %s (ids in '%s')", len(zones), path.name, id_field)
     return zones
 
 

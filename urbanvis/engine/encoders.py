@@ -174,9 +174,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        # torch's own words run to several sentences about its zip reader: not shown
         raise InputFileError(
-            f"checkpoint {path.name} is truncated or not a PyTorch checkpoint ({exc}); "
-            f"use a complete file (urbanvis writes them atomically)"
+            f"checkpoint {path.name} is truncated or not a PyTorch checkpoint "
+            f"({type(exc).__name__} reading it); use a complete file (urbanvis writes them "
+            f"atomically)"
         ) from exc
     except Exception as exc:  # pickle errors of foreign files
         raise InputFileError(
@@ -218,26 +220,37 @@ def load_encoder(path: str | os.PathLike[str], *, arch: str | None = None):
     """
     checkpoint = read_checkpoint(path)
     state, kind = backbone_state(checkpoint)
-    name = arch or (checkpoint.get("arch") if isinstance(checkpoint, dict) else None)
-    if name is None:
-        name = _guess_arch(state)
+    entry = checkpoint.get("arch") if isinstance(checkpoint, dict) else None
+    if arch:
+        name, named = arch, "named by `arch`"
+    elif entry:
+        name, named = str(entry), "named by its 'arch' entry"
+    else:
+        name, named = _guess_arch(state), "guessed from its width"
     img_size = None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("urbanvis"), dict):
         img_size = checkpoint["urbanvis"].get("image_size")
     model = create_encoder(name, img_size=img_size)
+    # no front end has an arch option for a checkpoint: the fix is another checkpoint
+    fix = (
+        "give a `checkpoint` of one of the registered encoders "
+        "(urbanvis.engine.list_encoders()), written by urbanvis pretrain, MoCo v3 or timm"
+    )
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches: weights of another architecture
+        lines = str(exc).splitlines()
+        detail = next((ln.strip() for ln in lines if "size mismatch" in ln), first_line(exc))
         raise InputError(
-            f"checkpoint {Path(path).name} does not fit {name}: weights of another shape "
-            f"({first_line(exc)}); pass the right `arch`"
+            f"checkpoint {Path(path).name} holds weights of another shape than {name} "
+            f"({named}): {detail.rstrip('.')}; {fix}"
         ) from exc
     missing = [k for k in missing if k != "pos_embed"]
     if missing or unexpected:
         raise InputError(
-            f"checkpoint {Path(path).name} does not fit {name}: {len(missing)} missing and "
-            f"{len(unexpected)} unexpected weights (e.g. {(missing + unexpected)[0]}); "
-            f"pass the right `arch`"
+            f"checkpoint {Path(path).name} does not fit {name} ({named}): {len(missing)} "
+            f"missing and {len(unexpected)} unexpected weights (e.g. "
+            f"{(missing + unexpected)[0]}); {fix}"
         )
     model.urbanvis_source = f"{kind}:{Path(path).name}:{file_hash(path)[:12]}"  # type: ignore[attr-defined]
     return model
@@ -248,7 +261,11 @@ def _guess_arch(state: dict) -> str:
     for info in _ARCHS.values():
         if info.embed_dim == width:
             return info.name
-    raise InputError("cannot tell the checkpoint's architecture; pass `arch`")
+    raise InputError(
+        f"cannot tell the checkpoint's architecture: no registered encoder is {width} wide "
+        f"and it has no 'arch' entry; give a `checkpoint` of one of the registered encoders "
+        f"(urbanvis.engine.list_encoders())"
+    )
 
 
 def file_hash(path: str | os.PathLike[str]) -> str:

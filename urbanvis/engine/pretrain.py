@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .._errors import InputError
+from .._errors import InputError, InputFileError
 from .._files import atomic_file
 from .._version import __version__
 from .data import PairDataset, check_images, epoch_order, read_pair_table
@@ -64,26 +66,70 @@ class PretrainConfig:
     augment: str = "auto"
 
     def validate(self) -> None:
-        encoder_info(self.arch)
+        """Refuse any setting a run could not use, before anything is read or written."""
+        info = encoder_info(self.arch)
         for name in ("epochs", "batch_size", "save_every", "accumulate", "dim", "mlp_dim"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"`{name}` must be at least 1")
-        if self.workers < 0:
-            raise InputError("`workers` must be 0 or more")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"`{name}` must be a whole number of at least 1, got {value!r}")
+        for name in ("workers", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"`{name}` must be a whole number of 0 or more, got {value!r}")
+        for name, low, strict in (
+            ("base_lr", 0.0, True),
+            ("temperature", 0.0, True),
+            ("weight_decay", 0.0, False),
+        ):
+            value = getattr(self, name)
+            if not _finite(value) or value < low or (strict and value == low):
+                word = "a positive number" if strict else "0 or more"
+                raise InputError(f"`{name}` must be {word}, got {value!r}")
+        if not _finite(self.momentum) or not 0 <= self.momentum < 1:
+            raise InputError(f"`momentum` must be in [0, 1), got {self.momentum!r}")
+        if self.warmup_epochs is not None and (
+            not _finite(self.warmup_epochs) or not 0 <= self.warmup_epochs <= self.epochs
+        ):
+            raise InputError(
+                f"`warmup_epochs` must be within 0..{self.epochs} (`epochs`), "
+                f"got {self.warmup_epochs!r}"
+            )
+        if self.image_size is not None:
+            size = self.image_size
+            if isinstance(size, bool) or not isinstance(size, int) or size < info.patch_size:
+                raise InputError(
+                    f"`image_size` must be a whole number of pixels, at least the "
+                    f"{info.patch_size} px patch of {info.name}, got {size!r}"
+                )
+            if size > 1024:  # a ViT's attention memory grows with the fourth power of it
+                raise InputError(f"`image_size` must be at most 1024 pixels, got {size}")
+            if size % info.patch_size:
+                near = max(1, round(size / info.patch_size)) * info.patch_size
+                raise InputError(
+                    f"`image_size` {size} is not a multiple of the {info.patch_size} px patch "
+                    f"of {info.name}; use e.g. {near}"
+                )
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise InputError(
                 f"`precision` must be auto, fp32, bf16 or fp16, not {self.precision!r}"
             )
         if self.augment not in ("auto", "cpu", "gpu"):
             raise InputError(f"`augment` must be auto, cpu or gpu, not {self.augment!r}")
-        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
-            raise InputError(f"`warmup_epochs` must be within 0..{self.epochs}")
-        if not 0 <= self.momentum < 1:
-            raise InputError(f"`momentum` must be in [0, 1), got {self.momentum}")
+        if self.on_missing not in ("stop", "skip"):
+            raise InputError(f"`on_missing` must be stop or skip, not {self.on_missing!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or _CUDA_N.fullmatch(str(self.device))):
+            raise InputError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     @property
     def warmup(self) -> float:
         return self.warmup_epochs if self.warmup_epochs is not None else self.epochs * 40 / 300
+
+
+_CUDA_N = re.compile(r"cuda:\d+")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -350,11 +396,39 @@ def _newest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _resume(run_dir: Path, config: PretrainConfig, model: MoCo, optimizer, scaler):
-    path = _newest_checkpoint(run_dir)
-    if path is None:
+def _newest_intact_checkpoint(run_dir: Path) -> tuple[Path, dict]:
+    """The newest checkpoint of a run that reads, and its contents.
+
+    A newer one that does not read (truncated by a full disk, a copy cut short) is passed
+    over with a warning: resuming from the one before loses epochs, never the run.
+    """
+    found = sorted(run_dir.glob("checkpoint_*.pth.tar"))
+    if not found:
         raise InputError(f"nothing to resume in {run_dir}; drop `resume` to start a new run")
-    ckpt = read_checkpoint(path)
+    broken: list[str] = []
+    for path in reversed(found):
+        try:
+            ckpt = read_checkpoint(path)
+        except InputFileError:
+            broken.append(path.name)
+            continue
+        if broken:
+            log.warning(
+                "%s cannot be read (truncated?); resuming from %s, the newest intact "
+                "checkpoint, instead",
+                ", ".join(broken),
+                path.name,
+            )
+        return path, ckpt
+    names = ", ".join(broken[:3]) + (", ..." if len(broken) > 3 else "")
+    raise InputFileError(
+        f"no checkpoint in {run_dir} can be read ({names}: truncated or not a PyTorch "
+        f"checkpoint); drop `resume` to start a new run"
+    )
+
+
+def _resume(run_dir: Path, config: PretrainConfig, model: MoCo, optimizer, scaler):
+    path, ckpt = _newest_intact_checkpoint(run_dir)
     meta = ckpt.get("urbanvis") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "state_dict" not in ckpt:
         raise InputError(f"{path.name} is not an urbanvis training checkpoint; cannot resume it")

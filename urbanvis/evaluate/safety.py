@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError, InputFileError, Stopped
+from .._files import not_a_file
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def scores_from_file(path: str | os.PathLike[str], *, category: str = "safety") 
     """Per-image scores from a PP2 votes CSV (Q-scores of ``category``) or a scores CSV."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise InputFileError(f"`pp2` file {p} does not exist; give the votes or scores CSV")
+        raise InputFileError(f"`pp2` file {p} {not_a_file(p)}; give the votes or scores CSV")
     try:
         frame = pd.read_csv(p, dtype=str, keep_default_na=False)
     except Exception as exc:  # pandas raises several kinds on a bad file

@@ -69,7 +69,7 @@ def socioeconomic_table(
         ``scores``: model -> the scores frame of ``predict_indicators``; ``summary``.
     """
     from ..indicators import (
-        check_indicator_spec,
+        csv_indicators_first,
         indicators_for_zones,
         join_indicators,
         resolve_topics,
@@ -92,7 +92,9 @@ def socioeconomic_table(
             f"`models` {unknown[0]} has no embeddings in {study.root}; give one of "
             f"{', '.join(available)}, or embed it with 'urbanvis embed'"
         )
-    check_indicator_spec(indicators, columns)
+    csv_table = csv_indicators_first(
+        indicators, id_field, level=level, zones=zones, columns=columns
+    )
     topic_map = resolve_topics(topics, indicators)
     embedded = {m: read_embeddings(study, model=m) for m in chosen}
     first_rows = embedded[chosen[0]][0]
@@ -100,10 +102,13 @@ def socioeconomic_table(
         study, first_rows, level=level, zones=zones, zones_layer=zones_layer, id_field=id_field,
         cell_size=cell_size, buffer=buffer, tiger_url=tiger_url, tiger_year=tiger_year,
     )  # fmt: skip
-    table = indicators_for_zones(
-        indicators, zone_polys, id_field, level=level, columns=columns, acs_year=acs_year,
-        census_url=census_url,
-    )  # fmt: skip
+    if csv_table is not None:
+        table = csv_table
+    else:
+        table = indicators_for_zones(
+            indicators, zone_polys, id_field, level=level, columns=columns, acs_year=acs_year,
+            census_url=census_url,
+        )  # fmt: skip
     names = [c for c in table.columns if c != id_field]
     frames, features = {}, {}
     for m in chosen:

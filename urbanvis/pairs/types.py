@@ -8,6 +8,7 @@ Everything here is re-exported by :mod:`urbanvis.pairs`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,12 +63,14 @@ class PairConfig:
             )
         if int(self.max_pairs) <= 0:
             raise InputError(f"`max_pairs` must be a positive number, got {self.max_pairs}")
-        if not self.max_distance > 0:
+        if not (self.max_distance > 0 and math.isfinite(self.max_distance)):
             raise InputError(f"`max_distance` must be positive metres, got {self.max_distance}")
         if not 0 <= self.heading_tol <= 180:
             raise InputError(f"`heading_tol` must be 0 to 180 degrees, got {self.heading_tol}")
-        if not self.buffer > 0:
+        if not (self.buffer > 0 and math.isfinite(self.buffer)):
             raise InputError(f"`buffer` must be positive metres, got {self.buffer}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"`seed` must be a whole number of at least 0, got {self.seed!r}")
 
 
 @dataclass(frozen=True)

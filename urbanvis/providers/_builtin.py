@@ -66,7 +66,7 @@ OPTIONS = (
         float,
         help="Metres around a point to look for imagery [gsv 50, mapillary 25, folder 25].",
         providers=(GSV, HISTORICAL, MAPILLARY, FOLDER),
-        range=(0, None),
+        range=(1, None),
         provider_defaults=((GSV, 50.0), (HISTORICAL, 50.0), (MAPILLARY, 25.0), (FOLDER, 25.0)),
     ),
     OptionSpec(
@@ -141,7 +141,7 @@ OPTIONS = (
         float,
         help=f"{_WEB}: seconds per request [30].",
         providers=WEB,
-        range=(0, None),
+        range=(0.1, None),
         provider_defaults=tuple((p, 30.0) for p in WEB),
     ),
     OptionSpec(
@@ -179,6 +179,7 @@ OPTIONS = (
         default=0,
         help="simulator: the synthetic city (another seed, another city).",
         providers=(SIMULATOR,),
+        range=(0, None),
         show_default=True,
     ),
     OptionSpec(

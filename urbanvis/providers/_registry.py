@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -162,9 +163,11 @@ def option_specs(provider: str | None = None) -> tuple[OptionSpec, ...]:
 def create_provider(name: str, **options: Any) -> Provider:
     """A provider instance by name, from its options (None means "the default").
 
-    Options that other providers take are ignored, so a front end may pass all of its
-    options to any provider; a keyword no provider takes is refused. An unknown name gets
-    the list of known ones (and a guess).
+    A front end may pass all of its options to any provider: those other providers take
+    are dropped while they hold their default (or None), and refused otherwise, since the
+    user asked for something this provider would not do (see :func:`check_options`); a
+    keyword no provider takes is refused. An unknown name gets the list of known ones (and
+    a guess).
     """
     entry = provider_entry(name)
     unknown = [k for k in options if k not in _OPTIONS]
@@ -175,8 +178,78 @@ def create_provider(name: str, **options: Any) -> Provider:
             f"{unknown[0]!r} is not an option of any provider; {hint}the {name} provider "
             f"takes {', '.join(s.name for s in option_specs(name))}"
         )
+    check_options(name, options)
     mine = {k: v for k, v in options.items() if _OPTIONS[k].applies_to(name)}
     return entry.load()(**mine)
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse, before a provider is made, an option it would ignore or a value out of range.
+
+    An option given for a provider that does not take it (``since`` for gsv, which returns
+    only the newest panorama) would be dropped without a word, so it is refused unless it
+    is the option's default (front ends pass those for every provider). Numbers must lie in
+    the spec's ``range``; headings are compass degrees in [0, 360).
+    """
+    for key, value in options.items():
+        spec = _OPTIONS[key]
+        if value is None:
+            continue
+        if not spec.applies_to(name):
+            if _same(value, spec.default):
+                continue
+            takers = [p for p in list_providers() if spec.applies_to(p)]
+            raise InputError(
+                f"`{key}` does not apply to the {name} provider (only to {', '.join(takers)}); "
+                f"drop it, or choose one of those providers"
+            )
+        if spec.type is tuple:
+            check_headings(value, param=key)
+        elif spec.range is not None and spec.type in (int, float):
+            _check_range(key, value, spec.range)
+
+
+def check_headings(values: Any, *, param: str = "headings") -> tuple[float, ...]:
+    """Headings as a tuple of finite degrees in [0, 360), at least one."""
+    try:
+        headings = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise InputError(f"`{param}` must be degrees, e.g. 0,90,180,270; got {values!r}") from None
+    bad = [h for h in headings if not (math.isfinite(h) and 0 <= h < 360)]
+    if not headings or bad:
+        got = f"{bad[0]:g}" if bad else "none"
+        raise InputError(
+            f"`{param}` must be degrees from 0 up to (not including) 360, e.g. 0,90,180,270; "
+            f"got {got}"
+        )
+    return headings
+
+
+def _check_range(key: str, value: Any, bounds: tuple[float | None, float | None]) -> None:
+    low, high = bounds
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"`{key}` must be a number, got {value!r}") from None
+    inside = math.isfinite(number) and (low is None or number >= low)
+    inside = inside and (high is None or number <= high)
+    if not inside:
+        if high is None:
+            want = f"at least {low:g}"
+        elif low is None:
+            want = f"at most {high:g}"
+        else:
+            want = f"within {low:g}..{high:g}"
+        raise InputError(f"`{key}` must be {want}, got {value!r}")
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(default, tuple):
+        try:
+            return tuple(float(v) for v in value) == tuple(float(v) for v in default)
+        except (TypeError, ValueError):
+            return False
+    return bool(value == default)
 
 
 def pick(options: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:

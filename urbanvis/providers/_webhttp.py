@@ -27,6 +27,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from .. import _secrets
 from .._errors import InputError, UrbanvisError
+from .._files import not_a_file
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ def read_secret(env: str, key_file: str | None, *, what: str, param: str = "key_
         path = Path(key_file).expanduser()
         if not path.is_file():
             raise InputError(
-                f"`{param}` {key_file} does not exist; give the file holding the {what}"
+                f"`{param}` {key_file} {not_a_file(path)}; give the file holding the {what}"
             )
         try:
             text = path.read_text(encoding="utf-8-sig")

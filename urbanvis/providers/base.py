@@ -1,10 +1,11 @@
 """The one small interface every street-view provider implements (:class:`Provider`).
 
 The harvest engine (:mod:`urbanvis.harvest`) calls nothing on a provider that is not
-declared here: :meth:`Provider.prepare` once before the work, :meth:`Provider.stream` for
-the captures, :meth:`Provider.close` at the end, then :attr:`Provider.stats` and
-:attr:`Provider.stopped_reason` for its summary; :meth:`Provider.parameters` and
-:attr:`Provider.name` for the study's settings and folders. An offline provider writes
+declared here: :meth:`Provider.check` and :meth:`Provider.prepare` once before the work,
+:meth:`Provider.stream` for the captures, :meth:`Provider.close` at the end, then
+:attr:`Provider.stats` and :attr:`Provider.stopped_reason` for its summary;
+:meth:`Provider.parameters` and :attr:`Provider.name` for the study's settings and
+folders. An offline provider writes
 :meth:`Provider.capture_points` and :meth:`Provider.parameters` and inherits the rest; the
 web providers share :class:`urbanvis.providers._web.WebProvider`.
 """
@@ -89,6 +90,10 @@ class Provider(abc.ABC):
         """Every capture of a batch of ``points`` rows (``point_id``, ``bearing``, ``lon``,
         ``lat``), missing and failed ones included, so that a point is recorded as done once
         its batch is committed."""
+
+    def check(self) -> None:  # noqa: B027 (a hook: doing nothing is right)
+        """Validate what the provider reads (files, manifests), before the engine locks or
+        writes anything in the study (the default does nothing). Raises an UrbanvisError."""
 
     def prepare(self, study: Study) -> None:  # noqa: B027 (a hook: doing nothing is right)
         """Set up before any capture, once per harvest (the default does nothing).

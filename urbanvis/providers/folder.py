@@ -182,6 +182,11 @@ class FolderProvider(Provider):
         return images[keep].reset_index(drop=True)
 
     # ------------------------------------------------------------------ points
+    def check(self) -> None:
+        """Read the images or the manifest now (cached), so a bad one is refused before
+        the harvest locks or writes anything in the study."""
+        self.scan()
+
     def prepare(self, study: Study) -> None:
         """Give a study without points the images' positions, then attach every image.
 

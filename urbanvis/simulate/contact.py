@@ -30,10 +30,10 @@ def contact_sheet(
     from .renderer import render
 
     if not 32 <= size <= 1024:
-        raise InputError(f"contact sheet tile size must be 32..1024 pixels, got {size}")
+        raise InputError(f"`size` (a contact sheet tile) must be 32..1024 pixels, got {size}")
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise InputError(f"write the contact sheet as .png, got {path.name}")
+        raise InputError(f"`contact_sheet` must be a .png file name, got {path.name}")
     city = City(seed=seed)
     x0, y0 = place
     heading = 90.0

@@ -77,6 +77,8 @@ def safety_set(
                              ("size", size, 16)):  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"`{name}` must be a whole number of at least {low}, got {value!r}")
+    if size > 1024:
+        raise InputError(f"`size` must be 16..1024 pixels, got {size!r}")
     root = Path(folder).expanduser()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InputError(f"`safety_set` folder {root} is not empty; give a new folder")
