@@ -122,6 +122,8 @@ def test_experiment_end_to_end(experiment_study):
         assert 0 < row["spread"] <= 1.5 and row["chance_loss"] == pytest.approx(chance_loss(32))
         assert row["beats_both"] == (row["R@1"] > max(row["R@1 random init"], row["R@1 thumbnail"]))
     assert len(res.verdicts) == 3
+    assert res.verdicts[1]["spread"].startswith("self ±")  # R² over several fold splits
+    assert "mean of 5 splits" in (root / "reports" / "experiment" / "report.md").read_text()
     # R@1 after each saved epoch (one epoch here), the last equal to the table's
     r1 = dict(zip(res.vpr["model"], res.vpr["R@1"], strict=True))
     for run in res.encoders[:3]:

@@ -1631,7 +1631,7 @@ def experiment(
         )  # fmt: skip
     except Stopped as exc:
         return _finish(st, "experiment", params, str(exc), stopped=True)
-    lines = [f"experiment ({chosen.name} preset) in {res.seconds / 60:.1f} min:"]
+    lines = [f"experiment ({chosen.name} preset), this run {res.seconds / 60:.1f} min:"]
     from .experiment import verdict_text
 
     for v in res.verdicts:
