@@ -605,7 +605,33 @@ EVAL = [
     ),
 ]
 
-CASES = SAMPLE + HARVEST + PAIRS + PRETRAIN + EMBED + PREDICT + MAP + SIMULATE + DEMO + EVAL
+EXPERIMENT = [
+    c("none", f"experiment {S} --epochs 0", "--epochs"),
+    c("none", f"experiment {S} --max-pairs -5", "--max-pairs"),
+    c("none", f"experiment {S} --batch-size 0", "--batch-size"),
+    c("none", f"experiment {S} --base-lr 0", "--base-lr"),
+    c("none", f"experiment {S} --base-lr -1e-3", "--base-lr"),
+    c("none", f"experiment {S} --device tpu", "--device"),
+    c("none", f"experiment {S} --preset gpu", "--preset"),
+    c("none", f"experiment {S} --seed -1", "--seed"),
+    c("none", f"experiment {S} --baseline {{data}}/missing.pth", "--baseline"),
+    c("none", "experiment --study {data}/notes.txt", "--study"),
+    c("points", f"experiment {S} --epochs 0", "--epochs"),
+]
+
+CASES = (
+    SAMPLE
+    + HARVEST
+    + PAIRS
+    + PRETRAIN
+    + EMBED
+    + PREDICT
+    + MAP
+    + SIMULATE
+    + DEMO
+    + EVAL
+    + EXPERIMENT
+)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -743,7 +769,7 @@ def test_the_catalogue_covers_every_command():
                 case.args.split()[0] for case in CASES}  # fmt: skip
     assert commands >= {
         "sample", "harvest", "pairs", "pretrain", "embed", "predict", "map", "simulate", "demo",
-        "eval vpr", "eval safety", "eval socioeconomic", "eval attention",
+        "eval vpr", "eval safety", "eval socioeconomic", "eval attention", "experiment",
     }  # fmt: skip
     assert len(CASES) >= 150
     assert len({case.id for case in CASES}) == len(CASES)

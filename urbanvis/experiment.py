@@ -226,6 +226,9 @@ def preset(name: str, **overrides: Any) -> Preset:
         raise InputError("`captures_per_point` must be at least 2: temporal pairs need 2 dates")
     if chosen.vpr_places < 2:
         raise InputError("`vpr_places` must be at least 2")
+    from .engine.pretrain import PretrainConfig
+
+    PretrainConfig(**chosen.pretrain_config()).validate()  # lr, device... before any work
     return chosen
 
 

@@ -1618,6 +1618,7 @@ def experiment(
     from .experiment import run_experiment
 
     chosen = make_preset(preset, **settings)  # validate before touching the study
+    _check_int("seed", seed, low=0, allow_none=False)
     for path in baselines:
         if not Path(path).expanduser().is_file():
             raise InputError(f"`baselines` {path} is not a file; give a checkpoint file")
