@@ -155,13 +155,13 @@ def _learn_and_predict(study, *, epochs: int, workers: int) -> list[str]:
         f"zone embeddings): the demo's short pretraining beside the same ViT untrained",
     ).splitlines()
     overall = table.iloc[-1]
-    gain = overall[f"pretrained ({epochs} epochs)"] - overall["random init"]
+    trained, untrained = overall[f"pretrained ({epochs} epochs)"], overall["random init"]
     lines += [
         "",
-        f"Pretraining {'helped' if gain > 0 else 'did not help'}: mean R² "
-        f"{overall[f'pretrained ({epochs} epochs)']:.3f} vs {overall['random init']:.3f} "
-        f"untrained. A {epochs}-epoch CPU run is a smoke test of the pipeline, not a "
-        f"result; 'urbanvis experiment' trains longer and checks learning against baselines.",
+        f"Mean R² {trained:.3f} pretrained vs {untrained:.3f} untrained: a gap under about "
+        f"0.03 is within what another 5-fold split moves, so read this as a smoke test of "
+        f"the pipeline, not a result. 'urbanvis experiment' trains longer, averages 5 "
+        f"splits and checks learning against two baselines.",
     ]
     return lines
 
