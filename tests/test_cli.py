@@ -210,7 +210,7 @@ def test_demo_never_touches_the_network(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "layer captures: 240 features" in again.stdout
-    assert "layer embeddings: 240 features" in again.stdout
+    assert "layer embeddings: 480 features" in again.stdout  # 240 captures x 2 models
 
 
 def test_help_teaches():
