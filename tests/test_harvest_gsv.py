@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pyogrio
 import pytest
 from PIL import Image
 
+from urbanvis._errors import InputError
 from urbanvis.harvest import harvest, survey
 from urbanvis.providers._webhttp import FatalError, WebSettings
 from urbanvis.providers.base import CAPTURE_COLUMNS
@@ -550,3 +552,70 @@ def test_metadata_only_writes_coverage_in_chunks_and_a_new_survey_replaces_it(
     coverage = pyogrio.read_dataframe(st.gpkg, layer="coverage_gsv")
     assert len(coverage) == N_POINTS * len(HEADINGS) == found.surveyed * len(HEADINGS)
     assert coverage["capture_id"].is_unique
+
+
+# ------------------------------------------------------------------ distance-checked panoramas
+def local_metres(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """A naive reference: flat metres on the WGS84 ellipsoid's radii of curvature at the
+    mean latitude (centimetre-right over tens of metres, a few metres off over kilometres)."""
+    a, e2 = 6_378_137.0, 0.00669437999014
+    phi = math.radians((lat1 + lat2) / 2)
+    w = math.sqrt(1 - e2 * math.sin(phi) ** 2)
+    meridian, prime = a * (1 - e2) / w**3, a / w
+    dy = math.radians(lat2 - lat1) * meridian
+    dx = math.radians(lon2 - lon1) * prime * math.cos(phi)
+    return math.hypot(dx, dy)
+
+
+def test_a_panorama_far_from_its_point_is_missing_with_the_distance_never_ok(tmp_path):
+    with FakeWeb(keys={KEY}, far_share=0.3, far_metres=3000.0) as web:
+        st = study_with_points(tmp_path, web)
+        harvest(st, provider(web))
+        points = st.read_layer("points")
+        pairs = zip(points["point_id"], points.geometry, strict=True)
+        expected = {int(p): web.pano_for(g.y, g.x) for p, g in pairs}
+        loose = study_with_points(tmp_path / "loose", web)
+        harvest(loose, provider(web, max_distance=5000.0))
+    caps = captures(st.root)
+    assert {"pano_lon", "pano_lat", "distance_m"} <= set(caps.columns)
+    far = near = 0
+    for p, g in zip(points["point_id"], points.geometry, strict=True):
+        answer, mine = expected[int(p)], caps[caps["point_id"] == p]
+        if answer["status"] != "OK":
+            assert mine["distance_m"].isna().all()
+            continue
+        where = answer["location"]
+        ref = local_metres(g.x, g.y, where["lng"], where["lat"])
+        assert np.allclose(mine["pano_lat"], where["lat"]) and np.allclose(
+            mine["pano_lon"], where["lng"]
+        )
+        if ref > 50.0 + 5.0:  # kilometres away: never ok, the reason names the distance
+            far += 1
+            assert set(mine["status"]) == {"missing"} and (mine["image_path"] == "").all()
+            for error in mine["error"]:
+                shown = float(re.search(r"is ([\d,]+) m from the point", error)[1].replace(",", ""))  # type: ignore[index]
+                assert abs(shown - ref) < 15.0  # the flat reference drifts over kilometres
+                assert "50 m" not in error and "55 m allowed" in error
+        else:
+            near += 1
+            assert set(mine["status"]) == {"ok"}
+            assert np.abs(mine["distance_m"] - ref).max() <= 0.5
+            assert np.allclose(mine.geometry.y, where["lat"])
+    assert far >= 3 and near >= 10
+    # a looser max_distance accepts them, and every distance is still recorded
+    wide = captures(loose.root)
+    assert (wide.loc[wide["pano_id"] != "", "status"] == "ok").all()
+    assert wide["distance_m"].max() > 2900
+
+
+def test_max_distance_tighter_than_the_radius_and_bad_values(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web, 10)
+        harvest(st, provider(web, max_distance=1.0))
+    caps = captures(st.root)
+    assert (caps.loc[caps["status"] == "ok", "distance_m"] <= 1.0).all()
+    assert (caps.loc[caps["distance_m"] > 1.0, "status"] == "missing").all()
+    assert (caps["distance_m"] > 1.0).any()
+    for bad in (-1.0, 0.0, math.nan):
+        with pytest.raises(InputError, match="max_distance.? must be positive metres"):
+            GsvConfig(max_distance=bad)

@@ -705,6 +705,9 @@ class FakeWeb:
         instead one of N pictures rendered once per size, chosen by a hash of those
         parameters, with the parameters written into a JPEG comment so that the bytes still
         differ per view: for throughput benchmarks (the process mode's default is 512).
+    far_share: the share of panoramas (chosen by a hash of their cell, the same on every
+        run) whose metadata answer names a ``location`` ``far_metres`` north of where the
+        panorama is: a service answering with a panorama kilometres from the point.
     """
 
     def __init__(
@@ -730,6 +733,8 @@ class FakeWeb:
         jpeg_quality: int = 80,
         extra_routes: Iterable[tuple[str, str, Any]] = (),
         image_variants: int = 0,
+        far_share: float = 0.0,
+        far_metres: float = 3000.0,
     ) -> None:
         self.keys = frozenset([keys] if isinstance(keys, str) else keys)
         self.secret = secret
@@ -750,6 +755,8 @@ class FakeWeb:
         self.jpeg_quality = int(jpeg_quality)
         self.extra_routes = list(extra_routes)
         self.image_variants = int(image_variants)
+        self.far_share = float(far_share)
+        self.far_metres = float(far_metres)
         self.world = FakeWorld(
             spacing=spacing,
             coverage=coverage,
@@ -819,10 +826,19 @@ class FakeWeb:
         with self._lock:
             return [tuple(s) for s in self._scripted]  # type: ignore[misc]
 
+    def metadata_answer(self, cell: tuple[int, int] | None) -> dict[str, Any]:
+        """The metadata JSON for a lattice cell, moved ``far_metres`` north for the
+        ``far_share`` of cells chosen by hash."""
+        answer = self.world.metadata_for_cell(cell)
+        if cell is not None and self.far_share and _unit("far", *cell[:2]) < self.far_share:
+            where = answer["location"]
+            where["lat"] = where["lat"] + self.far_metres / 111_320.0
+        return answer
+
     def pano_for(self, lat: float, lon: float, radius: float = 50.0) -> dict[str, Any]:
         """The metadata JSON the server answers for this location (status OK or
         ZERO_RESULTS)."""
-        return self.world.pano_for(lat, lon, radius)
+        return self.metadata_answer(self.world.lookup(float(lat), float(lon), float(radius)))
 
     def sample_location(self, covered: bool = True, near=(60.17, 24.94)) -> tuple[float, float]:
         return self.world.sample_location(covered, near)
@@ -1151,7 +1167,7 @@ class FakeWeb:
             return _json({"status": "INVALID_REQUEST"})
         if problem == "not_found":
             return _json({"status": "NOT_FOUND"})
-        return _json(self.world.metadata_for_cell(cell))
+        return _json(self.metadata_answer(cell))
 
     async def _handle_image(
         self, request: web.Request, no_pano: bool = False

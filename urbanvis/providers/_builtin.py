@@ -70,6 +70,14 @@ OPTIONS = (
         provider_defaults=((GSV, 50.0), (HISTORICAL, 50.0), (MAPILLARY, 25.0), (FOLDER, 25.0)),
     ),
     OptionSpec(
+        "max_distance",
+        float,
+        help=f"{_WEB}: metres from its point beyond which an image is recorded missing, "
+        "never ok [gsv: --radius + 5 m, allowing for rounded coordinates; mapillary: --radius].",
+        providers=WEB,
+        range=(0.01, None),
+    ),
+    OptionSpec(
         "source",
         str,
         default="outdoor",

@@ -28,6 +28,7 @@ import pandas as pd
 from .._errors import InputError
 from .._secrets import GSV_KEY_ENV as KEY_ENV
 from .._secrets import GSV_SECRET_ENV as SECRET_ENV
+from ._distance import check_max_distance, limit_m, located, nowhere, too_far
 from ._imagecheck import ImageBody
 from ._registry import pick
 from ._web import WebProvider
@@ -56,6 +57,9 @@ class GsvConfig:
         Metres around the point to look for a panorama.
     source
         ``outdoor`` (official outdoor imagery only) or ``default``.
+    max_distance
+        Metres: a panorama farther than this from its point is recorded ``missing``, never
+        ``ok``. None: ``radius`` plus a few metres (:data:`._distance.TOLERANCE_M`).
     """
 
     headings: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
@@ -65,8 +69,10 @@ class GsvConfig:
     pitch: float = 0.0
     radius: float = 50.0
     source: str = "outdoor"
+    max_distance: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "max_distance", check_max_distance(self.max_distance))
         if not self.headings or not all(math.isfinite(h) for h in self.headings):
             raise InputError("give at least one finite heading in `headings`, e.g. 0,90,180,270")
         if not 1 <= int(self.size) <= 640:
@@ -83,7 +89,10 @@ class GsvConfig:
 
 def create(**options: Any) -> GsvProvider:
     """The gsv provider from its registry options (:mod:`urbanvis.providers._builtin`)."""
-    names = ("headings", "absolute_headings", "size", "fov", "pitch", "radius", "source")
+    names = (
+        "headings", "absolute_headings", "size", "fov", "pitch", "radius", "source",
+        "max_distance",
+    )  # fmt: skip
     return GsvProvider(
         GsvConfig(**pick(options, names)),
         WebSettings.from_options(options),
@@ -235,6 +244,7 @@ class GsvProvider(WebProvider):
                 "error": "",
                 "lon": float(point["lon"]),
                 "lat": float(point["lat"]),
+                **nowhere(),
             }
             out.update(fields)
             return out
@@ -250,13 +260,14 @@ class GsvProvider(WebProvider):
         if status != "OK" or not meta.get("pano_id"):
             return [CaptureResult(row(o, h, error=status or "no status")) for h, o in headings]
         pano = str(meta["pano_id"])
-        where = meta.get("location") or {}
-        found = {
-            "pano_id": pano,
-            "captured_at": str(meta.get("date", "")),
-            "lon": float(where.get("lng", point["lon"])),
-            "lat": float(where.get("lat", point["lat"])),
-        }
+        found: dict[str, Any] = {"pano_id": pano, "captured_at": str(meta.get("date", ""))}
+        where = _location(meta)
+        if where is not None:  # the row's geometry is the panorama's, unless it is too far
+            found.update(located(float(point["lon"]), float(point["lat"]), *where))
+            far = too_far(found["distance_m"], limit_m(cfg.radius, cfg.max_distance))
+            if far:
+                return [CaptureResult(row(o, h, error=far, **found)) for h, o in headings]
+            found.update(lon=where[0], lat=where[1])
         if self.metadata_only:
             return [
                 CaptureResult(row(o, h, status="ok", **found), image_key=self._key(pano, h))
@@ -293,6 +304,20 @@ class GsvProvider(WebProvider):
     def _key(self, pano: str, heading: float) -> str:
         cfg = self.config
         return f"{pano}_h{heading:.1f}_p{cfg.pitch:g}_f{cfg.fov:g}_s{cfg.size}"
+
+
+def _location(meta: dict[str, Any]) -> tuple[float, float] | None:
+    """(lon, lat) of the panorama from a metadata answer, None when it gives none."""
+    where = meta.get("location")
+    if not isinstance(where, dict):
+        return None
+    try:
+        lon, lat = float(where["lng"]), float(where["lat"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (math.isfinite(lon) and math.isfinite(lat) and abs(lon) <= 180 and abs(lat) <= 90):
+        return None
+    return lon, lat
 
 
 def _metadata_retry(response: Response) -> str | None:

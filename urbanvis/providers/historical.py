@@ -36,6 +36,7 @@ import pandas as pd
 
 from .._dates import bounds
 from .._errors import MissingDependencyError, first_line
+from ._distance import check_max_distance, limit_m, located, nowhere, too_far
 from ._registry import pick
 from ._web import WebProvider
 from ._webhttp import BudgetExhausted, FatalError, Http, Response, TransientError, WebSettings
@@ -60,6 +61,9 @@ class HistoricalConfig:
         Keep panoramas dated from ``since`` to ``until``, both included: a year (``2010``)
         or a month (``2010-06``); None: no bound. Undated panoramas are kept only when
         neither bound is given.
+    max_distance
+        As for ``gsv``: a panorama farther from the point is left out (``missing`` when
+        none is left, with the distance in the reason).
     """
 
     headings: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
@@ -70,8 +74,10 @@ class HistoricalConfig:
     radius: float = 50.0
     since: str | None = None
     until: str | None = None
+    max_distance: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "max_distance", check_max_distance(self.max_distance))
         self.image_config()  # the gsv provider's checks of headings, size, fov, pitch, radius
         since, until = bounds(self.since, self.until, finest="month", note=MONTHS_ONLY)
         object.__setattr__(self, "since", since.text if since else None)
@@ -110,7 +116,10 @@ class HistoricalConfig:
 
 def create(**options: Any) -> HistoricalProvider:
     """The gsv-historical provider from its registry options (:mod:`._builtin`)."""
-    names = ("headings", "absolute_headings", "size", "fov", "pitch", "radius", "since", "until")
+    names = (
+        "headings", "absolute_headings", "size", "fov", "pitch", "radius", "since", "until",
+        "max_distance",
+    )  # fmt: skip
     return HistoricalProvider(
         HistoricalConfig(**pick(options, names)),
         WebSettings.from_options(options),
@@ -219,6 +228,7 @@ class HistoricalProvider(WebProvider):
             bearing = 0.0
         headings = [((bearing + h) % 360.0, int(round(h)) % 360) for h in cfg.headings]
         base = {"point_id": pid, "pitch": float(cfg.pitch), "fov": float(cfg.fov)}
+        plon, plat = float(point["lon"]), float(point["lat"])
 
         def row(offset: int, heading: float, pano: _Pano | None, **fields: Any) -> dict:
             out = {
@@ -233,6 +243,7 @@ class HistoricalProvider(WebProvider):
                 "error": "",
                 "lon": pano.lon if pano else float(point["lon"]),
                 "lat": pano.lat if pano else float(point["lat"]),
+                **(located(plon, plat, pano.lon, pano.lat) if pano else nowhere()),
             }
             out.update(fields)
             return out
@@ -244,12 +255,17 @@ class HistoricalProvider(WebProvider):
                 CaptureResult(row(o, h, None, status="failed", error=f"lookup: {exc}"))
                 for h, o in headings
             ]
-        kept = [p for p in found if cfg.keeps(p.date)]
+        limit = limit_m(cfg.radius, cfg.max_distance)
+        far = {p.id: too_far(located(plon, plat, p.lon, p.lat)["distance_m"], limit) for p in found}
+        near = [p for p in found if not far[p.id]]
+        kept = [p for p in near if cfg.keeps(p.date)]
         if not kept:
             why = (
                 f"no panorama within {cfg.radius:g} m"
                 if not found
-                else f"none of {len(found)} panoramas dated {cfg.span()}"
+                else str(far[found[0].id])
+                if not near
+                else f"none of {len(near)} panoramas dated {cfg.span()}"
             )
             return [CaptureResult(row(o, h, None, error=why)) for h, o in headings]
         if self.metadata_only:

@@ -45,6 +45,7 @@ from .. import _secrets
 from .._dates import bounds
 from .._errors import InputError, one_line
 from .._secrets import MAPILLARY_TOKEN_ENV as TOKEN_ENV
+from ._distance import check_max_distance, located, nowhere
 from ._imagecheck import ImageBody
 from ._mlylisting import (
     EARTH_RADIUS,
@@ -93,6 +94,9 @@ class MapillaryConfig:
         Side in metres of the square tiles that share one listing request.
     page_size
         Images per listing page (``limit``; the API allows at most 2000).
+    max_distance
+        Metres: when given, images are chosen within this distance of the point instead of
+        within ``radius`` (larger to accept more, smaller to be stricter).
     """
 
     headings: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
@@ -103,8 +107,10 @@ class MapillaryConfig:
     captures_per_point: int = 1
     tile_size: float = 500.0
     page_size: int = MAX_PAGE
+    max_distance: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "max_distance", check_max_distance(self.max_distance))
         headings = tuple(float(h) for h in self.headings)
         if not headings or not all(math.isfinite(h) for h in headings):
             raise InputError("give at least one finite heading in `headings`, e.g. 0,90,180,270")
@@ -125,10 +131,19 @@ class MapillaryConfig:
                 object.__setattr__(self, name, str(value))
         bounds(self.since, self.until)  # the one grammar; refuses a since after the until
 
+    @property
+    def reach(self) -> float:
+        """Metres from a point within which its images are chosen (the listing is exact,
+        so no tolerance is added: ``radius``, or ``max_distance`` when given)."""
+        return float(self.max_distance if self.max_distance is not None else self.radius)
+
 
 def create(**options: Any) -> MapillaryProvider:
     """The mapillary provider from its registry options (:mod:`._builtin`)."""
-    names = ("headings", "absolute_headings", "radius", "since", "until", "captures_per_point")
+    names = (
+        "headings", "absolute_headings", "radius", "since", "until", "captures_per_point",
+        "max_distance",
+    )  # fmt: skip
     return MapillaryProvider(
         MapillaryConfig(**pick(options, names)),
         WebSettings.from_options(options),
@@ -218,7 +233,7 @@ class MapillaryProvider(WebProvider):
         """The group's points' bounding box widened by ``radius`` metres (and a little)."""
         lon = group["lon"].to_numpy(dtype=float)
         lat = group["lat"].to_numpy(dtype=float)
-        margin = float(self.config.radius) * 1.01 + 1.0
+        margin = self.config.reach * 1.01 + 1.0
         dlat = math.degrees(margin / EARTH_RADIUS)
         widest = min(float(np.max(np.abs(lat))) + dlat, 89.9)
         dlon = math.degrees(margin / (EARTH_RADIUS * max(math.cos(math.radians(widest)), 0.01)))
@@ -293,7 +308,7 @@ class MapillaryProvider(WebProvider):
         """What one point keeps: (heading, offset, k, image, error) per chosen image, and
         (heading, offset, None, None, why) for each heading left without one."""
         cfg = self.config
-        radius = float(cfg.radius)
+        radius = cfg.reach
         headings = self._headings(bearing)
         if not images:
             near = np.zeros(0, dtype=bool)
@@ -448,6 +463,7 @@ def _row(
         "lon": float(point.lon),
         "lat": float(point.lat),
         "mly_sequence": "",  # also in the row: a metadata-only survey keeps rows only
+        **nowhere(),
     }
     if image is not None:
         row.update(
@@ -457,6 +473,7 @@ def _row(
             lon=image.lon,
             lat=image.lat,
             mly_sequence=image.sequence,
+            **located(float(point.lon), float(point.lat), image.lon, image.lat),
         )
     return CaptureResult(
         row, image=body, image_key=key, extra={"mly_sequence": row["mly_sequence"]}
