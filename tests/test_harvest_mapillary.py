@@ -161,7 +161,7 @@ def reference(
                     f"no Mapillary image within {radius:g} m facing {want:.0f} +/- 45 deg",
                     "mly_sequence": "", "heading": round(want, 3), "lon": p.lon, "lat": p.lat,
                 }  # fmt: skip
-            for k, (_, im) in enumerate(days):
+            for k, (d, im) in enumerate(days):
                 if im["id"] in taken:
                     continue
                 taken.add(im["id"])
@@ -170,6 +170,7 @@ def reference(
                     "point_id": p.point_id, "status": "ok", "pano_id": im["id"], "error": "",
                     "mly_sequence": im["sequence"], "heading": im["compass_angle"],
                     "captured_at": stamp(im["captured_at"]), "lon": lon, "lat": lat,
+                    "distance_m": d,
                 }  # fmt: skip
     return rows
 
@@ -185,6 +186,12 @@ def assert_rows_match(table: pd.DataFrame, expected: dict[str, dict]) -> None:
         assert row["heading"] == pytest.approx(want["heading"], abs=1e-3), cid
         if want["status"] == "ok":
             assert row["captured_at"] == want["captured_at"], cid
+            # where the image was taken, and how far from the point (sphere vs ellipsoid
+            # differ by well under 0.5 m at these distances)
+            assert (row["pano_lon"], row["pano_lat"]) == pytest.approx((want["lon"], want["lat"]))
+            assert row["distance_m"] <= 20.0 and abs(row["distance_m"] - want["distance_m"]) <= 0.5
+        elif want["status"] == "missing" and "distance_m" in got.columns:
+            assert math.isnan(row["distance_m"]), cid
         geom = row["geometry"] if "geometry" in got.columns else None
         if geom is not None:
             assert (geom.x, geom.y) == pytest.approx((want["lon"], want["lat"]), abs=1e-7), cid
