@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import click
 
-from ._options import ProgressBar, echo_result, study_option
+from urbanvis._errors import word_params
+
+from ._options import ProgressBar, echo_result, flag_name, study_option
 from ._provider_options import provider_options
 
 
@@ -84,6 +86,7 @@ def harvest(study_dir, provider, city, area, bbox, osm, batch_size, limit, retry
             limit=limit,
             retry_failed=retry_failed,
             progress=progress,
+            notice=lambda line: click.echo(word_params(line, flag_name)),
             **options,
         )
     echo_result(result)

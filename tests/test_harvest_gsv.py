@@ -60,7 +60,7 @@ def make_study(root: Path, web: FakeWeb, n: int = N_POINTS, step: float = 7.0) -
 
 def provider(web: FakeWeb, *, secret: str | None = None, **config) -> GsvProvider:
     settings = dict(endpoint=web.url, rate=0, concurrency=8, backoff=0.01, retries=3)
-    for name in ("retries", "max_requests", "concurrency", "timeout"):
+    for name in ("retries", "max_requests", "concurrency", "timeout", "price_per_1000", "max_cost"):
         if name in config:
             settings[name] = config.pop(name)
     cfg = GsvConfig(**{"size": 64, "headings": HEADINGS, **config})
@@ -619,3 +619,79 @@ def test_max_distance_tighter_than_the_radius_and_bad_values(tmp_path):
     for bad in (-1.0, 0.0, math.nan):
         with pytest.raises(InputError, match="max_distance.? must be positive metres"):
             GsvConfig(max_distance=bad)
+
+
+# ------------------------------------------------------------------------ cost before spending
+def test_the_cost_estimate_comes_first_and_matches_the_requests_made(tmp_path):
+    heard: list[str] = []
+    with FakeWeb(keys={KEY}, coverage=1.0) as web:
+        st = study_with_points(tmp_path, web, 12, step=40.0)  # a panorama each, none shared
+        p = provider(web, price_per_1000=7.0)
+        summary = harvest(st, p, notice=heard.append)
+        made = web.count("image")
+    # 12 points x 4 headings: 48 image requests (USD 0.336) and 12 free metadata requests
+    assert len(heard) == 1
+    assert "at most 48 image requests and 12 free metadata requests for 12 points" in heard[0]
+    assert "no rate limit" in heard[0] and "USD 0.34 at USD 7.00 per 1,000" in heard[0]
+    assert summary.estimate.paid == 48 and summary.estimate.cost == pytest.approx(0.336)
+    assert summary.stats["paid_requests"] == made
+    assert abs(made - summary.estimate.paid) <= 0.05 * summary.estimate.paid
+
+
+def test_a_survey_estimates_exactly_the_image_requests_of_the_harvest(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web)  # neighbours share panoramas
+        p = provider(web, price_per_1000=7.0)
+        p.metadata_only = True
+        found = survey(st, p)
+        web.reset_log()
+        harvest(st, provider(web))
+        made = web.count("image")
+    est = found.estimate
+    assert est.paid == found.images and est.free == 0 and not est.upper_bound
+    assert abs(made - est.paid) <= 0.05 * est.paid  # fault-free: exactly, in fact
+    assert f"{est.paid:,} image requests" in found.line() and "USD" in found.line()
+
+
+def test_max_cost_stops_before_the_budget_is_passed_and_a_rerun_continues(tmp_path):
+    with FakeWeb(keys={KEY}, coverage=1.0) as web:
+        st = study_with_points(tmp_path, web, 10, step=40.0)
+        # USD 10 per 1,000: USD 0.10 buys 10 image requests, two points of four headings
+        first = harvest(st, provider(web, price_per_1000=10.0, max_cost=0.10, concurrency=4))
+        assert web.count("image") == first.stats["paid_requests"] == 8
+        assert first.stopped and "`max_cost` USD 0.1 reached" in first.reason
+        assert "8 image requests" in first.reason and "cost USD 0.08" in first.reason
+        assert captures(st.root)["point_id"].nunique() == 2
+        # a budget smaller than one point's images requests nothing at all
+        web.reset_log()
+        none = harvest(st, provider(web, price_per_1000=10.0, max_cost=0.03))
+        assert none.stopped and web.count() == 0
+        second = harvest(st, provider(web, price_per_1000=10.0))
+        assert not second.stopped
+    assert captures(st.root)["point_id"].nunique() == 10
+
+
+def test_cli_prints_the_estimate_and_refuses_a_negative_price_or_budget(tmp_path):
+    with FakeWeb(keys={KEY}, coverage=1.0) as web:
+        study = make_study(tmp_path / "s", web, 6, step=40.0)
+        base = ["harvest", "--study", str(study), "--provider", "gsv", "--endpoint", web.url]
+        survey_run = cli(*base, "--metadata-only", "--rate", "10", "--headings", "0,180")
+        assert survey_run.returncode == 0, survey_run.stderr
+        # 6 panoramas x 2 headings = 12 image requests: USD 0.084, 1.2 s at 10 requests/s
+        assert "gsv: 12 image requests for 6 points" in survey_run.stdout
+        assert "about 1 s at 10 requests/s" in survey_run.stdout
+        assert "USD 0.08 at USD 7.00 per 1,000 image requests (--price-per-1000" in (
+            survey_run.stdout
+        )
+        run = cli(*base, "--rate", "0", "--headings", "0", "--max-cost", "0.05",
+                  "--price-per-1000", "25")  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        first = run.stdout.splitlines()[0]
+        assert first.startswith("gsv: at most 6 image requests and 6 free metadata requests")
+        assert "USD 0.15 at USD 25.00 per 1,000" in first
+        assert "--max-cost USD 0.05 reached: 2 image requests" in run.stdout
+        assert web.count("image") == 2
+        assert_one_line_error(cli(*base, "--price-per-1000", "-1"), "--price-per-1000")
+        assert_one_line_error(cli(*base, "--max-cost", "-0.5"), "--max-cost")
+        assert web.count("image") == 2  # refused before any request
+    assert "--price-per-1000" in cli("harvest", "--help").stdout

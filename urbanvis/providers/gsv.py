@@ -28,6 +28,7 @@ import pandas as pd
 from .._errors import InputError
 from .._secrets import GSV_KEY_ENV as KEY_ENV
 from .._secrets import GSV_SECRET_ENV as SECRET_ENV
+from ._cost import PRICE_PER_1000
 from ._distance import check_max_distance, limit_m, located, nowhere, too_far
 from ._imagecheck import ImageBody
 from ._registry import pick
@@ -120,6 +121,7 @@ class GsvProvider(WebProvider):
     """Street View Static API captures (module docstring)."""
 
     name = "gsv"
+    default_price_per_1000 = PRICE_PER_1000
 
     def __init__(
         self,
@@ -157,6 +159,10 @@ class GsvProvider(WebProvider):
     def request_estimate(self, group: pd.DataFrame) -> int:
         per_point = 1 if self.metadata_only else 1 + len(self.config.headings)
         return len(group) * per_point
+
+    def paid_estimate(self, group: pd.DataFrame) -> int:
+        """One billed image request per heading (the metadata request is free)."""
+        return 0 if self.metadata_only else len(group) * len(self.config.headings)
 
     def parameters(self) -> dict[str, Any]:
         params = asdict(self.config)
@@ -204,7 +210,7 @@ class GsvProvider(WebProvider):
             "key": self.key,
         }
         body = ImageBody(size=(cfg.size, cfg.size))
-        response = await self.client().get(API, params, sign=self._sign, retry_if=body)
+        response = await self.client().get(API, params, sign=self._sign, retry_if=body, paid=True)
         if response.status == 404:
             return None, "no imagery (HTTP 404)", 0, 0
         if response.status in (401, 403):

@@ -36,6 +36,7 @@ import pandas as pd
 
 from .._dates import bounds
 from .._errors import MissingDependencyError, first_line
+from ._cost import PRICE_PER_1000
 from ._distance import check_max_distance, limit_m, located, nowhere, too_far
 from ._registry import pick
 from ._web import WebProvider
@@ -157,6 +158,8 @@ class HistoricalProvider(WebProvider):
 
     name = "gsv-historical"
 
+    default_price_per_1000 = PRICE_PER_1000
+
     def __init__(
         self,
         config: HistoricalConfig | None = None,
@@ -188,6 +191,11 @@ class HistoricalProvider(WebProvider):
         # one lookup, then (typically a few) dated panoramas times the headings
         per_point = 1 if self.metadata_only else 1 + 3 * len(self.config.headings)
         return len(group) * per_point
+
+    def paid_estimate(self, group: pd.DataFrame) -> int:
+        """Billed image requests: typically a few dated panoramas times the headings (the
+        lookups carry no key and are not billed); ``max_cost`` is still kept exactly."""
+        return 0 if self.metadata_only else len(group) * 3 * len(self.config.headings)
 
     def parameters(self) -> dict[str, Any]:
         params = asdict(self.config)
