@@ -591,3 +591,47 @@ def test_cli_metadata_only_writes_coverage_and_fetches_no_thumbnail(web, tmp_pat
     assert_rows_match(coverage, expected)
     assert {"ok", "missing"} <= set(coverage["status"])
     token_nowhere(study.root, result.stdout, result.stderr)
+
+
+# ------------------------------------------------------------------------ dense areas
+def test_a_dense_tile_is_split_until_every_image_is_listed_exactly_once(tmp_path):
+    cap = 100
+    with FakeWeb(tokens={TOKEN}, mly_cap=cap) as web:
+        lat, lon = web.sample_location(True)
+        points = pd.DataFrame(
+            {"point_id": [1, 2], "bearing": [90.0, 90.0], "lat": [lat, lat + 0.003],
+             "lon": [lon, lon + 0.005]}
+        )  # fmt: skip
+        cfg = MapillaryConfig(radius=25.0, tile_size=5000.0)  # one tile, ~380 x 330 m
+        listed: list[tuple[tuple, list[MlyImage]]] = []
+
+        def spying(provider: MapillaryProvider) -> MapillaryProvider:
+            top = provider._listing
+
+            async def listing(bbox):
+                found = await top(bbox)
+                listed.append((bbox, found))
+                return found
+
+            provider._listing = listing  # type: ignore[method-assign]
+            return provider
+
+        # the stand-in keeps its cap: a client that never splits loses images silently
+        blind = spying(MapillaryProvider(cfg, fast(web), token=TOKEN, metadata_only=True,
+                                         listing_cap=10**9))  # fmt: skip
+        blind.capture_points(points)
+        bbox, found = listed[0]
+        everything = {im["id"] for im in web.mly_images_in(bbox)}
+        assert len(everything) > 3 * cap and len(found) == cap
+        # splitting: every image of the tile once, however many quarter boxes it took
+        listed.clear()
+        web.reset_log()
+        dense = spying(MapillaryProvider(cfg, fast(web), token=TOKEN, metadata_only=True,
+                                         listing_cap=cap))  # fmt: skip
+        dense.capture_points(points)
+        (bbox, found), *rest = [t for t in listed if t[0] == bbox]
+        ids = [im.id for im in found]
+        assert len(ids) == len(set(ids)) and set(ids) == everything
+        searches = listing_requests(web)
+        assert dense.splits >= 3 and len(searches) == 1 + 4 * dense.splits
+        assert not rest  # only the tile's own box went through the top listing

@@ -705,6 +705,9 @@ class FakeWeb:
         instead one of N pictures rendered once per size, chosen by a hash of those
         parameters, with the parameters written into a JPEG comment so that the bytes still
         differ per view: for throughput benchmarks (the process mode's default is 512).
+    mly_cap: the most images one Mapillary ``/images?bbox=`` search returns, across all its
+        pages (the real service's 2,000 by default): a denser box loses the rest silently,
+        so a client must split it.
     far_share: the share of panoramas (chosen by a hash of their cell, the same on every
         run) whose metadata answer names a ``location`` ``far_metres`` north of where the
         panorama is: a service answering with a panorama kilometres from the point.
@@ -735,6 +738,7 @@ class FakeWeb:
         image_variants: int = 0,
         far_share: float = 0.0,
         far_metres: float = 3000.0,
+        mly_cap: int = _MLY_MAX_LIMIT,
     ) -> None:
         self.keys = frozenset([keys] if isinstance(keys, str) else keys)
         self.secret = secret
@@ -756,6 +760,7 @@ class FakeWeb:
         self.extra_routes = list(extra_routes)
         self.image_variants = int(image_variants)
         self.far_share = float(far_share)
+        self.mly_cap = int(mly_cap)
         self.far_metres = float(far_metres)
         self.world = FakeWorld(
             spacing=spacing,
@@ -848,8 +853,8 @@ class FakeWeb:
         bbox: tuple[float, float, float, float] | str,
         fields: Iterable[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """The images ``/images?bbox=...`` returns across all pages, in order, with
-        ``fields`` (default: all) plus ``id``."""
+        """The images in ``bbox`` (all of them: ``/images?bbox=...`` returns at most
+        ``mly_cap`` of these), in order, with ``fields`` (default: all) plus ``id``."""
         if isinstance(bbox, str):
             bbox = tuple(float(x) for x in bbox.split(","))  # type: ignore[assignment]
         wanted = list(MLY_FIELDS) if fields is None else ["id", *[f for f in fields if f != "id"]]
@@ -1313,6 +1318,7 @@ class FakeWeb:
                 cells = self.world.mly_cells_in(bbox, start_ms, end_ms)  # type: ignore[arg-type]
             except ValueError:
                 return _mly_error(400, "The bbox is too large.", 100)
+            cells = cells[: self.mly_cap]  # the service's cap: the rest is silently dropped
             self._mly_pages.put(page_key, cells)
         base = f"{request.scheme}://{request.host}"
         page = cells[offset : offset + limit]

@@ -24,6 +24,11 @@ row that reuses an image stored by an earlier run has width and height 0. With
 ``metadata_only`` nothing but listings is requested (for :func:`urbanvis.harvest.survey`).
 Each row carries the image's sequence id in the extra column ``mly_sequence``.
 
+Mapillary returns at most 2,000 images for one bbox search (:data:`LISTING_CAP`), without
+saying that it dropped any: a search that returns the cap is split into four quarter boxes,
+each listed (and split again while it returns the cap), so no image of a dense area is lost;
+images on a shared edge are kept once.
+
 The token comes from ``MAPILLARY_TOKEN`` or a file and travels only in the
 ``Authorization: OAuth`` header of listing requests, never to the thumbnail host and never
 into a file, log or message.
@@ -71,6 +76,12 @@ SECTOR = 45.0
 """An image faces a heading when its compass angle is within this many degrees of it."""
 MAX_PAGES = 1000
 """Pages followed per tile at most (a guard against a service that pages forever)."""
+LISTING_CAP = 2000
+"""The most images Mapillary returns for one bbox search: a search that returns this many
+may have dropped others, so its box is split in four (a quadtree) until each answers fewer."""
+MIN_SPLIT_DEG = 1e-6
+"""A box narrower than this (about 10 cm) is not split further: so many images in one spot
+can only be a broken answer, and splitting would never end."""
 M_PER_DEG = math.pi * EARTH_RADIUS / 180.0
 
 
@@ -183,9 +194,14 @@ class MapillaryProvider(WebProvider):
         token: str | None = None,
         token_file: str | None = None,
         metadata_only: bool = False,
+        listing_cap: int = LISTING_CAP,
     ) -> None:
         super().__init__(web)
         self.config = config if config is not None else MapillaryConfig()
+        self.listing_cap = int(listing_cap)
+        """Images one search returns at most (the service's cap; smaller in tests)."""
+        self.splits = 0
+        """Boxes split because their search returned the cap (last run)."""
         if token:
             _secrets.register(token)
         else:
@@ -249,7 +265,31 @@ class MapillaryProvider(WebProvider):
         return {"Authorization": f"OAuth {self._token}"}
 
     async def _listing(self, bbox: tuple[float, float, float, float]) -> list[MlyImage]:
-        """Every image in ``bbox``, across all pages."""
+        """Every image in ``bbox``: across all pages, and in quarter boxes (recursively)
+        while a search returns the service's cap."""
+        records = await self._search(bbox)
+        west, south, east, north = bbox
+        if len(records) < self.listing_cap or min(east - west, north - south) < MIN_SPLIT_DEG:
+            if len(records) >= self.listing_cap:
+                log.warning("a Mapillary box of under 10 cm still returns the cap; kept as is")
+            return images_from_listing(records)
+        self.splits += 1
+        mid_lon, mid_lat = (west + east) / 2, (south + north) / 2
+        quarters = [
+            (west, south, mid_lon, mid_lat),
+            (mid_lon, south, east, mid_lat),
+            (west, mid_lat, mid_lon, north),
+            (mid_lon, mid_lat, east, north),
+        ]
+        found = await asyncio.gather(*(self._listing(q) for q in quarters))
+        unique: dict[str, MlyImage] = {}
+        for images in found:
+            for image in images:
+                unique.setdefault(image.id, image)  # an image on a shared edge: once
+        return list(unique.values())
+
+    async def _search(self, bbox: tuple[float, float, float, float]) -> list[Any]:
+        """The raw records of one bbox search, across all pages."""
         params: dict[str, Any] = {
             "bbox": ",".join(f"{v:.7f}" for v in bbox),
             "fields": ",".join(FIELDS),
@@ -278,7 +318,7 @@ class MapillaryProvider(WebProvider):
             )
         else:
             log.warning("stopped following Mapillary pages after %d for one tile", MAX_PAGES)
-        return images_from_listing(records)
+        return records
 
     async def _thumb(self, url: str) -> tuple[bytes, int, int]:
         """The thumbnail's bytes and size; TransientError with a short reason if it fails."""
