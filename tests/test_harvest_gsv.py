@@ -135,9 +135,11 @@ def test_harvest_requests_captures_and_shares_panoramas(tmp_path):
             assert set(mine["pano_id"]) == {expected["pano_id"]}
             assert set(mine["status"]) == {"ok"}
             assert set(mine["captured_at"]) == {expected["date"]}
+            assert set(mine["attribution"]) == {expected["copyright"]} == {"© Fake"}
             assert np.allclose(mine.geometry.y, expected["location"]["lat"])
         else:
             assert set(mine["status"]) == {"missing"} and set(mine["pano_id"]) == {""}
+            assert set(mine["attribution"]) == {""}
     ok = caps[caps["status"] == "ok"]
     assert len(ok)
     assert set(np.round((ok["heading"] - 90.0) % 360, 3)) == set(HEADINGS)

@@ -235,6 +235,11 @@ def test_harvest_captures_every_dated_panorama_once(tmp_path, web, history):
         assert (row.geometry.x, row.geometry.y) == pytest.approx((lon, lat))
         assert (row.width, row.height) == (64, 64)
         assert (study / row.image_path).is_file()
+        # the lookup's copyright text (older panoramas carry none: Google's), and where
+        assert row.attribution in ("© Fake", "© Google")
+        assert (row.pano_lon, row.pano_lat) == pytest.approx((lon, lat))
+        assert 0 <= row.distance_m <= 55.0
+    assert "© Fake" in set(ok["attribution"])
     # the point with no imagery, and covered points whose panoramas all lie outside the span
     rest = caps[caps["status"] != "ok"]
     assert set(rest["status"]) == {"missing"}

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.network
 TOKEN = "MLY|4417tok-Zq81-secret-9e2c"
 FIELDS = {
     "id", "captured_at", "compass_angle", "computed_geometry", "geometry", "sequence",
-    "thumb_1024_url",
+    "creator", "thumb_1024_url",
 }  # fmt: skip
 EARTH = 6_371_008.8
 
@@ -171,6 +171,8 @@ def reference(
                     "mly_sequence": im["sequence"], "heading": im["compass_angle"],
                     "captured_at": stamp(im["captured_at"]), "lon": lon, "lat": lat,
                     "distance_m": d,
+                    "attribution": f"© {im['creator']['username']}, Mapillary, CC BY-SA 4.0"
+                    if "creator" in im else "Mapillary, CC BY-SA 4.0",
                 }  # fmt: skip
     return rows
 
@@ -189,6 +191,7 @@ def assert_rows_match(table: pd.DataFrame, expected: dict[str, dict]) -> None:
             # where the image was taken, and how far from the point (sphere vs ellipsoid
             # differ by well under 0.5 m at these distances)
             assert (row["pano_lon"], row["pano_lat"]) == pytest.approx((want["lon"], want["lat"]))
+            assert row["attribution"] == want["attribution"], cid
             assert row["distance_m"] <= 20.0 and abs(row["distance_m"] - want["distance_m"]) <= 0.5
         elif want["status"] == "missing" and "distance_m" in got.columns:
             assert math.isnan(row["distance_m"]), cid

@@ -127,6 +127,7 @@ MLY_FIELDS = (
     "height",
     "make",
     "model",
+    "creator",
     "thumb_256_url",
     "thumb_1024_url",
     "thumb_2048_url",
@@ -472,6 +473,8 @@ class FakeWorld:
             "make": "FakeCam",
             "model": "FC-360" if is_pano else "FC-1",
         }
+        if (h >> 44) % 5:  # four in five images name their creator, one in five none
+            rec["creator"] = {"id": str(1000 + bi % 7), "username": f"mapper_{bi % 7}"}
         self._mly_records.put(key, rec)
         return rec
 
@@ -1268,7 +1271,7 @@ class FakeWeb:
                 image_id = rec["id"]
                 sig = self.world.mly_thumb_sig(image_id)
                 out[f] = f"{base}{MLY_THUMB_PREFIX}{image_id}.jpg?sig={sig}"
-            else:
+            elif f in rec:  # the API leaves out fields an image lacks
                 out[f] = rec[f]
         return out
 

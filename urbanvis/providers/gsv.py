@@ -9,7 +9,9 @@ shows the same capture). Headings are offsets from the road bearing unless
 The key comes from ``GOOGLE_MAPS_API_KEY`` or a key file; with a URL-signing secret
 (``GOOGLE_MAPS_URL_SECRET`` or ``secret_file``) every request is signed. Google's terms
 limit caching of its content: urbanvis keeps pano ids, dates and locations in the
-``captures`` layer, and the images are yours to keep or delete (``images/gsv/``).
+``captures`` layer, and the images are yours to keep or delete (``images/gsv/``); see the
+README's "Terms and credit". Each row keeps the metadata's ``copyright`` text in
+``attribution``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from .._errors import InputError
+from .._errors import InputError, one_line
 from .._secrets import GSV_KEY_ENV as KEY_ENV
 from .._secrets import GSV_SECRET_ENV as SECRET_ENV
 from ._cost import PRICE_PER_1000
@@ -250,6 +252,7 @@ class GsvProvider(WebProvider):
                 "error": "",
                 "lon": float(point["lon"]),
                 "lat": float(point["lat"]),
+                "attribution": "",
                 **nowhere(),
             }
             out.update(fields)
@@ -266,7 +269,11 @@ class GsvProvider(WebProvider):
         if status != "OK" or not meta.get("pano_id"):
             return [CaptureResult(row(o, h, error=status or "no status")) for h, o in headings]
         pano = str(meta["pano_id"])
-        found: dict[str, Any] = {"pano_id": pano, "captured_at": str(meta.get("date", ""))}
+        found: dict[str, Any] = {
+            "pano_id": pano,
+            "captured_at": str(meta.get("date", "")),
+            "attribution": one_line(str(meta.get("copyright") or "")),  # "© Google"
+        }
         where = _location(meta)
         if where is not None:  # the row's geometry is the panorama's, unless it is too far
             found.update(located(float(point["lon"]), float(point["lat"]), *where))

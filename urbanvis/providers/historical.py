@@ -138,6 +138,7 @@ class _Pano:
     lat: float
     lon: float
     date: str
+    attribution: str = ""
 
 
 def _streetview() -> Any:
@@ -223,7 +224,18 @@ class HistoricalProvider(WebProvider):
                 continue
             lat_ = pano.lat if pano.lat is not None else found.lat
             lon_ = pano.lon if pano.lon is not None else found.lon
-            panos.append(_Pano(str(pano.id), float(lat_), float(lon_), _year_month(pano.date)))
+            credit = getattr(pano, "copyright_message", None) or getattr(
+                found, "copyright_message", None
+            )
+            panos.append(
+                _Pano(
+                    str(pano.id),
+                    float(lat_),
+                    float(lon_),
+                    _year_month(pano.date),
+                    " ".join(str(credit).split()) if credit else "© Google",
+                )
+            )
         return sorted(panos, key=lambda p: (p.date, p.id))
 
     # -------------------------------------------------------------- one point
@@ -251,6 +263,7 @@ class HistoricalProvider(WebProvider):
                 "error": "",
                 "lon": pano.lon if pano else float(point["lon"]),
                 "lat": pano.lat if pano else float(point["lat"]),
+                "attribution": pano.attribution if pano else "",
                 **(located(plon, plat, pano.lon, pano.lat) if pano else nowhere()),
             }
             out.update(fields)

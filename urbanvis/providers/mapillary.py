@@ -22,7 +22,9 @@ A heading with no image gets a ``missing`` row, so every point of a tile is reco
 expires) and stored once as ``mly<image id>``, shared by every point that chose it; a
 row that reuses an image stored by an earlier run has width and height 0. With
 ``metadata_only`` nothing but listings is requested (for :func:`urbanvis.harvest.survey`).
-Each row carries the image's sequence id in the extra column ``mly_sequence``.
+Each row carries the image's sequence id in the extra column ``mly_sequence`` and its credit
+in ``attribution`` (the creator's username if the listing names one, and the licence:
+Mapillary's imagery is CC BY-SA 4.0, attribution required).
 
 Mapillary returns at most 2,000 images for one bbox search (:data:`LISTING_CAP`), without
 saying that it dropped any: a search that returns the cap is split into four quarter boxes,
@@ -503,6 +505,7 @@ def _row(
         "lon": float(point.lon),
         "lat": float(point.lat),
         "mly_sequence": "",  # also in the row: a metadata-only survey keeps rows only
+        "attribution": "",
         **nowhere(),
     }
     if image is not None:
@@ -513,6 +516,7 @@ def _row(
             lon=image.lon,
             lat=image.lat,
             mly_sequence=image.sequence,
+            attribution=image.attribution,
             **located(float(point.lon), float(point.lat), image.lon, image.lat),
         )
     return CaptureResult(
