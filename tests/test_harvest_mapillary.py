@@ -638,3 +638,21 @@ def test_a_dense_tile_is_split_until_every_image_is_listed_exactly_once(tmp_path
         searches = listing_requests(web)
         assert dense.splits >= 3 and len(searches) == 1 + 4 * dense.splits
         assert not rest  # only the tile's own box went through the top listing
+
+
+def test_max_distance_widens_or_narrows_the_images_a_point_may_take():
+    lon0, lat0 = 24.94, 60.17
+    ky = math.radians(1) * EARTH
+    images = [MlyImage("near", lon0, lat0 + 10 / ky, None, 0.0, "", "u"),
+              MlyImage("far", lon0, lat0 + 40 / ky, None, 0.0, "", "u")]  # fmt: skip
+
+    def chosen(**cfg) -> list[str | None]:
+        provider = MapillaryProvider(MapillaryConfig(headings=(0.0,), **cfg), token="t-0000")
+        picks = provider.choose(lon0, lat0, 0.0, images)
+        return [im.id if im else why for _, _, _, im, why in picks]
+
+    assert chosen(radius=25.0) == ["near"]
+    assert chosen(radius=25.0, max_distance=5.0) == ["no Mapillary image within 5 m"]
+    assert chosen(radius=5.0, max_distance=50.0) == ["near"]
+    with pytest.raises(InputError, match="max_distance"):
+        MapillaryConfig(max_distance=-1.0)

@@ -280,13 +280,21 @@ class HistoricalProvider(WebProvider):
         far = {p.id: too_far(located(plon, plat, p.lon, p.lat)["distance_m"], limit) for p in found}
         near = [p for p in found if not far[p.id]]
         kept = [p for p in near if cfg.keeps(p.date)]
+        # a panorama of the span that lies too far is recorded missing, with its distance
+        # (at the point: its own location, kilometres away maybe, is in pano_lon/pano_lat)
+        too_far_rows = [
+            CaptureResult(row(o, h, p, error=str(far[p.id]), lon=plon, lat=plat))
+            for p in found
+            if far[p.id] and cfg.keeps(p.date)
+            for h, o in headings
+        ]
         if not kept:
+            if too_far_rows:
+                return too_far_rows
             why = (
                 f"no panorama within {cfg.radius:g} m"
                 if not found
-                else str(far[found[0].id])
-                if not near
-                else f"none of {len(near)} panoramas dated {cfg.span()}"
+                else f"none of {len(found)} panoramas dated {cfg.span()}"
             )
             return [CaptureResult(row(o, h, None, error=why)) for h, o in headings]
         if self.metadata_only:
@@ -294,7 +302,7 @@ class HistoricalProvider(WebProvider):
                 CaptureResult(row(o, h, p, status="ok"), image_key=self._key(p.id, h))
                 for p in kept
                 for h, o in headings
-            ]
+            ] + too_far_rows
         static, cache = self.static, self.image_cache()
         assert static is not None, "without metadata_only there is an image half"
         static.http, static.images = self.client(), cache  # gsv's requests on this engine
@@ -325,7 +333,7 @@ class HistoricalProvider(WebProvider):
                 key=lambda e: (not isinstance(e, FatalError), not isinstance(e, BudgetExhausted))
             )
             raise errors[0]
-        return [r for r in done if isinstance(r, CaptureResult)]
+        return [r for r in done if isinstance(r, CaptureResult)] + too_far_rows
 
     def _key(self, pano: str, heading: float) -> str:
         cfg = self.config
