@@ -118,7 +118,8 @@ def harvest(
     notice
         Called with one line before any request of a paid provider: the image requests
         it will make at most, the time at its rate and the estimated cost
-        (:meth:`Provider.cost_estimate <urbanvis.providers.base.Provider.cost_estimate>`).
+        (:meth:`Provider.cost_estimate <urbanvis.providers.base.Provider.cost_estimate>`);
+        without it, that line is logged.
     """
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, got {batch_size}")
@@ -165,7 +166,8 @@ def harvest(
         summary.estimate = estimate
         if notice is not None:
             notice(estimate.line())
-        log.info("%s", estimate.line())
+        else:  # a caller without a notice (a script, QGIS) still hears it
+            log.info("%s", estimate.line())
     if progress is not None:  # the starting point, so that rates count this run only
         progress(summary.points_done_before, summary.points_total, dict(summary.counts))
     rows: list[dict] = []
