@@ -223,6 +223,11 @@ def test_harvest_captures_every_dated_panorama_once(tmp_path, web, history):
 
     result = cli(study, "--endpoint", web.url)
     assert result.returncode == 0, result.stderr
+    # first the cost: a typical 3 dated panoramas x 2 headings per point, lookups unbilled
+    assert result.stdout.startswith(
+        f"gsv-historical: about {8 * 3 * 2} image requests and 8 free metadata requests"
+    )
+    assert "estimated cost about USD 0.34 at USD 7.00 per 1,000" in result.stdout
     caps = captures(study)
     assert list(caps.columns[: len(CAPTURE_COLUMNS)]) == CAPTURE_COLUMNS
     assert set(caps["provider"]) == {"gsv-historical"}

@@ -52,7 +52,8 @@ class CostEstimate:
 
     ``paid`` are the billed image requests, ``free`` the metadata requests (free, see the
     module docstring); ``upper_bound`` when neighbouring points may share images and some
-    points have none, so fewer will be made.
+    points have none, so fewer will be made; ``rough`` when it is a typical figure that
+    may be passed (``gsv-historical`` cannot know how many dated panoramas each point has).
     """
 
     provider: str
@@ -62,13 +63,14 @@ class CostEstimate:
     rate: float | None
     price_per_1000: float
     upper_bound: bool = False
+    rough: bool = False
 
     @property
     def cost(self) -> float:
         return cost(self.paid, self.price_per_1000)
 
     def line(self) -> str:
-        most = "at most " if self.upper_bound else ""
+        most = "about " if self.rough else "at most " if self.upper_bound else ""
         free = f" and {self.free:,} free metadata requests" if self.free else ""
         return (
             f"{self.provider}: {most}{self.paid:,} image requests{free} for {self.points:,} "

@@ -106,6 +106,8 @@ class WebProvider(Provider):
     default_price_per_1000: ClassVar[float | None] = None
     """USD per 1,000 billed requests when ``price_per_1000`` is not given; None: a free
     service (no estimate, no ``max_cost``)."""
+    rough_estimate: ClassVar[bool] = False
+    """Whether :meth:`paid_estimate` is a typical figure rather than an upper bound."""
 
     def __init__(self, settings: WebSettings | None = None) -> None:
         web = settings if settings is not None else WebSettings()
@@ -155,7 +157,14 @@ class WebProvider(Provider):
                 free += max(int(self.request_estimate(group)) - cost, 0)
             bound = paid > 0
         return CostEstimate(
-            self.name, len(points), paid, free, self.web.rate, float(price), upper_bound=bound
+            self.name,
+            len(points),
+            paid,
+            free,
+            self.web.rate,
+            float(price),
+            upper_bound=bound,
+            rough=bound and self.rough_estimate,
         )
 
     def session_headers(self) -> dict[str, str]:

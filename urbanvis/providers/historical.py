@@ -160,6 +160,7 @@ class HistoricalProvider(WebProvider):
     name = "gsv-historical"
 
     default_price_per_1000 = PRICE_PER_1000
+    rough_estimate = True  # how many dated panoramas a point has is known only per lookup
 
     def __init__(
         self,
