@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import click
 
-from ._options import ProgressBar, echo_result, study_option
+from urbanvis._errors import word_params
+
+from ._options import ProgressBar, echo_result, flag_name, study_option
 from ._provider_options import provider_options
 
 
@@ -53,11 +55,14 @@ def harvest(study_dir, provider, city, area, bbox, osm, batch_size, limit, retry
 
     \b
     Rows go to the study's captures layer (capture_id, point_id, provider, pano_id,
-    heading, pitch, fov, captured_at, image_path, sha256, width, height, status, error)
-    and images under images/PROVIDER/. Each finished batch is committed with its images,
-    so Ctrl-C or kill -9 loses at most the batch in flight; rerunning continues where the
-    last run stopped and fetches nothing that finished. Secrets come from the environment
-    or --key-file and are never written anywhere.
+    heading, pitch, fov, captured_at, image_path, sha256, width, height, status, error;
+    the web providers add pano_lon, pano_lat, distance_m and attribution, the credit to
+    show with each image) and images under images/PROVIDER/. gsv and gsv-historical
+    first print the image requests, time and estimated cost (--price-per-1000). Each
+    finished batch is committed with its images, so Ctrl-C or kill -9 loses at most the
+    batch in flight; rerunning continues where the last run stopped and fetches nothing
+    that finished. Secrets come from the environment or --key-file and are never written
+    anywhere. Read the providers' terms (README, "Terms and credit") before you harvest.
 
     \b
     Examples:
@@ -84,6 +89,7 @@ def harvest(study_dir, provider, city, area, bbox, osm, batch_size, limit, retry
             limit=limit,
             retry_failed=retry_failed,
             progress=progress,
+            notice=lambda line: click.echo(word_params(line, flag_name)),
             **options,
         )
     echo_result(result)

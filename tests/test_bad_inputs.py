@@ -163,6 +163,22 @@ HARVEST = [
     ),
     c(
         "points",
+        f"harvest {S} --provider gsv --key-file {{data}}/key.txt --max-distance -3",
+        "--max-distance",
+    ),
+    c(
+        "points",
+        f"harvest {S} --provider gsv --key-file {{data}}/key.txt --price-per-1000 -7",
+        "--price-per-1000",
+    ),
+    c(
+        "points",
+        f"harvest {S} --provider gsv-historical --key-file {{data}}/key.txt --max-cost -1",
+        "--max-cost",
+    ),
+    c("points", f"harvest {S} --provider mapillary --max-cost 5", "--max-cost"),
+    c(
+        "points",
         f"harvest {S} --provider gsv --key-file {{data}}/key.txt --headings 360",
         "--headings",
     ),

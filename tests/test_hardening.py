@@ -233,6 +233,11 @@ def test_a_harvest_whose_every_request_fails_does_not_exit_0(points_study, tmp_p
     _one_line_error(survey, "every gsv metadata request failed", "nothing written")
     assert _hashes(points_study) == before  # no coverage layer of failures, no run record
     full = invoke("harvest", "--study", str(points_study), *dead)
+    # a paid provider says what it will spend before its first request: that line stands
+    # before the failure's one line
+    said = visible_lines(full.stdout)
+    assert len(said) == 1 and said[0].startswith("gsv: at most 8 image requests"), said
+    full.stdout = ""
     _one_line_error(full, "every capture of this gsv harvest failed", "--retry-failed")
     captures = uv.open_study(points_study).read_layer("captures")
     assert set(captures["status"]) == {"failed"}  # kept, so --retry-failed finds them

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pyogrio
 import pytest
 from PIL import Image
 
+from urbanvis._errors import InputError
 from urbanvis.harvest import harvest, survey
 from urbanvis.providers._webhttp import FatalError, WebSettings
 from urbanvis.providers.base import CAPTURE_COLUMNS
@@ -58,7 +60,7 @@ def make_study(root: Path, web: FakeWeb, n: int = N_POINTS, step: float = 7.0) -
 
 def provider(web: FakeWeb, *, secret: str | None = None, **config) -> GsvProvider:
     settings = dict(endpoint=web.url, rate=0, concurrency=8, backoff=0.01, retries=3)
-    for name in ("retries", "max_requests", "concurrency", "timeout"):
+    for name in ("retries", "max_requests", "concurrency", "timeout", "price_per_1000", "max_cost"):
         if name in config:
             settings[name] = config.pop(name)
     cfg = GsvConfig(**{"size": 64, "headings": HEADINGS, **config})
@@ -133,9 +135,11 @@ def test_harvest_requests_captures_and_shares_panoramas(tmp_path):
             assert set(mine["pano_id"]) == {expected["pano_id"]}
             assert set(mine["status"]) == {"ok"}
             assert set(mine["captured_at"]) == {expected["date"]}
+            assert set(mine["attribution"]) == {expected["copyright"]} == {"© Fake"}
             assert np.allclose(mine.geometry.y, expected["location"]["lat"])
         else:
             assert set(mine["status"]) == {"missing"} and set(mine["pano_id"]) == {""}
+            assert set(mine["attribution"]) == {""}
     ok = caps[caps["status"] == "ok"]
     assert len(ok)
     assert set(np.round((ok["heading"] - 90.0) % 360, 3)) == set(HEADINGS)
@@ -552,3 +556,146 @@ def test_metadata_only_writes_coverage_in_chunks_and_a_new_survey_replaces_it(
     coverage = pyogrio.read_dataframe(st.gpkg, layer="coverage_gsv")
     assert len(coverage) == N_POINTS * len(HEADINGS) == found.surveyed * len(HEADINGS)
     assert coverage["capture_id"].is_unique
+
+
+# ------------------------------------------------------------------ distance-checked panoramas
+def local_metres(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """A naive reference: flat metres on the WGS84 ellipsoid's radii of curvature at the
+    mean latitude (centimetre-right over tens of metres, a few metres off over kilometres)."""
+    a, e2 = 6_378_137.0, 0.00669437999014
+    phi = math.radians((lat1 + lat2) / 2)
+    w = math.sqrt(1 - e2 * math.sin(phi) ** 2)
+    meridian, prime = a * (1 - e2) / w**3, a / w
+    dy = math.radians(lat2 - lat1) * meridian
+    dx = math.radians(lon2 - lon1) * prime * math.cos(phi)
+    return math.hypot(dx, dy)
+
+
+def test_a_panorama_far_from_its_point_is_missing_with_the_distance_never_ok(tmp_path):
+    with FakeWeb(keys={KEY}, far_share=0.3, far_metres=3000.0) as web:
+        st = study_with_points(tmp_path, web)
+        harvest(st, provider(web))
+        points = st.read_layer("points")
+        pairs = zip(points["point_id"], points.geometry, strict=True)
+        expected = {int(p): web.pano_for(g.y, g.x) for p, g in pairs}
+        loose = study_with_points(tmp_path / "loose", web)
+        harvest(loose, provider(web, max_distance=5000.0))
+    caps = captures(st.root)
+    assert {"pano_lon", "pano_lat", "distance_m"} <= set(caps.columns)
+    far = near = 0
+    for p, g in zip(points["point_id"], points.geometry, strict=True):
+        answer, mine = expected[int(p)], caps[caps["point_id"] == p]
+        if answer["status"] != "OK":
+            assert mine["distance_m"].isna().all()
+            continue
+        where = answer["location"]
+        ref = local_metres(g.x, g.y, where["lng"], where["lat"])
+        assert np.allclose(mine["pano_lat"], where["lat"]) and np.allclose(
+            mine["pano_lon"], where["lng"]
+        )
+        if ref > 50.0 + 5.0:  # kilometres away: never ok, the reason names the distance
+            far += 1
+            assert set(mine["status"]) == {"missing"} and (mine["image_path"] == "").all()
+            for error in mine["error"]:
+                shown = float(re.search(r"is ([\d,]+) m from the point", error)[1].replace(",", ""))  # type: ignore[index]
+                assert abs(shown - ref) < 15.0  # the flat reference drifts over kilometres
+                assert "50 m" not in error and "55 m allowed" in error
+        else:
+            near += 1
+            assert set(mine["status"]) == {"ok"}
+            assert np.abs(mine["distance_m"] - ref).max() <= 0.5
+            assert np.allclose(mine.geometry.y, where["lat"])
+    assert far >= 3 and near >= 10
+    # a looser max_distance accepts them, and every distance is still recorded
+    wide = captures(loose.root)
+    assert (wide.loc[wide["pano_id"] != "", "status"] == "ok").all()
+    assert wide["distance_m"].max() > 2900
+
+
+def test_max_distance_tighter_than_the_radius_and_bad_values(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web, 10)
+        harvest(st, provider(web, max_distance=1.0))
+    caps = captures(st.root)
+    assert (caps.loc[caps["status"] == "ok", "distance_m"] <= 1.0).all()
+    assert (caps.loc[caps["distance_m"] > 1.0, "status"] == "missing").all()
+    assert (caps["distance_m"] > 1.0).any()
+    for bad in (-1.0, 0.0, math.nan):
+        with pytest.raises(InputError, match="max_distance.? must be positive metres"):
+            GsvConfig(max_distance=bad)
+
+
+# ------------------------------------------------------------------------ cost before spending
+def test_the_cost_estimate_comes_first_and_matches_the_requests_made(tmp_path):
+    heard: list[str] = []
+    with FakeWeb(keys={KEY}, coverage=1.0) as web:
+        st = study_with_points(tmp_path, web, 12, step=40.0)  # a panorama each, none shared
+        p = provider(web, price_per_1000=7.0)
+        summary = harvest(st, p, notice=heard.append)
+        made = web.count("image")
+    # 12 points x 4 headings: 48 image requests (USD 0.336) and 12 free metadata requests
+    assert len(heard) == 1
+    assert "at most 48 image requests and 12 free metadata requests for 12 points" in heard[0]
+    assert "no rate limit" in heard[0] and "USD 0.34 at USD 7.00 per 1,000" in heard[0]
+    assert summary.estimate.paid == 48 and summary.estimate.cost == pytest.approx(0.336)
+    assert summary.stats["paid_requests"] == made
+    assert abs(made - summary.estimate.paid) <= 0.05 * summary.estimate.paid
+
+
+def test_a_survey_estimates_exactly_the_image_requests_of_the_harvest(tmp_path):
+    with FakeWeb(keys={KEY}) as web:
+        st = study_with_points(tmp_path, web)  # neighbours share panoramas
+        p = provider(web, price_per_1000=7.0)
+        p.metadata_only = True
+        found = survey(st, p)
+        web.reset_log()
+        harvest(st, provider(web))
+        made = web.count("image")
+    est = found.estimate
+    assert est.paid == found.images and est.free == 0 and not est.upper_bound
+    assert abs(made - est.paid) <= 0.05 * est.paid  # fault-free: exactly, in fact
+    assert f"{est.paid:,} image requests" in found.line() and "USD" in found.line()
+
+
+def test_max_cost_stops_before_the_budget_is_passed_and_a_rerun_continues(tmp_path):
+    with FakeWeb(keys={KEY}, coverage=1.0) as web:
+        st = study_with_points(tmp_path, web, 10, step=40.0)
+        # USD 10 per 1,000: USD 0.10 buys 10 image requests, two points of four headings
+        first = harvest(st, provider(web, price_per_1000=10.0, max_cost=0.10, concurrency=4))
+        assert web.count("image") == first.stats["paid_requests"] == 8
+        assert first.stopped and "`max_cost` USD 0.1 reached" in first.reason
+        assert "8 image requests" in first.reason and "cost USD 0.08" in first.reason
+        assert captures(st.root)["point_id"].nunique() == 2
+        # a budget smaller than one point's images requests nothing at all
+        web.reset_log()
+        none = harvest(st, provider(web, price_per_1000=10.0, max_cost=0.03))
+        assert none.stopped and web.count() == 0
+        second = harvest(st, provider(web, price_per_1000=10.0))
+        assert not second.stopped
+    assert captures(st.root)["point_id"].nunique() == 10
+
+
+def test_cli_prints_the_estimate_and_refuses_a_negative_price_or_budget(tmp_path):
+    with FakeWeb(keys={KEY}, coverage=1.0) as web:
+        study = make_study(tmp_path / "s", web, 6, step=40.0)
+        base = ["harvest", "--study", str(study), "--provider", "gsv", "--endpoint", web.url]
+        survey_run = cli(*base, "--metadata-only", "--rate", "10", "--headings", "0,180")
+        assert survey_run.returncode == 0, survey_run.stderr
+        # 6 panoramas x 2 headings = 12 image requests: USD 0.084, 1.2 s at 10 requests/s
+        assert "gsv: 12 image requests for 6 points" in survey_run.stdout
+        assert "about 1 s at 10 requests/s" in survey_run.stdout
+        assert "USD 0.08 at USD 7.00 per 1,000 image requests (--price-per-1000" in (
+            survey_run.stdout
+        )
+        run = cli(*base, "--rate", "0", "--headings", "0", "--max-cost", "0.05",
+                  "--price-per-1000", "25")  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        first = run.stdout.splitlines()[0]
+        assert first.startswith("gsv: at most 6 image requests and 6 free metadata requests")
+        assert "USD 0.15 at USD 25.00 per 1,000" in first
+        assert "--max-cost USD 0.05 reached: 2 image requests" in run.stdout
+        assert web.count("image") == 2
+        assert_one_line_error(cli(*base, "--price-per-1000", "-1"), "--price-per-1000")
+        assert_one_line_error(cli(*base, "--max-cost", "-0.5"), "--max-cost")
+        assert web.count("image") == 2  # refused before any request
+    assert "--price-per-1000" in cli("harvest", "--help").stdout

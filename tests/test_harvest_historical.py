@@ -48,6 +48,7 @@ class History:
         self.broken: set[tuple[float, float]] = set()
         self.asked: list[tuple[float, float, float]] = []  # (lat, lon, radius) per lookup
         self.bodies: list[str] = []
+        self.older_shift_m = 0.0  # move the older panoramas this far north (a wrong answer)
 
     def panoramas(self, lat: float, lon: float, radius: float = 50.0):
         """(main, historical, neighbour) as dicts id/lat/lon/date, or None where none."""
@@ -68,7 +69,7 @@ class History:
             hi = (i // b) * b + (i % b + 3 * k) % b
             history.append({
                 "id": world.pano_id(hj, hi),
-                "lat": round(plat + 1e-5 * k, 9),
+                "lat": round(plat + 1e-5 * k + self.older_shift_m / 111_320.0, 9),
                 "lon": round(plon - 1e-5 * k, 9),
                 "date": f"{year}-{rng.randrange(1, 13):02d}",
             })  # fmt: skip
@@ -222,6 +223,11 @@ def test_harvest_captures_every_dated_panorama_once(tmp_path, web, history):
 
     result = cli(study, "--endpoint", web.url)
     assert result.returncode == 0, result.stderr
+    # first the cost: a typical 3 dated panoramas x 2 headings per point, lookups unbilled
+    assert result.stdout.startswith(
+        f"gsv-historical: about {8 * 3 * 2} image requests and 8 free metadata requests"
+    )
+    assert "estimated cost about USD 0.34 at USD 7.00 per 1,000" in result.stdout
     caps = captures(study)
     assert list(caps.columns[: len(CAPTURE_COLUMNS)]) == CAPTURE_COLUMNS
     assert set(caps["provider"]) == {"gsv-historical"}
@@ -235,6 +241,11 @@ def test_harvest_captures_every_dated_panorama_once(tmp_path, web, history):
         assert (row.geometry.x, row.geometry.y) == pytest.approx((lon, lat))
         assert (row.width, row.height) == (64, 64)
         assert (study / row.image_path).is_file()
+        # the lookup's copyright text (older panoramas carry none: Google's), and where
+        assert row.attribution in ("© Fake", "© Google")
+        assert (row.pano_lon, row.pano_lat) == pytest.approx((lon, lat))
+        assert 0 <= row.distance_m <= 55.0
+    assert "© Fake" in set(ok["attribution"])
     # the point with no imagery, and covered points whose panoramas all lie outside the span
     rest = caps[caps["status"] != "ok"]
     assert set(rest["status"]) == {"missing"}
@@ -372,6 +383,28 @@ def test_dates_outside_the_span_are_missing_rows(tmp_path, web, history):
     covered = caps[caps["point_id"] != 17]
     assert covered["error"].str.match(r"none of \d panoramas dated 2030-01\.\.any date").all()
     assert caps.loc[caps["point_id"] == 17, "error"].eq("no panorama within 50 m").all()
+
+
+def test_older_panoramas_kilometres_away_are_missing_with_their_distance(tmp_path, web, history):
+    history.older_shift_m = 3000.0  # the lookup names the older panoramas 3 km north
+    study = tmp_path / "s"
+    points = write_points(study, web)
+    result = cli(study, "--endpoint", web.url, since=None, until=None)
+    assert result.returncode == 0, result.stderr
+    caps = captures(study)
+    for p in points:
+        found = history.panoramas(p["lat"], p["lon"])
+        if found is None:
+            continue
+        main, older, _ = found
+        mine = caps[caps["point_id"] == p["point_id"]]
+        assert set(mine.loc[mine["status"] == "ok", "pano_id"]) == {main["id"]}
+        far = mine[mine["pano_id"].isin({o["id"] for o in older})]
+        assert set(far["status"]) == {"missing"} and len(far) == 2 * len(older)
+        assert far["error"].str.contains(r"is 3,0\d\d m from the point").all()
+        assert (far["distance_m"] - 3000.0).abs().max() < 20 and (far["image_path"] == "").all()
+        near = mine[mine["status"] == "ok"]
+        assert (near["distance_m"] <= 55.0).all()
 
 
 def test_metadata_only_surveys_without_a_key_or_an_image(tmp_path, web, history):

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.network
 TOKEN = "MLY|4417tok-Zq81-secret-9e2c"
 FIELDS = {
     "id", "captured_at", "compass_angle", "computed_geometry", "geometry", "sequence",
-    "thumb_1024_url",
+    "creator", "thumb_1024_url",
 }  # fmt: skip
 EARTH = 6_371_008.8
 
@@ -161,7 +161,7 @@ def reference(
                     f"no Mapillary image within {radius:g} m facing {want:.0f} +/- 45 deg",
                     "mly_sequence": "", "heading": round(want, 3), "lon": p.lon, "lat": p.lat,
                 }  # fmt: skip
-            for k, (_, im) in enumerate(days):
+            for k, (d, im) in enumerate(days):
                 if im["id"] in taken:
                     continue
                 taken.add(im["id"])
@@ -170,6 +170,9 @@ def reference(
                     "point_id": p.point_id, "status": "ok", "pano_id": im["id"], "error": "",
                     "mly_sequence": im["sequence"], "heading": im["compass_angle"],
                     "captured_at": stamp(im["captured_at"]), "lon": lon, "lat": lat,
+                    "distance_m": d,
+                    "attribution": f"© {im['creator']['username']}, Mapillary, CC BY-SA 4.0"
+                    if "creator" in im else "Mapillary, CC BY-SA 4.0",
                 }  # fmt: skip
     return rows
 
@@ -185,6 +188,13 @@ def assert_rows_match(table: pd.DataFrame, expected: dict[str, dict]) -> None:
         assert row["heading"] == pytest.approx(want["heading"], abs=1e-3), cid
         if want["status"] == "ok":
             assert row["captured_at"] == want["captured_at"], cid
+            # where the image was taken, and how far from the point (sphere vs ellipsoid
+            # differ by well under 0.5 m at these distances)
+            assert (row["pano_lon"], row["pano_lat"]) == pytest.approx((want["lon"], want["lat"]))
+            assert row["attribution"] == want["attribution"], cid
+            assert row["distance_m"] <= 20.0 and abs(row["distance_m"] - want["distance_m"]) <= 0.5
+        elif want["status"] == "missing" and "distance_m" in got.columns:
+            assert math.isnan(row["distance_m"]), cid
         geom = row["geometry"] if "geometry" in got.columns else None
         if geom is not None:
             assert (geom.x, geom.y) == pytest.approx((want["lon"], want["lat"]), abs=1e-7), cid
@@ -584,3 +594,65 @@ def test_cli_metadata_only_writes_coverage_and_fetches_no_thumbnail(web, tmp_pat
     assert_rows_match(coverage, expected)
     assert {"ok", "missing"} <= set(coverage["status"])
     token_nowhere(study.root, result.stdout, result.stderr)
+
+
+# ------------------------------------------------------------------------ dense areas
+def test_a_dense_tile_is_split_until_every_image_is_listed_exactly_once(tmp_path):
+    cap = 100
+    with FakeWeb(tokens={TOKEN}, mly_cap=cap) as web:
+        lat, lon = web.sample_location(True)
+        points = pd.DataFrame(
+            {"point_id": [1, 2], "bearing": [90.0, 90.0], "lat": [lat, lat + 0.003],
+             "lon": [lon, lon + 0.005]}
+        )  # fmt: skip
+        cfg = MapillaryConfig(radius=25.0, tile_size=5000.0)  # one tile, ~380 x 330 m
+        listed: list[tuple[tuple, list[MlyImage]]] = []
+
+        def spying(provider: MapillaryProvider) -> MapillaryProvider:
+            top = provider._listing
+
+            async def listing(bbox):
+                found = await top(bbox)
+                listed.append((bbox, found))
+                return found
+
+            provider._listing = listing  # type: ignore[method-assign]
+            return provider
+
+        # the stand-in keeps its cap: a client that never splits loses images silently
+        blind = spying(MapillaryProvider(cfg, fast(web), token=TOKEN, metadata_only=True,
+                                         listing_cap=10**9))  # fmt: skip
+        blind.capture_points(points)
+        bbox, found = listed[0]
+        everything = {im["id"] for im in web.mly_images_in(bbox)}
+        assert len(everything) > 3 * cap and len(found) == cap
+        # splitting: every image of the tile once, however many quarter boxes it took
+        listed.clear()
+        web.reset_log()
+        dense = spying(MapillaryProvider(cfg, fast(web), token=TOKEN, metadata_only=True,
+                                         listing_cap=cap))  # fmt: skip
+        dense.capture_points(points)
+        (bbox, found), *rest = [t for t in listed if t[0] == bbox]
+        ids = [im.id for im in found]
+        assert len(ids) == len(set(ids)) and set(ids) == everything
+        searches = listing_requests(web)
+        assert dense.splits >= 3 and len(searches) == 1 + 4 * dense.splits
+        assert not rest  # only the tile's own box went through the top listing
+
+
+def test_max_distance_widens_or_narrows_the_images_a_point_may_take():
+    lon0, lat0 = 24.94, 60.17
+    ky = math.radians(1) * EARTH
+    images = [MlyImage("near", lon0, lat0 + 10 / ky, None, 0.0, "", "u"),
+              MlyImage("far", lon0, lat0 + 40 / ky, None, 0.0, "", "u")]  # fmt: skip
+
+    def chosen(**cfg) -> list[str | None]:
+        provider = MapillaryProvider(MapillaryConfig(headings=(0.0,), **cfg), token="t-0000")
+        picks = provider.choose(lon0, lat0, 0.0, images)
+        return [im.id if im else why for _, _, _, im, why in picks]
+
+    assert chosen(radius=25.0) == ["near"]
+    assert chosen(radius=25.0, max_distance=5.0) == ["no Mapillary image within 5 m"]
+    assert chosen(radius=5.0, max_distance=50.0) == ["near"]
+    with pytest.raises(InputError, match="max_distance"):
+        MapillaryConfig(max_distance=-1.0)

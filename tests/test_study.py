@@ -212,3 +212,23 @@ def test_a_hot_journal_left_by_a_kill_is_rolled_back_on_open(tmp_path):
     assert not journal.exists()
     assert len(pyogrio.read_dataframe(again.gpkg, layer="points")) == 1
     assert "junk" not in {r[0] for r in pyogrio.list_layers(again.gpkg)}
+
+
+def test_appending_a_frame_with_new_columns_adds_them(tmp_path):
+    # a study written before a provider gained a column (distance_m, attribution) resumes
+    study = open_study(tmp_path / "s")
+    old = gpd.GeoDataFrame({"capture_id": ["a"]}, geometry=gpd.points_from_xy([1.0], [2.0]),
+                           crs="EPSG:4326")  # fmt: skip
+    study.write_layer("captures", old)
+    new = gpd.GeoDataFrame(
+        {"capture_id": ["b"], "distance_m": [3.25], "attribution": ["© x"], "n": [np.int64(4)]},
+        geometry=gpd.points_from_xy([5.0], [6.0]),
+        crs="EPSG:4326",
+    )
+    study.write_layer("captures", new, append=True)
+    back = study.read_layer("captures")
+    assert list(back["capture_id"]) == ["a", "b"]
+    assert np.isnan(back["distance_m"][0]) and back["distance_m"][1] == 3.25
+    assert back["attribution"][1] == "© x" and back["n"][1] == 4
+    study.write_layer("captures", old, append=True)  # and a frame without them still appends
+    assert len(study.read_layer("captures")) == 3

@@ -13,12 +13,14 @@ captures share (one panorama seen from one heading by neighbouring points) are s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -53,6 +55,8 @@ class HarvestSummary:
     stats: dict[str, int] = field(default_factory=dict)
     first_error: str = ""
     """The error of this run's first failed capture (why everything failed, when it did)."""
+    estimate: Any = None
+    """What a paid provider said this run would request and cost, before it started."""
 
     @property
     def all_failed(self) -> bool:
@@ -88,6 +92,7 @@ def harvest(
     should_stop: Callable[[], bool] | None = None,
     commit_seconds: float = 10.0,
     retry_failed: bool = False,
+    notice: Callable[[str], None] | None = None,
 ) -> HarvestSummary:
     """Capture images for every point of ``study`` that this provider has not done yet.
 
@@ -110,6 +115,11 @@ def harvest(
     retry_failed
         Harvest again the points with a capture recorded as ``failed`` (their rows are
         replaced; images already stored are reused, not fetched again).
+    notice
+        Called with one line before any request of a paid provider: the image requests
+        it will make at most, the time at its rate and the estimated cost
+        (:meth:`Provider.cost_estimate <urbanvis.providers.base.Provider.cost_estimate>`);
+        without it, that line is logged.
     """
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, got {batch_size}")
@@ -151,6 +161,13 @@ def harvest(
         retried_rows=retried,
     )
     table = _points_table(pending)
+    estimate = provider.cost_estimate(table) if len(table) else None
+    if estimate is not None:
+        summary.estimate = estimate
+        if notice is not None:
+            notice(estimate.line())
+        else:  # a caller without a notice (a script, QGIS) still hears it
+            log.info("%s", estimate.line())
     if progress is not None:  # the starting point, so that rates count this run only
         progress(summary.points_done_before, summary.points_total, dict(summary.counts))
     rows: list[dict] = []
@@ -234,6 +251,8 @@ class SurveySummary:
     layer: str = ""
     surveyed: int = 0
     reason: str = ""
+    estimate: Any = None
+    """The requests and cost of harvesting the images found (paid providers only)."""
 
     def line(self) -> str:
         share = self.points_with_imagery / self.surveyed if self.surveyed else 0.0
@@ -247,6 +266,7 @@ class SurveySummary:
             f"points surveyed ({share:.0%}) have imagery in {self.panoramas:,} panoramas; a "
             f"full harvest of them would fetch {self.images:,} images ({self.requests:,} "
             f"metadata requests made); layer {self.layer}{stop}"
+            + (f"\n{self.estimate.line()}" if self.estimate is not None else "")
         )
 
 
@@ -332,6 +352,12 @@ def survey(
     summary.images = len(images)
     summary.requests = int(provider.stats.get("requests", 0))
     summary.reason = provider.stopped_reason or ""
+    if summary.images:
+        summary.estimate = provider.cost_estimate(table.iloc[:0], images=summary.images)
+        if summary.estimate is not None:  # the points with imagery, not those surveyed
+            summary.estimate = dataclasses.replace(
+                summary.estimate, points=summary.points_with_imagery
+            )
     log.info("%s", summary.line())
     return summary
 

@@ -312,6 +312,7 @@ def harvest(
     retry_failed: bool = False,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    notice: Callable[[str], None] | None = None,
     **options: Any,
 ) -> StageResult:
     """Street-level images for the study's points into the ``captures`` layer, resumably.
@@ -322,6 +323,9 @@ def harvest(
     ``headings`` may be a sequence of degrees or a string like ``"0,90,180,270"``. A study
     without points is sampled first when ``city``, ``area``, ``bbox`` or ``osm`` is given.
     ``metadata_only`` (web providers) surveys coverage and cost without downloading.
+    ``notice(line)`` hears, before a paid provider (gsv, gsv-historical) requests anything,
+    the image requests it will make, the time at ``rate`` and the cost at
+    ``price_per_1000``; ``max_cost`` stops it before that budget is passed.
     """
     from . import _secrets
     from .harvest import harvest as run_harvest
@@ -362,6 +366,7 @@ def harvest(
                 "points": found.surveyed,
                 "panoramas": found.panoramas,
                 "images": found.images,
+                "estimated_cost": round(found.estimate.cost, 2) if found.estimate else None,
             },
             layers=[found.layer] if found.layer else [],
             stopped=bool(found.reason),
@@ -375,6 +380,7 @@ def harvest(
         progress=progress,
         should_stop=should_stop,
         retry_failed=retry_failed,
+        notice=notice,
     )
     result = _finish(
         st,

@@ -134,11 +134,12 @@ class Study:
         # GDAL commits the rows in one transaction but refreshes the layer's cached feature
         # count only when it closes the file: a marker lets the next open repair that count
         # if this process dies in between (see _recover_interrupted_writes).
+        append = append and self.has_layer(name)
         try:
+            if append:  # e.g. a newer urbanvis or another provider adds a capture column
+                _add_missing_columns(self.gpkg, name, frame)
             _set_marker(self.gpkg, name, True)
-            pyogrio.write_dataframe(
-                frame, self.gpkg, layer=name, driver="GPKG", append=append and self.has_layer(name)
-            )
+            pyogrio.write_dataframe(frame, self.gpkg, layer=name, driver="GPKG", append=append)
             _set_marker(self.gpkg, name, False)
         except (OSError, sqlite3.Error, pyogrio.errors.DataSourceError) as exc:
             # read-only folder, disk full, permissions changed under us
@@ -344,6 +345,21 @@ def _check_schema(gpkg: Path) -> None:
 
 
 _MARKER = "writing:"
+
+
+def _add_missing_columns(gpkg: Path, layer: str, frame: Any) -> None:
+    """Add to ``layer`` the columns of ``frame`` it lacks (NULL in the rows already there),
+    so that appending a frame with a new column works; GDAL's append refuses unknown ones."""
+    geometry = getattr(frame, "_geometry_column_name", None)
+    with contextlib.closing(sqlite3.connect(gpkg)) as con, con:
+        have = {row[1] for row in con.execute(f'PRAGMA table_info("{layer}")')}
+        for column, dtype in frame.dtypes.items():
+            if column in have or column == geometry:
+                continue
+            kind = dtype.kind
+            sql_type = "INTEGER" if kind in "iub" else "REAL" if kind == "f" else "TEXT"
+            name = str(column).replace('"', '""')
+            con.execute(f'ALTER TABLE "{layer}" ADD COLUMN "{name}" {sql_type}')
 
 
 def _set_marker(gpkg: Path, layer: str, on: bool) -> None:

@@ -127,6 +127,7 @@ MLY_FIELDS = (
     "height",
     "make",
     "model",
+    "creator",
     "thumb_256_url",
     "thumb_1024_url",
     "thumb_2048_url",
@@ -472,6 +473,8 @@ class FakeWorld:
             "make": "FakeCam",
             "model": "FC-360" if is_pano else "FC-1",
         }
+        if (h >> 44) % 5:  # four in five images name their creator, one in five none
+            rec["creator"] = {"id": str(1000 + bi % 7), "username": f"mapper_{bi % 7}"}
         self._mly_records.put(key, rec)
         return rec
 
@@ -705,6 +708,12 @@ class FakeWeb:
         instead one of N pictures rendered once per size, chosen by a hash of those
         parameters, with the parameters written into a JPEG comment so that the bytes still
         differ per view: for throughput benchmarks (the process mode's default is 512).
+    mly_cap: the most images one Mapillary ``/images?bbox=`` search returns, across all its
+        pages (the real service's 2,000 by default): a denser box loses the rest silently,
+        so a client must split it.
+    far_share: the share of panoramas (chosen by a hash of their cell, the same on every
+        run) whose metadata answer names a ``location`` ``far_metres`` north of where the
+        panorama is: a service answering with a panorama kilometres from the point.
     """
 
     def __init__(
@@ -730,6 +739,9 @@ class FakeWeb:
         jpeg_quality: int = 80,
         extra_routes: Iterable[tuple[str, str, Any]] = (),
         image_variants: int = 0,
+        far_share: float = 0.0,
+        far_metres: float = 3000.0,
+        mly_cap: int = _MLY_MAX_LIMIT,
     ) -> None:
         self.keys = frozenset([keys] if isinstance(keys, str) else keys)
         self.secret = secret
@@ -750,6 +762,9 @@ class FakeWeb:
         self.jpeg_quality = int(jpeg_quality)
         self.extra_routes = list(extra_routes)
         self.image_variants = int(image_variants)
+        self.far_share = float(far_share)
+        self.mly_cap = int(mly_cap)
+        self.far_metres = float(far_metres)
         self.world = FakeWorld(
             spacing=spacing,
             coverage=coverage,
@@ -819,10 +834,19 @@ class FakeWeb:
         with self._lock:
             return [tuple(s) for s in self._scripted]  # type: ignore[misc]
 
+    def metadata_answer(self, cell: tuple[int, int] | None) -> dict[str, Any]:
+        """The metadata JSON for a lattice cell, moved ``far_metres`` north for the
+        ``far_share`` of cells chosen by hash."""
+        answer = self.world.metadata_for_cell(cell)
+        if cell is not None and self.far_share and _unit("far", *cell[:2]) < self.far_share:
+            where = answer["location"]
+            where["lat"] = where["lat"] + self.far_metres / 111_320.0
+        return answer
+
     def pano_for(self, lat: float, lon: float, radius: float = 50.0) -> dict[str, Any]:
         """The metadata JSON the server answers for this location (status OK or
         ZERO_RESULTS)."""
-        return self.world.pano_for(lat, lon, radius)
+        return self.metadata_answer(self.world.lookup(float(lat), float(lon), float(radius)))
 
     def sample_location(self, covered: bool = True, near=(60.17, 24.94)) -> tuple[float, float]:
         return self.world.sample_location(covered, near)
@@ -832,8 +856,8 @@ class FakeWeb:
         bbox: tuple[float, float, float, float] | str,
         fields: Iterable[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """The images ``/images?bbox=...`` returns across all pages, in order, with
-        ``fields`` (default: all) plus ``id``."""
+        """The images in ``bbox`` (all of them: ``/images?bbox=...`` returns at most
+        ``mly_cap`` of these), in order, with ``fields`` (default: all) plus ``id``."""
         if isinstance(bbox, str):
             bbox = tuple(float(x) for x in bbox.split(","))  # type: ignore[assignment]
         wanted = list(MLY_FIELDS) if fields is None else ["id", *[f for f in fields if f != "id"]]
@@ -1151,7 +1175,7 @@ class FakeWeb:
             return _json({"status": "INVALID_REQUEST"})
         if problem == "not_found":
             return _json({"status": "NOT_FOUND"})
-        return _json(self.world.metadata_for_cell(cell))
+        return _json(self.metadata_answer(cell))
 
     async def _handle_image(
         self, request: web.Request, no_pano: bool = False
@@ -1247,7 +1271,7 @@ class FakeWeb:
                 image_id = rec["id"]
                 sig = self.world.mly_thumb_sig(image_id)
                 out[f] = f"{base}{MLY_THUMB_PREFIX}{image_id}.jpg?sig={sig}"
-            else:
+            elif f in rec:  # the API leaves out fields an image lacks
                 out[f] = rec[f]
         return out
 
@@ -1297,6 +1321,7 @@ class FakeWeb:
                 cells = self.world.mly_cells_in(bbox, start_ms, end_ms)  # type: ignore[arg-type]
             except ValueError:
                 return _mly_error(400, "The bbox is too large.", 100)
+            cells = cells[: self.mly_cap]  # the service's cap: the rest is silently dropped
             self._mly_pages.put(page_key, cells)
         base = f"{request.scheme}://{request.host}"
         page = cells[offset : offset + limit]

@@ -7,6 +7,7 @@ with each provider's own default in brackets.
 
 from __future__ import annotations
 
+from ._cost import PRICE_PER_1000, PRICE_PUBLISHED
 from ._registry import OptionSpec, register_option, register_provider
 
 SIMULATOR, FOLDER, GSV, HISTORICAL, MAPILLARY = (
@@ -68,6 +69,14 @@ OPTIONS = (
         providers=(GSV, HISTORICAL, MAPILLARY, FOLDER),
         range=(1, None),
         provider_defaults=((GSV, 50.0), (HISTORICAL, 50.0), (MAPILLARY, 25.0), (FOLDER, 25.0)),
+    ),
+    OptionSpec(
+        "max_distance",
+        float,
+        help=f"{_WEB}: metres from its point beyond which an image is recorded missing, "
+        "never ok [gsv: --radius + 5 m, allowing for rounded coordinates; mapillary: --radius].",
+        providers=WEB,
+        range=(0.01, None),
     ),
     OptionSpec(
         "source",
@@ -150,6 +159,24 @@ OPTIONS = (
         help=f"{_WEB}: stop after this many requests (retries count); rerun to continue.",
         providers=WEB,
         range=(1, None),
+    ),
+    OptionSpec(
+        "price_per_1000",
+        float,
+        help="gsv, gsv-historical: USD per 1,000 image requests, for the cost estimate "
+        f"printed first and --max-cost [{PRICE_PER_1000:.2f}: the Street View Static API "
+        f"price as published in {PRICE_PUBLISHED}; check the current price list]. Metadata "
+        "requests are assumed free, as in Google's current price list.",
+        providers=(GSV, HISTORICAL),
+        range=(0, None),
+    ),
+    OptionSpec(
+        "max_cost",
+        float,
+        help="gsv, gsv-historical: stop before the image requests would cost more than "
+        "this many USD at --price-per-1000 (retries count); rerun to continue.",
+        providers=(GSV, HISTORICAL),
+        range=(0, None),
     ),
     OptionSpec(
         "metadata_only",

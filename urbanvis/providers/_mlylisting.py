@@ -15,11 +15,14 @@ import numpy as np
 THUMB_FIELD = "thumb_1024_url"
 FIELDS = (
     "id", "captured_at", "compass_angle", "computed_geometry", "geometry", "sequence",
-    THUMB_FIELD,
+    "creator", THUMB_FIELD,
 )  # fmt: skip
 """The fields a listing asks for."""
 EARTH_RADIUS = 6_371_008.8
 """Mean earth radius, metres."""
+LICENCE = "Mapillary, CC BY-SA 4.0"
+"""The credit of an image whose creator the listing does not name (Mapillary's imagery is
+licensed CC BY-SA 4.0, attribution required)."""
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -38,6 +41,13 @@ class MlyImage:
     compass: float  # NaN when unknown
     sequence: str
     thumb: str | None
+    creator: str = ""
+    """The uploader's username, "" when the listing names none."""
+
+    @property
+    def attribution(self) -> str:
+        """The credit to show with the image: its creator and the licence."""
+        return f"© {self.creator}, {LICENCE}" if self.creator else LICENCE
 
     @property
     def captured_at(self) -> str:
@@ -108,6 +118,8 @@ def images_from_listing(records: Any) -> list[MlyImage]:
         if isinstance(sequence, dict):
             sequence = sequence.get("id")
         thumb = record.get(THUMB_FIELD)
+        creator = record.get("creator")
+        username = creator.get("username") if isinstance(creator, dict) else None
         out.append(
             MlyImage(
                 id=image_id,
@@ -117,6 +129,7 @@ def images_from_listing(records: Any) -> list[MlyImage]:
                 compass=_compass(record.get("compass_angle")),
                 sequence=str(sequence) if sequence not in (None, "") else "",
                 thumb=thumb if isinstance(thumb, str) and thumb else None,
+                creator=username.strip() if isinstance(username, str) else "",
             )
         )
     return out

@@ -19,14 +19,16 @@ import abc
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
+from ._cost import CURRENCY, CostEstimate
 from ._webhttp import BudgetExhausted, Http, WebSettings
 from .base import CaptureResult, Provider
 
@@ -101,9 +103,17 @@ class WebProvider(Provider):
     """
 
     supports_metadata_only = True
+    default_price_per_1000: ClassVar[float | None] = None
+    """USD per 1,000 billed requests when ``price_per_1000`` is not given; None: a free
+    service (no estimate, no ``max_cost``)."""
+    rough_estimate: ClassVar[bool] = False
+    """Whether :meth:`paid_estimate` is a typical figure rather than an upper bound."""
 
     def __init__(self, settings: WebSettings | None = None) -> None:
-        self.web = settings if settings is not None else WebSettings()
+        web = settings if settings is not None else WebSettings()
+        if web.price_per_1000 is None and self.default_price_per_1000 is not None:
+            web = dataclasses.replace(web, price_per_1000=self.default_price_per_1000)
+        self.web = web
         self.http: Http | None = None
         self.images: ImageCache | None = None
         self._stats: dict[str, int] = {}
@@ -122,6 +132,40 @@ class WebProvider(Provider):
     def request_estimate(self, points: pd.DataFrame) -> int:
         """Requests a group will most likely make (used to keep within ``max_requests``)."""
         return len(points)
+
+    def paid_estimate(self, points: pd.DataFrame) -> int:
+        """Billed requests (images) a group will make at most (used to keep within
+        ``max_cost``); 0 for a free service."""
+        return 0
+
+    def cost_estimate(
+        self, points: pd.DataFrame, *, images: int | None = None
+    ) -> CostEstimate | None:
+        """Requests and cost of harvesting ``points``: from the groups' estimates (an upper
+        bound: shared and missing images are not fetched), or, with ``images`` (a survey's
+        count of distinct images), exactly those image requests."""
+        price = self.web.price_per_1000
+        if price is None:
+            return None
+        if images is not None:
+            paid, free, bound = int(images), 0, False
+        else:
+            paid = free = 0
+            for group in self.groups(points):
+                cost = self.paid_estimate(group)
+                paid += cost
+                free += max(int(self.request_estimate(group)) - cost, 0)
+            bound = paid > 0
+        return CostEstimate(
+            self.name,
+            len(points),
+            paid,
+            free,
+            self.web.rate,
+            float(price),
+            upper_bound=bound,
+            rough=bound and self.rough_estimate,
+        )
 
     def session_headers(self) -> dict[str, str]:
         return {"User-Agent": "urbanvis (+https://github.com/urbanvis/urbanvis)"}
@@ -208,7 +252,15 @@ class WebProvider(Provider):
 
     @property
     def stopped_reason(self) -> str | None:
-        """``--max-requests N reached`` when the request budget stopped the last run."""
+        """``--max-requests N reached`` when the request budget stopped the last run (or
+        ``max_cost``, naming what was spent)."""
+        if self.http is not None and self.http.spent:
+            price = float(self.web.price_per_1000 or 0.0)
+            return (
+                f"`max_cost` {CURRENCY} {self.web.max_cost:g} reached: {self.http.paid:,} image "
+                f"requests at {CURRENCY} {price:.2f} per 1,000 cost {CURRENCY} "
+                f"{self.http.paid * price / 1000:,.2f}"
+            )
         if self.http is not None and self.http.exhausted:
             return f"--max-requests {self.web.max_requests} reached"
         return None
@@ -226,8 +278,10 @@ class WebProvider(Provider):
             images = self.images = ImageCache(known)
             window = 2 * int(self.web.concurrency)
             limit = self.web.max_requests
+            budget = http.max_paid
             pending: set[asyncio.Task] = set()
             cost: dict[asyncio.Task, int] = {}
+            paid: dict[asyncio.Task, int] = {}
             try:
                 for group in self.groups(points):
                     if stop.is_set() or http.exhausted:
@@ -235,13 +289,22 @@ class WebProvider(Provider):
                     if should_stop is not None and should_stop():
                         break
                     need = max(int(self.request_estimate(group)), 1)
+                    bill = max(int(self.paid_estimate(group)), 0)
                     # with a budget, start a group only when its requests fit beside those
                     # the groups in flight may still make: a group cut short by the budget
                     # would throw away what it had paid for
                     while len(pending) >= window or (
-                        limit is not None
-                        and pending
-                        and http.requests + sum(cost[t] for t in pending) + need > limit
+                        pending
+                        and (
+                            (
+                                limit is not None
+                                and http.requests + sum(cost[t] for t in pending) + need > limit
+                            )
+                            or (
+                                budget is not None
+                                and http.paid + sum(paid[t] for t in pending) + bill > budget
+                            )
+                        )
                     ):
                         done, pending = await asyncio.wait(
                             pending, return_when=asyncio.FIRST_COMPLETED
@@ -250,8 +313,13 @@ class WebProvider(Provider):
                     if limit is not None and http.requests and (http.requests + need > limit):
                         http.exhausted = True  # the first group always gets its try
                         break
+                    if budget is not None and bill and http.paid + bill > budget:
+                        # never the first group either: a cost budget is a promise
+                        http.exhausted = http.spent = True
+                        break
                     task = asyncio.ensure_future(self.capture_group(group))
                     cost[task] = need
+                    paid[task] = bill
                     pending.add(task)
                 while pending:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -264,6 +332,7 @@ class WebProvider(Provider):
                 await images.close()
                 self._stats = {
                     "requests": http.requests,
+                    "paid_requests": http.paid,
                     "retries": http.retried,
                     "images_shared": images.shared,
                 }

@@ -28,6 +28,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from .. import _secrets
 from .._errors import InputError, UrbanvisError
 from .._files import not_a_file
+from ._cost import paid_budget
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,12 @@ class WebSettings:
     endpoint
         ``scheme://host[:port]`` replacing the official one (paths stay), for a mirror,
         a proxy or a local test server.
+    price_per_1000
+        What 1,000 billed (image) requests cost, for estimates and ``max_cost``; None: the
+        provider's default (:mod:`._cost`), 0: free.
+    max_cost
+        Stop before the billed requests would cost more than this (retries count); None:
+        no cost budget.
     """
 
     concurrency: int = 16
@@ -102,8 +109,14 @@ class WebSettings:
     backoff_max: float = 60.0
     max_requests: int | None = None
     endpoint: str | None = None
+    price_per_1000: float | None = None
+    max_cost: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("price_per_1000", "max_cost"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(float(value)) and float(value) >= 0):
+                raise InputError(f"`{name}` must be 0 or more (USD), got {value}")
         for name in ("timeout", "backoff", "backoff_max"):
             if not math.isfinite(float(getattr(self, name))) or float(getattr(self, name)) < 0:
                 raise InputError(f"`{name}` must be a positive number of seconds")
@@ -131,7 +144,10 @@ class WebSettings:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> WebSettings:
         """The settings among a provider's options (None: the default)."""
-        names = ("concurrency", "rate", "retries", "timeout", "max_requests", "endpoint")
+        names = (
+            "concurrency", "rate", "retries", "timeout", "max_requests", "endpoint",
+            "price_per_1000", "max_cost",
+        )  # fmt: skip
         return cls(**{k: options[k] for k in names if options.get(k) is not None})
 
 
@@ -172,7 +188,10 @@ class Http:
         self.limiter = RateLimiter(settings.rate)
         self.requests = 0
         self.retried = 0
+        self.paid = 0
+        self.max_paid = paid_budget(settings.max_cost, settings.price_per_1000)
         self.exhausted = False
+        self.spent = False  # the cost budget, not the request budget, stopped the run
         self._random = random.Random(seed)
 
     async def get(
@@ -184,11 +203,13 @@ class Http:
         sign: Callable[[str], str] | None = None,
         retry_if: Callable[[Response], str | None] | None = None,
         rewrite: bool = True,
+        paid: bool = False,
     ) -> Response:
         """GET ``url`` and read the body (see :meth:`request`)."""
         return await self.request(
-            "GET", url, params, headers=headers, sign=sign, retry_if=retry_if, rewrite=rewrite
-        )
+            "GET", url, params, headers=headers, sign=sign, retry_if=retry_if, rewrite=rewrite,
+            paid=paid,
+        )  # fmt: skip
 
     async def request(
         self,
@@ -201,6 +222,7 @@ class Http:
         sign: Callable[[str], str] | None = None,
         retry_if: Callable[[Response], str | None] | None = None,
         rewrite: bool = True,
+        paid: bool = False,
     ) -> Response:
         """Send one request (with retries) and read the body.
 
@@ -209,7 +231,8 @@ class Http:
         thumbnails). ``sign(url) -> url`` adds a signature to the final URL;
         ``retry_if(response)`` returns a reason to retry a response that HTTP calls fine
         (e.g. ``OVER_QUERY_LIMIT``), or None. Returns any response that is neither retried
-        nor exhausted: the caller reads statuses.
+        nor exhausted: the caller reads statuses. A ``paid`` request (each try) counts
+        against ``max_cost`` as well.
         """
         import aiohttp
 
@@ -227,7 +250,7 @@ class Http:
             if attempt:
                 self.retried += 1
                 await asyncio.sleep(self._delay(attempt, reason, hint))
-            self._spend()
+            self._spend(paid)
             retry_after = None
             hint = None
             async with self.slots:
@@ -263,12 +286,16 @@ class Http:
             return response
         raise TransientError(f"{reason} ({attempts} tries) for {shown}")
 
-    def _spend(self) -> None:
+    def _spend(self, paid: bool = False) -> None:
         limit = self.settings.max_requests
         if limit is not None and self.requests >= int(limit):
             self.exhausted = True
             raise BudgetExhausted
+        if paid and self.max_paid is not None and self.paid >= self.max_paid:
+            self.exhausted = self.spent = True
+            raise BudgetExhausted
         self.requests += 1
+        self.paid += int(paid)
 
     def _delay(self, attempt: int, reason: str, hint: float | None) -> float:
         base = min(self.settings.backoff * 2 ** (attempt - 1), self.settings.backoff_max)

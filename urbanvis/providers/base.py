@@ -132,6 +132,12 @@ class Provider(abc.ABC):
         """
         return 0
 
+    def cost_estimate(self, points: pd.DataFrame, *, images: int | None = None) -> Any:
+        """The requests and price of harvesting ``points`` (a
+        :class:`urbanvis.providers._cost.CostEstimate`), or None for a free provider (the
+        default). ``images``: a survey's count of the images a harvest would fetch."""
+        return None
+
     def close(self) -> None:  # noqa: B027 (a hook: doing nothing is right)
         """Release what the provider holds (processes, sessions); the default does nothing.
 

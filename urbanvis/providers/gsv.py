@@ -9,7 +9,9 @@ shows the same capture). Headings are offsets from the road bearing unless
 The key comes from ``GOOGLE_MAPS_API_KEY`` or a key file; with a URL-signing secret
 (``GOOGLE_MAPS_URL_SECRET`` or ``secret_file``) every request is signed. Google's terms
 limit caching of its content: urbanvis keeps pano ids, dates and locations in the
-``captures`` layer, and the images are yours to keep or delete (``images/gsv/``).
+``captures`` layer, and the images are yours to keep or delete (``images/gsv/``); see the
+README's "Terms and credit". Each row keeps the metadata's ``copyright`` text in
+``attribution``.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from .._errors import InputError
+from .._errors import InputError, one_line
 from .._secrets import GSV_KEY_ENV as KEY_ENV
 from .._secrets import GSV_SECRET_ENV as SECRET_ENV
+from ._cost import PRICE_PER_1000
+from ._distance import check_max_distance, limit_m, located, nowhere, too_far
 from ._imagecheck import ImageBody
 from ._registry import pick
 from ._web import WebProvider
@@ -56,6 +60,9 @@ class GsvConfig:
         Metres around the point to look for a panorama.
     source
         ``outdoor`` (official outdoor imagery only) or ``default``.
+    max_distance
+        Metres: a panorama farther than this from its point is recorded ``missing``, never
+        ``ok``. None: ``radius`` plus a few metres (:data:`._distance.TOLERANCE_M`).
     """
 
     headings: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
@@ -65,8 +72,10 @@ class GsvConfig:
     pitch: float = 0.0
     radius: float = 50.0
     source: str = "outdoor"
+    max_distance: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "max_distance", check_max_distance(self.max_distance))
         if not self.headings or not all(math.isfinite(h) for h in self.headings):
             raise InputError("give at least one finite heading in `headings`, e.g. 0,90,180,270")
         if not 1 <= int(self.size) <= 640:
@@ -83,7 +92,10 @@ class GsvConfig:
 
 def create(**options: Any) -> GsvProvider:
     """The gsv provider from its registry options (:mod:`urbanvis.providers._builtin`)."""
-    names = ("headings", "absolute_headings", "size", "fov", "pitch", "radius", "source")
+    names = (
+        "headings", "absolute_headings", "size", "fov", "pitch", "radius", "source",
+        "max_distance",
+    )  # fmt: skip
     return GsvProvider(
         GsvConfig(**pick(options, names)),
         WebSettings.from_options(options),
@@ -111,6 +123,7 @@ class GsvProvider(WebProvider):
     """Street View Static API captures (module docstring)."""
 
     name = "gsv"
+    default_price_per_1000 = PRICE_PER_1000
 
     def __init__(
         self,
@@ -148,6 +161,10 @@ class GsvProvider(WebProvider):
     def request_estimate(self, group: pd.DataFrame) -> int:
         per_point = 1 if self.metadata_only else 1 + len(self.config.headings)
         return len(group) * per_point
+
+    def paid_estimate(self, group: pd.DataFrame) -> int:
+        """One billed image request per heading (the metadata request is free)."""
+        return 0 if self.metadata_only else len(group) * len(self.config.headings)
 
     def parameters(self) -> dict[str, Any]:
         params = asdict(self.config)
@@ -195,7 +212,7 @@ class GsvProvider(WebProvider):
             "key": self.key,
         }
         body = ImageBody(size=(cfg.size, cfg.size))
-        response = await self.client().get(API, params, sign=self._sign, retry_if=body)
+        response = await self.client().get(API, params, sign=self._sign, retry_if=body, paid=True)
         if response.status == 404:
             return None, "no imagery (HTTP 404)", 0, 0
         if response.status in (401, 403):
@@ -235,6 +252,8 @@ class GsvProvider(WebProvider):
                 "error": "",
                 "lon": float(point["lon"]),
                 "lat": float(point["lat"]),
+                "attribution": "",
+                **nowhere(),
             }
             out.update(fields)
             return out
@@ -250,13 +269,18 @@ class GsvProvider(WebProvider):
         if status != "OK" or not meta.get("pano_id"):
             return [CaptureResult(row(o, h, error=status or "no status")) for h, o in headings]
         pano = str(meta["pano_id"])
-        where = meta.get("location") or {}
-        found = {
+        found: dict[str, Any] = {
             "pano_id": pano,
             "captured_at": str(meta.get("date", "")),
-            "lon": float(where.get("lng", point["lon"])),
-            "lat": float(where.get("lat", point["lat"])),
+            "attribution": one_line(str(meta.get("copyright") or "")),  # "© Google"
         }
+        where = _location(meta)
+        if where is not None:  # the row's geometry is the panorama's, unless it is too far
+            found.update(located(float(point["lon"]), float(point["lat"]), *where))
+            far = too_far(found["distance_m"], limit_m(cfg.radius, cfg.max_distance))
+            if far:
+                return [CaptureResult(row(o, h, error=far, **found)) for h, o in headings]
+            found.update(lon=where[0], lat=where[1])
         if self.metadata_only:
             return [
                 CaptureResult(row(o, h, status="ok", **found), image_key=self._key(pano, h))
@@ -293,6 +317,20 @@ class GsvProvider(WebProvider):
     def _key(self, pano: str, heading: float) -> str:
         cfg = self.config
         return f"{pano}_h{heading:.1f}_p{cfg.pitch:g}_f{cfg.fov:g}_s{cfg.size}"
+
+
+def _location(meta: dict[str, Any]) -> tuple[float, float] | None:
+    """(lon, lat) of the panorama from a metadata answer, None when it gives none."""
+    where = meta.get("location")
+    if not isinstance(where, dict):
+        return None
+    try:
+        lon, lat = float(where["lng"]), float(where["lat"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (math.isfinite(lon) and math.isfinite(lat) and abs(lon) <= 180 and abs(lat) <= 90):
+        return None
+    return lon, lat
 
 
 def _metadata_retry(response: Response) -> str | None:

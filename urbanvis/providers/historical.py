@@ -36,6 +36,8 @@ import pandas as pd
 
 from .._dates import bounds
 from .._errors import MissingDependencyError, first_line
+from ._cost import PRICE_PER_1000
+from ._distance import check_max_distance, limit_m, located, nowhere, too_far
 from ._registry import pick
 from ._web import WebProvider
 from ._webhttp import BudgetExhausted, FatalError, Http, Response, TransientError, WebSettings
@@ -60,6 +62,9 @@ class HistoricalConfig:
         Keep panoramas dated from ``since`` to ``until``, both included: a year (``2010``)
         or a month (``2010-06``); None: no bound. Undated panoramas are kept only when
         neither bound is given.
+    max_distance
+        As for ``gsv``: a panorama farther from the point is left out (``missing`` when
+        none is left, with the distance in the reason).
     """
 
     headings: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
@@ -70,8 +75,10 @@ class HistoricalConfig:
     radius: float = 50.0
     since: str | None = None
     until: str | None = None
+    max_distance: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "max_distance", check_max_distance(self.max_distance))
         self.image_config()  # the gsv provider's checks of headings, size, fov, pitch, radius
         since, until = bounds(self.since, self.until, finest="month", note=MONTHS_ONLY)
         object.__setattr__(self, "since", since.text if since else None)
@@ -110,7 +117,10 @@ class HistoricalConfig:
 
 def create(**options: Any) -> HistoricalProvider:
     """The gsv-historical provider from its registry options (:mod:`._builtin`)."""
-    names = ("headings", "absolute_headings", "size", "fov", "pitch", "radius", "since", "until")
+    names = (
+        "headings", "absolute_headings", "size", "fov", "pitch", "radius", "since", "until",
+        "max_distance",
+    )  # fmt: skip
     return HistoricalProvider(
         HistoricalConfig(**pick(options, names)),
         WebSettings.from_options(options),
@@ -128,6 +138,7 @@ class _Pano:
     lat: float
     lon: float
     date: str
+    attribution: str = ""
 
 
 def _streetview() -> Any:
@@ -147,6 +158,9 @@ class HistoricalProvider(WebProvider):
     """Every dated panorama per point, images by the Static API (module docstring)."""
 
     name = "gsv-historical"
+
+    default_price_per_1000 = PRICE_PER_1000
+    rough_estimate = True  # how many dated panoramas a point has is known only per lookup
 
     def __init__(
         self,
@@ -180,6 +194,11 @@ class HistoricalProvider(WebProvider):
         per_point = 1 if self.metadata_only else 1 + 3 * len(self.config.headings)
         return len(group) * per_point
 
+    def paid_estimate(self, group: pd.DataFrame) -> int:
+        """Billed image requests: typically a few dated panoramas times the headings (the
+        lookups carry no key and are not billed); ``max_cost`` is still kept exactly."""
+        return 0 if self.metadata_only else len(group) * 3 * len(self.config.headings)
+
     def parameters(self) -> dict[str, Any]:
         params = asdict(self.config)
         params["signed"] = bool(self.static is not None and self.static.secret)
@@ -206,7 +225,18 @@ class HistoricalProvider(WebProvider):
                 continue
             lat_ = pano.lat if pano.lat is not None else found.lat
             lon_ = pano.lon if pano.lon is not None else found.lon
-            panos.append(_Pano(str(pano.id), float(lat_), float(lon_), _year_month(pano.date)))
+            credit = getattr(pano, "copyright_message", None) or getattr(
+                found, "copyright_message", None
+            )
+            panos.append(
+                _Pano(
+                    str(pano.id),
+                    float(lat_),
+                    float(lon_),
+                    _year_month(pano.date),
+                    " ".join(str(credit).split()) if credit else "© Google",
+                )
+            )
         return sorted(panos, key=lambda p: (p.date, p.id))
 
     # -------------------------------------------------------------- one point
@@ -219,6 +249,7 @@ class HistoricalProvider(WebProvider):
             bearing = 0.0
         headings = [((bearing + h) % 360.0, int(round(h)) % 360) for h in cfg.headings]
         base = {"point_id": pid, "pitch": float(cfg.pitch), "fov": float(cfg.fov)}
+        plon, plat = float(point["lon"]), float(point["lat"])
 
         def row(offset: int, heading: float, pano: _Pano | None, **fields: Any) -> dict:
             out = {
@@ -233,6 +264,8 @@ class HistoricalProvider(WebProvider):
                 "error": "",
                 "lon": pano.lon if pano else float(point["lon"]),
                 "lat": pano.lat if pano else float(point["lat"]),
+                "attribution": pano.attribution if pano else "",
+                **(located(plon, plat, pano.lon, pano.lat) if pano else nowhere()),
             }
             out.update(fields)
             return out
@@ -244,8 +277,21 @@ class HistoricalProvider(WebProvider):
                 CaptureResult(row(o, h, None, status="failed", error=f"lookup: {exc}"))
                 for h, o in headings
             ]
-        kept = [p for p in found if cfg.keeps(p.date)]
+        limit = limit_m(cfg.radius, cfg.max_distance)
+        far = {p.id: too_far(located(plon, plat, p.lon, p.lat)["distance_m"], limit) for p in found}
+        near = [p for p in found if not far[p.id]]
+        kept = [p for p in near if cfg.keeps(p.date)]
+        # a panorama of the span that lies too far is recorded missing, with its distance
+        # (at the point: its own location, kilometres away maybe, is in pano_lon/pano_lat)
+        too_far_rows = [
+            CaptureResult(row(o, h, p, error=str(far[p.id]), lon=plon, lat=plat))
+            for p in found
+            if far[p.id] and cfg.keeps(p.date)
+            for h, o in headings
+        ]
         if not kept:
+            if too_far_rows:
+                return too_far_rows
             why = (
                 f"no panorama within {cfg.radius:g} m"
                 if not found
@@ -257,7 +303,7 @@ class HistoricalProvider(WebProvider):
                 CaptureResult(row(o, h, p, status="ok"), image_key=self._key(p.id, h))
                 for p in kept
                 for h, o in headings
-            ]
+            ] + too_far_rows
         static, cache = self.static, self.image_cache()
         assert static is not None, "without metadata_only there is an image half"
         static.http, static.images = self.client(), cache  # gsv's requests on this engine
@@ -288,7 +334,7 @@ class HistoricalProvider(WebProvider):
                 key=lambda e: (not isinstance(e, FatalError), not isinstance(e, BudgetExhausted))
             )
             raise errors[0]
-        return [r for r in done if isinstance(r, CaptureResult)]
+        return [r for r in done if isinstance(r, CaptureResult)] + too_far_rows
 
     def _key(self, pano: str, heading: float) -> str:
         cfg = self.config

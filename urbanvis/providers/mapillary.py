@@ -22,7 +22,14 @@ A heading with no image gets a ``missing`` row, so every point of a tile is reco
 expires) and stored once as ``mly<image id>``, shared by every point that chose it; a
 row that reuses an image stored by an earlier run has width and height 0. With
 ``metadata_only`` nothing but listings is requested (for :func:`urbanvis.harvest.survey`).
-Each row carries the image's sequence id in the extra column ``mly_sequence``.
+Each row carries the image's sequence id in the extra column ``mly_sequence`` and its credit
+in ``attribution`` (the creator's username if the listing names one, and the licence:
+Mapillary's imagery is CC BY-SA 4.0, attribution required).
+
+Mapillary returns at most 2,000 images for one bbox search (:data:`LISTING_CAP`), without
+saying that it dropped any: a search that returns the cap is split into four quarter boxes,
+each listed (and split again while it returns the cap), so no image of a dense area is lost;
+images on a shared edge are kept once.
 
 The token comes from ``MAPILLARY_TOKEN`` or a file and travels only in the
 ``Authorization: OAuth`` header of listing requests, never to the thumbnail host and never
@@ -45,6 +52,7 @@ from .. import _secrets
 from .._dates import bounds
 from .._errors import InputError, one_line
 from .._secrets import MAPILLARY_TOKEN_ENV as TOKEN_ENV
+from ._distance import check_max_distance, located, nowhere
 from ._imagecheck import ImageBody
 from ._mlylisting import (
     EARTH_RADIUS,
@@ -70,6 +78,12 @@ SECTOR = 45.0
 """An image faces a heading when its compass angle is within this many degrees of it."""
 MAX_PAGES = 1000
 """Pages followed per tile at most (a guard against a service that pages forever)."""
+LISTING_CAP = 2000
+"""The most images Mapillary returns for one bbox search: a search that returns this many
+may have dropped others, so its box is split in four (a quadtree) until each answers fewer."""
+MIN_SPLIT_DEG = 1e-6
+"""A box narrower than this (about 10 cm) is not split further: so many images in one spot
+can only be a broken answer, and splitting would never end."""
 M_PER_DEG = math.pi * EARTH_RADIUS / 180.0
 
 
@@ -93,6 +107,9 @@ class MapillaryConfig:
         Side in metres of the square tiles that share one listing request.
     page_size
         Images per listing page (``limit``; the API allows at most 2000).
+    max_distance
+        Metres: when given, images are chosen within this distance of the point instead of
+        within ``radius`` (larger to accept more, smaller to be stricter).
     """
 
     headings: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
@@ -103,8 +120,10 @@ class MapillaryConfig:
     captures_per_point: int = 1
     tile_size: float = 500.0
     page_size: int = MAX_PAGE
+    max_distance: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "max_distance", check_max_distance(self.max_distance))
         headings = tuple(float(h) for h in self.headings)
         if not headings or not all(math.isfinite(h) for h in headings):
             raise InputError("give at least one finite heading in `headings`, e.g. 0,90,180,270")
@@ -125,10 +144,19 @@ class MapillaryConfig:
                 object.__setattr__(self, name, str(value))
         bounds(self.since, self.until)  # the one grammar; refuses a since after the until
 
+    @property
+    def reach(self) -> float:
+        """Metres from a point within which its images are chosen (the listing is exact,
+        so no tolerance is added: ``radius``, or ``max_distance`` when given)."""
+        return float(self.max_distance if self.max_distance is not None else self.radius)
+
 
 def create(**options: Any) -> MapillaryProvider:
     """The mapillary provider from its registry options (:mod:`._builtin`)."""
-    names = ("headings", "absolute_headings", "radius", "since", "until", "captures_per_point")
+    names = (
+        "headings", "absolute_headings", "radius", "since", "until", "captures_per_point",
+        "max_distance",
+    )  # fmt: skip
     return MapillaryProvider(
         MapillaryConfig(**pick(options, names)),
         WebSettings.from_options(options),
@@ -168,9 +196,14 @@ class MapillaryProvider(WebProvider):
         token: str | None = None,
         token_file: str | None = None,
         metadata_only: bool = False,
+        listing_cap: int = LISTING_CAP,
     ) -> None:
         super().__init__(web)
         self.config = config if config is not None else MapillaryConfig()
+        self.listing_cap = int(listing_cap)
+        """Images one search returns at most (the service's cap; smaller in tests)."""
+        self.splits = 0
+        """Boxes split because their search returned the cap (last run)."""
         if token:
             _secrets.register(token)
         else:
@@ -218,7 +251,7 @@ class MapillaryProvider(WebProvider):
         """The group's points' bounding box widened by ``radius`` metres (and a little)."""
         lon = group["lon"].to_numpy(dtype=float)
         lat = group["lat"].to_numpy(dtype=float)
-        margin = float(self.config.radius) * 1.01 + 1.0
+        margin = self.config.reach * 1.01 + 1.0
         dlat = math.degrees(margin / EARTH_RADIUS)
         widest = min(float(np.max(np.abs(lat))) + dlat, 89.9)
         dlon = math.degrees(margin / (EARTH_RADIUS * max(math.cos(math.radians(widest)), 0.01)))
@@ -234,7 +267,31 @@ class MapillaryProvider(WebProvider):
         return {"Authorization": f"OAuth {self._token}"}
 
     async def _listing(self, bbox: tuple[float, float, float, float]) -> list[MlyImage]:
-        """Every image in ``bbox``, across all pages."""
+        """Every image in ``bbox``: across all pages, and in quarter boxes (recursively)
+        while a search returns the service's cap."""
+        records = await self._search(bbox)
+        west, south, east, north = bbox
+        if len(records) < self.listing_cap or min(east - west, north - south) < MIN_SPLIT_DEG:
+            if len(records) >= self.listing_cap:
+                log.warning("a Mapillary box of under 10 cm still returns the cap; kept as is")
+            return images_from_listing(records)
+        self.splits += 1
+        mid_lon, mid_lat = (west + east) / 2, (south + north) / 2
+        quarters = [
+            (west, south, mid_lon, mid_lat),
+            (mid_lon, south, east, mid_lat),
+            (west, mid_lat, mid_lon, north),
+            (mid_lon, mid_lat, east, north),
+        ]
+        found = await asyncio.gather(*(self._listing(q) for q in quarters))
+        unique: dict[str, MlyImage] = {}
+        for images in found:
+            for image in images:
+                unique.setdefault(image.id, image)  # an image on a shared edge: once
+        return list(unique.values())
+
+    async def _search(self, bbox: tuple[float, float, float, float]) -> list[Any]:
+        """The raw records of one bbox search, across all pages."""
         params: dict[str, Any] = {
             "bbox": ",".join(f"{v:.7f}" for v in bbox),
             "fields": ",".join(FIELDS),
@@ -263,7 +320,7 @@ class MapillaryProvider(WebProvider):
             )
         else:
             log.warning("stopped following Mapillary pages after %d for one tile", MAX_PAGES)
-        return images_from_listing(records)
+        return records
 
     async def _thumb(self, url: str) -> tuple[bytes, int, int]:
         """The thumbnail's bytes and size; TransientError with a short reason if it fails."""
@@ -293,7 +350,7 @@ class MapillaryProvider(WebProvider):
         """What one point keeps: (heading, offset, k, image, error) per chosen image, and
         (heading, offset, None, None, why) for each heading left without one."""
         cfg = self.config
-        radius = float(cfg.radius)
+        radius = cfg.reach
         headings = self._headings(bearing)
         if not images:
             near = np.zeros(0, dtype=bool)
@@ -448,6 +505,8 @@ def _row(
         "lon": float(point.lon),
         "lat": float(point.lat),
         "mly_sequence": "",  # also in the row: a metadata-only survey keeps rows only
+        "attribution": "",
+        **nowhere(),
     }
     if image is not None:
         row.update(
@@ -457,6 +516,8 @@ def _row(
             lon=image.lon,
             lat=image.lat,
             mly_sequence=image.sequence,
+            attribution=image.attribution,
+            **located(float(point.lon), float(point.lat), image.lon, image.lat),
         )
     return CaptureResult(
         row, image=body, image_key=key, extra={"mly_sequence": row["mly_sequence"]}
