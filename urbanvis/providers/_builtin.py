@@ -165,8 +165,8 @@ OPTIONS = (
         float,
         help="gsv, gsv-historical: USD per 1,000 image requests, for the cost estimate "
         f"printed first and --max-cost [{PRICE_PER_1000:.2f}: the Street View Static API "
-        f"price as published in {PRICE_PUBLISHED}; check the current price list]. Metadata "
-        "requests are assumed free, as in Google's current price list.",
+        f"list price as of {PRICE_PUBLISHED}, written down offline and never checked against "
+        "the live page; check the current price list]. Metadata requests are assumed free.",
         providers=(GSV, HISTORICAL),
         range=(0, None),
     ),

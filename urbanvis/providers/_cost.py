@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass
 
 PRICE_PER_1000 = 7.00
-"""USD per 1,000 Street View Static API image requests, the list price as published in
-March 2025; check the current price list."""
+"""USD per 1,000 Street View Static API image requests: the list price as of the March 2025
+price list, written down without network access and never checked against the live page;
+check the current price list."""
 PRICE_PUBLISHED = "March 2025"
 CURRENCY = "USD"
 
