@@ -234,6 +234,23 @@ def test_large_layers_draw_on_a_canvas(tmp_path):
     assert svg_elements(page["dom"], "points0") == 0 and "<canvas" in page["dom"]
 
 
+def test_imagery_credit_is_shown_on_the_map(tmp_path):
+    rng = np.random.default_rng(2)
+    credits = ["© Google", "© alice, Mapillary, CC BY-SA 4.0", None, "© Google", ""]
+    frame = gpd.GeoDataFrame(
+        {"attribution": credits, "value": rng.normal(size=5)},
+        geometry=gpd.points_from_xy(24.9 + rng.random(5) * 0.01, 60.1 + rng.random(5) * 0.01),
+        crs=4326,
+    )
+    assert maps.imagery_credit(frame) == "© Google; © alice, Mapillary, CC BY-SA 4.0"
+    out = maps.write_map(maps.map_from_layer(frame, "value", tiles="none"), tmp_path / "c.html")
+    page = open_in_chromium(out, tmp_path / "chrome", screenshot=False)
+    assert "Imagery: © Google; © alice, Mapillary, CC BY-SA 4.0</div>" in page["dom"]
+    many = frame.iloc[[0] * 20].assign(attribution=[f"© user{i}" for i in range(20)])
+    assert maps.imagery_credit(many).endswith("; and 8 more")
+    assert maps.imagery_credit(frame.drop(columns="attribution")) == ""
+
+
 # ---------------------------------------------------------------------- the HTML
 def test_zones_sim_from_the_cli_with_a_column(study, tmp_path):
     out = tmp_path / "zones_sim.html"

@@ -415,6 +415,16 @@ def map_from_layer(
         )
     for layer in layers:
         layer.add_to(m)
+    credit = imagery_credit(frame)
+    if credit:  # the providers' terms ask for it wherever their images are shown
+        m.get_root().html.add_child(  # type: ignore[attr-defined]
+            folium.Element(
+                "<div class='urbanvis-credit' style='position:fixed;bottom:18px;left:8px;"
+                "z-index:1000;background:rgba(255,255,255,.85);padding:2px 6px;"
+                f"font:11px sans-serif'>Imagery: {_html_escape(credit)}</div>"
+            ),
+            name="imagery_credit",
+        )
     folium.LayerControl(collapsed=False).add_to(m)
     m.fit_bounds([[south, west], [north, east]])
     if title:
@@ -423,6 +433,21 @@ def map_from_layer(
         )
     log.info("mapped %s features in %d layers", f"{len(frame):,}", len(layers))
     return m
+
+
+CREDITS_SHOWN = 12
+"""Distinct imagery credits written out on a map; the rest are counted."""
+
+
+def imagery_credit(frame) -> str:
+    """The distinct ``attribution`` texts of a layer's rows, joined (empty without any)."""
+    if "attribution" not in frame.columns:
+        return ""
+    values = frame["attribution"].dropna().astype(str).str.strip()
+    names = sorted({v for v in values if v})
+    if len(names) > CREDITS_SHOWN:
+        return "; ".join(names[:CREDITS_SHOWN]) + f"; and {len(names) - CREDITS_SHOWN} more"
+    return "; ".join(names)
 
 
 def _html_escape(text: str) -> str:
