@@ -396,7 +396,6 @@ def _same_budget_pairs(study: Study, p: Preset, seed: int, should_stop) -> int:
 
     counts = {}
     for strategy in STRATEGIES:
-        path = study.pairs / f"{strategy}.parquet"
         made = stages.pairs(study, strategy=strategy, max_pairs=p.max_pairs, seed=seed,
                             should_stop=should_stop)  # fmt: skip
         counts[strategy] = int(made.outputs["pairs"])
@@ -406,7 +405,6 @@ def _same_budget_pairs(study: Study, p: Preset, seed: int, should_stop) -> int:
                 f"{p.batch_size}; sample more points (a smaller `spacing`) or more "
                 f"`captures_per_point`"
             )
-        del path
     n = min(counts.values())
     for strategy, count in counts.items():
         if count > n:
@@ -515,7 +513,15 @@ THUMBNAIL_MODEL = "thumbnail:16x16"
 def _thumbnail_embeddings(study, should_stop) -> str:
     """The thumbnail baseline's vectors in the study's vector store (as ``embed`` writes)."""
     from .evaluate.encoders import THUMBNAIL_SIDE, thumbnail_features
-    from .vectors import finalise, model_folder, ok_captures, vector_ids, write_meta, write_part
+    from .vectors import (
+        finalise,
+        model_folder,
+        next_part_number,
+        ok_captures,
+        vector_ids,
+        write_meta,
+        write_part,
+    )
 
     captures = study.read_layer("captures")
     captures = captures[captures["status"] == "ok"]
@@ -526,11 +532,11 @@ def _thumbnail_embeddings(study, should_stop) -> str:
     dim = 3 * THUMBNAIL_SIDE**2
     write_meta(folder, {"model": THUMBNAIL_MODEL, "arch": "thumbnail", "dim": dim,
                         "image_size": THUMBNAIL_SIDE})  # fmt: skip
-    for seq, start in enumerate(range(0, len(pending), 4096)):
+    for start in range(0, len(pending), 4096):  # a part per chunk: a stop loses one chunk
         chunk = pending.iloc[start : start + 4096]
         vectors = thumbnail_features([study.root / f for f in chunk["image_path"]],
                                      should_stop=should_stop)  # fmt: skip
-        write_part(folder, 0, seq + len(list((folder / "parts").glob("part-*"))),
+        write_part(folder, 0, next_part_number(folder, 0),
                    chunk["capture_id"].astype(str).tolist(), vectors)  # fmt: skip
     finalise(study, folder, THUMBNAIL_MODEL, captures)
     return THUMBNAIL_MODEL
