@@ -57,6 +57,45 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_times() -> tuple[float, float]:
+    """(all, steal) jiffies of the machine since boot, from the first line of /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return float(sum(fields[:8])), float(fields[7]) if len(fields) > 7 else 0.0
+
+
+def filesystem(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (longest mount point of /proc/mounts)."""
+    best, kind = "", "unknown"
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, mount, fstype = line.split()[:3]
+        inside = str(path).startswith(mount.rstrip("/") + "/") or str(path) == mount
+        if inside and len(mount) > len(best):
+            best, kind = mount, fstype
+    return f"{kind} ({best})"
+
+
+def machine_line() -> str:
+    """What the figures depend on: CPU model, Python build, the HTTP stack and its C parts."""
+    import importlib.metadata as md
+    import platform
+
+    import aiohttp.http_parser as parser
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )  # fmt: skip
+    names = ("aiohttp", "multidict", "yarl", "numpy", "pyogrio", "geopandas", "pillow")
+    versions = ", ".join(f"{n} {md.version(n)}" for n in names)
+    c_parser = parser.HttpResponseParser.__module__.endswith("_http_parser")
+    return (
+        f"machine: {os.cpu_count()} CPUs ({model}), python {sys.version.split()[0]} "
+        f"({sys.executable}), {versions}, pyogrio GDAL {pyogrio.__gdal_version_string__}, "
+        f"aiohttp C parser {'yes' if c_parser else 'no'}"
+    )
+
+
 def make_points(study, n: int, step: float) -> None:
     # rows of points 7 m apart in the covered part of the fake world around Helsinki
     lat0, lon0 = 60.17, 24.94
@@ -85,12 +124,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--rate", type=float, default=0, help="requests/s cap, 0: none")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--dir", type=Path, default=None,
+                    help="where the study goes (default: the temp folder); the filesystem "
+                         "matters: each image is written, fsynced and journaled")  # fmt: skip
     args = ap.parse_args()
     headings = tuple(float(h) for h in args.headings.split(","))
 
     proc, url = start_server(args.fault_rate, args.seed, args.size)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+            where = filesystem(Path(tmp).resolve())
             study = open_study(Path(tmp) / "bench")
             make_points(study, args.points, args.step)
             provider = GsvProvider(
@@ -107,11 +150,13 @@ def main() -> None:
             )
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             server0 = process_cpu(proc.pid)
+            machine0, load0 = cpu_times(), os.getloadavg()[0]
             t0 = time.perf_counter()
             summary = harvest(study, provider, batch_size=args.batch_size)
             wall = time.perf_counter() - t0
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             server = process_cpu(proc.pid) - server0
+            machine1, load1 = cpu_times(), os.getloadavg()[0]
             cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
             requests = summary.stats["requests"]
             caps = pyogrio.read_dataframe(study.gpkg, layer="captures")
@@ -137,7 +182,12 @@ def main() -> None:
         f"counts {summary.counts}; lost {lost}, duplicated "
         f"{dup}, bad sha256 {bad}, files {files:,} for {len(ok):,} images"
     )
-    print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    total, steal = (b - a for a, b in zip(machine0, machine1, strict=True))
+    print(
+        f"during the run: load average {load0:.2f} -> {load1:.2f}, steal "
+        f"{100 * steal / max(total, 1):.1f}% of the machine's CPU time; study on {where}"
+    )
+    print(machine_line())
 
 
 if __name__ == "__main__":
