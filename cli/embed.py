@@ -33,8 +33,8 @@ from ._options import ProgressBar, echo_result, study_option
     type=int,
     default=64,
     show_default=True,
-    help="Images per forward pass and per saved part; a kill loses at most the batch in "
-    "flight (two on a GPU).",
+    help="Distinct images per forward pass and per saved part; a kill loses at most the "
+    "batch in flight (two on a GPU).",
 )
 @click.option(
     "--workers",
@@ -87,7 +87,9 @@ def embed(
     \b
     Vectors (float32) go to embeddings/MODEL/vectors.parquet, keyed by capture_id; the
     embeddings layer gets capture_id, point_id, model (encoder@checkpoint-sha256), pc1..pc3
-    and the capture's point. Rerunning skips captures this model has already embedded.
+    and the capture's point. Captures that share an image file (one panorama seen from
+    neighbouring points) share one forward pass and its vector. Rerunning skips captures
+    this model has already embedded.
     Read both in Python with urbanvis.vectors.read_embeddings(study, model=...).
     Under torchrun each process embeds its own share and rank 0 writes the layer; a killed
     run, single or multi-process, resumes where it stopped.
@@ -102,7 +104,7 @@ def embed(
     from urbanvis import stages
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    with ProgressBar("embed", unit="img", enabled=rank0) as progress:
+    with ProgressBar("embed", unit="capture", enabled=rank0) as progress:
         result = stages.embed(
             study_dir,
             checkpoint=checkpoint,

@@ -123,7 +123,7 @@ def direct_forward(study: Path, image_paths, ckpt: Path) -> np.ndarray:
 # ---------------------------------------------------------------------------- success
 def test_embed_writes_the_layer_and_vectors(base, embedded):
     study = base["study"]
-    assert "110 captures embedded (90 already done" in embedded["second"].stderr
+    assert "embedded 110 images for 110 captures (90 already done" in embedded["second"].stderr
     layer = pyogrio.read_dataframe(study / "study.gpkg", layer="embeddings")
     assert layer.crs.to_epsg() == 4326
     assert list(layer.columns) == [
@@ -168,7 +168,7 @@ def test_rerun_recomputes_nothing(base, embedded):
     before = tree(folder), (study / "study.gpkg").stat().st_mtime_ns
     again = run_embed("--study", str(study), "--checkpoint", str(base["ckpt_a"]))
     assert again.returncode == 0, again.stderr
-    assert "0 captures embedded (200 already done" in again.stderr
+    assert "embedded 0 images for 0 captures (200 already done" in again.stderr
     assert (tree(folder), (study / "study.gpkg").stat().st_mtime_ns) == before
 
 
@@ -502,7 +502,7 @@ def test_torchrun_shards_resumes_after_kill_9_and_equals_one_process(base, tmp_p
     resumed = torchrun_embed(*common, "--batch-size", "16")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     embedded = N_CAPTURES - len(done)
-    assert f"{embedded} captures embedded ({len(done)} already done" in resumed.stderr
+    assert f"{embedded} images for {embedded} captures ({len(done)} already done" in resumed.stderr
     assert resumed.stdout.count("200 of 200 captures embedded") == 1
     assert (folder / "vectors.parquet").exists()
     assert not list((folder / "parts").iterdir())  # merged; temporaries of the kill removed

@@ -786,7 +786,8 @@ def embed(
         style_study(st.gpkg, layers=["embeddings"])  # QGIS opens it coloured by pc1..pc3
     total = summary.done_before + summary.embedded
     message = (
-        f"{total:,} of {summary.captures_total:,} captures embedded by {summary.model}; "
+        f"{total:,} of {summary.captures_total:,} captures embedded by {summary.model} "
+        f"(this run: {summary.images:,} images for {summary.embedded:,} captures); "
         f"vectors in {summary.vectors.parent if summary.vectors else '-'}"
         + ("" if summary.stopped else f", layer embeddings in {st.gpkg}")
     )
@@ -811,6 +812,7 @@ def embed(
         outputs={
             "model_id": summary.model,
             "embedded": summary.embedded,
+            "images": summary.images,
             "failed": summary.failed,
             "dim": summary.dim,
         },

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
 from .._errors import InputError, InputFileError, Stopped
 from .distributed import pick_device
-from .inference import _CaptureImages, _collate, _forward, build_model
+from .inference import _collate, _FileImages, _forward, build_model
 
 
 def image_features(
@@ -110,9 +109,8 @@ def file_batches(
     checked before each batch and raises :class:`Stopped` (nothing is kept).
     """
     files = [str(Path(p).expanduser().absolute()) for p in paths]
-    table = pd.DataFrame({"capture_id": np.arange(len(files)).astype(str), "image_path": files})
     loader: DataLoader = DataLoader(
-        _CaptureImages(Path("/"), table, meta),  # type: ignore[arg-type]
+        _FileImages(Path("/"), np.asarray(files, dtype=object), meta),  # type: ignore[arg-type]
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

@@ -1,9 +1,12 @@
 """Embed a study's captures with a ViT backbone, resumably: the torch half of embedding.
 
 :func:`embed_captures` runs batched inference over the ``ok`` rows of the ``captures``
-layer: each image is resized (bicubic, shorter side) and centre-cropped to the model's
-input size, normalised with the encoder's mean/std, and the [CLS] token after the final
-LayerNorm is kept, not normalised (design section 6). Images are decoded either
+layer, one forward pass per distinct image file: captures that point to the same file
+(a panorama's view shared by neighbouring points, see :mod:`urbanvis._imagestore`) are
+grouped by their normalised ``image_path`` and get that file's vector. Each image is
+resized (bicubic, shorter side) and centre-cropped to the model's input size, normalised
+with the encoder's mean/std, and the [CLS] token after the final LayerNorm is kept, not
+normalised (design section 6). Images are decoded either
 
 - ``cpu``: with PIL in DataLoader worker processes (the reference; the default on a CPU), or
 - ``gpu``: workers only read the file bytes; the batch is decoded by
@@ -18,14 +21,16 @@ The vectors, their files and the ``embeddings`` layer are :mod:`urbanvis.vectors
 torch there); this module writes them through it.
 
 A kill loses at most the batches in flight (two on a GPU, one on a CPU): the next run
-skips every capture that already has a vector from the same model (same checkpoint hash).
+skips every capture that already has a vector from the same model (same checkpoint hash);
+a file whose captures are partly done is embedded once more for the rest.
 When every capture is done the parts are merged into ``vectors.parquet``, a PCA is fitted
 on all of that model's vectors and the model's rows of the ``embeddings`` layer are
 replaced in one transaction.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1; NCCL on GPUs, gloo on CPUs, see
-:mod:`urbanvis.engine.distributed`) every rank reads the same list of pending captures and
-takes every ``world``-th one from its rank on, so the shards are disjoint and fixed by the
+:mod:`urbanvis.engine.distributed`) every rank reads the same list of pending captures,
+groups it into the same list of distinct files (in order of first appearance) and takes
+every ``world``-th file from its rank on, so the shards are disjoint and fixed by the
 files on disk; each rank writes its own part files (``part-r<rank>-<n>.parquet``). After a
 barrier rank 0 alone merges the parts and writes the layer. A killed run resumes under any
 number of processes. Read the result with :func:`urbanvis.vectors.read_embeddings`.
@@ -42,6 +47,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -79,7 +85,12 @@ class EmbedSummary:
     captures_total: int
     done_before: int
     embedded: int = 0
+    """Captures given a vector by this run."""
+    images: int = 0
+    """Distinct image files run through the model by this run (at most ``embedded``)."""
     failed: int = 0
+    """Captures skipped because their image file could not be read."""
+    failed_images: int = 0
     stopped: bool = False
     dim: int = 0
     seconds: float = 0.0
@@ -88,15 +99,20 @@ class EmbedSummary:
 
     @property
     def images_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+        """Distinct image files through the model per second of the loop."""
+        return self.images / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
         state = "stopped early; rerun to resume" if self.stopped else "done"
-        failed = f", {self.failed:,} unreadable images skipped" if self.failed else ""
+        failed = (
+            f", {self.failed_images:,} unreadable images skipped ({self.failed:,} captures)"
+            if self.failed
+            else ""
+        )
         return (
-            f"{self.model}: {self.embedded:,} captures embedded ({self.done_before:,} already "
-            f"done, {self.captures_total:,} ok captures) at {self.images_per_second:.1f} "
-            f"images/s{failed}; {state}"
+            f"{self.model}: embedded {self.images:,} images for {self.embedded:,} captures "
+            f"({self.done_before:,} already done, {self.captures_total:,} ok captures) at "
+            f"{self.images_per_second:.1f} images/s{failed}; {state}"
         )
 
 
@@ -132,9 +148,10 @@ def embed_captures(
     random_init, seed
         Allow a bare ``model`` name with random weights drawn from ``seed``.
     batch_size, workers
-        Images per forward pass (and per part file: a kill loses at most the batches in
-        flight); DataLoader processes decoding images, or with ``decode="gpu"`` reading
-        their bytes (0: in this process).
+        Distinct image files per forward pass (a part file holds the vectors of their
+        captures: a kill loses at most the batches in flight); DataLoader processes
+        decoding images, or with ``decode="gpu"`` reading their bytes (0: in this
+        process).
     device
         ``auto`` (a GPU when one is visible), ``cpu``, ``cuda`` or ``cuda:N``. Under
         ``torchrun`` each process takes the GPU of its ``LOCAL_RANK``.
@@ -151,8 +168,9 @@ def embed_captures(
     limit
         Embed at most this many more captures (a trial); the layer is then not written.
     progress, should_stop
-        Callbacks: ``progress(done, total, counts)`` after each batch (``counts`` has
-        ``ok`` and ``failed``); ``should_stop()`` is checked between batches.
+        Callbacks: ``progress(done, total, counts)`` after each batch, in captures
+        (``counts`` has ``ok`` and ``failed`` captures and ``images``, the distinct files
+        embedded); ``should_stop()`` is checked between batches.
     """
     if (model is None) == (checkpoint is None):
         raise InputError("give exactly one of `checkpoint` (a file) or `model` (a name)")
@@ -188,58 +206,73 @@ def embed_captures(
     summary.vectors = folder / "vectors.parquet"
 
     # Every rank reads the same files (nothing is written before the barrier below), so
-    # every rank sees the same pending list and the shards rank::world are disjoint.
+    # every rank sees the same pending list, groups it into the same distinct files, and
+    # the shards of files rank::world are disjoint.
     done = set(vector_ids(folder))
     summary.done_before = len(done & set(captures["capture_id"]))
     pending = captures[~captures["capture_id"].isin(done)]
     if limit is not None:
         pending = pending.iloc[: max(int(limit), 0)]
-    mine = pending.iloc[rank::world]
+    files = _ImageFiles.of(pending)
+    mine = files.shard(rank, world)
     if rank == 0:
         write_meta(folder, meta)
         remove_temporaries(folder)  # left by a killed run
     if world > 1:
         dist.barrier()
 
-    counts = {"ok": 0, "failed": 0}
+    counts = {"ok": 0, "images": 0, "failed": 0}
+    failed_images = 0
     if progress is not None and rank == 0:
         progress(summary.done_before, summary.captures_total, dict(counts))
     started = time.perf_counter()
     net = net.to(dev).eval()
     loader = _loader(
-        study.root, mine, meta, batch_size=batch_size, workers=workers, device=dev, raw=on_device
+        study.root,
+        mine.paths,
+        meta,
+        batch_size=batch_size,
+        workers=workers,
+        device=dev,
+        raw=on_device,
     )
     parts = _PartWriter(folder, rank)
     with torch.inference_mode():
-        for batch_ids, batch, batch_failed in loader:
+        for batch_files, batch, batch_failed in loader:
             if should_stop is not None and should_stop():
                 summary.stopped = True
                 break
-            ids, images, failed = batch_ids, batch, batch_failed
-            if on_device and ids:
-                ids, images, unreadable = _transform_on_device(ids, batch, meta, dev)
+            good, images, failed = batch_files, batch, batch_failed
+            if on_device and good:
+                good, images, unreadable = _transform_on_device(good, batch, meta, dev)
                 failed = failed + unreadable
-            for capture_id, error in failed:
-                log.warning("capture %s skipped: %s", capture_id, error)
-            counts["failed"] += len(failed)
-            if ids:
+            for index, error in failed:
+                skipped = mine.ids_of(index)
+                log.warning("%s skipped: %s", _name_captures(skipped), error)
+                counts["failed"] += len(skipped)
+            failed_images += len(failed)
+            if good:
                 images = images.to(dev, non_blocking=True)
                 with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
                     vectors = _forward(net, images)
-                parts.add(ids, vectors)
+                ids, rows = mine.expand(good)
+                parts.add(ids, vectors, rows)
                 counts["ok"] += len(ids)
+                counts["images"] += len(good)
             if progress is not None and rank == 0:
                 done_now = summary.done_before + world * counts["ok"]  # other ranks: estimate
                 progress(min(done_now, summary.captures_total), summary.captures_total, counts)
         parts.flush()
     summary.seconds = time.perf_counter() - started
-    summary.embedded, summary.failed = counts["ok"], counts["failed"]
+    summary.embedded, summary.images = counts["ok"], counts["images"]
+    summary.failed, summary.failed_images = counts["failed"], failed_images
     if limit is not None and len(pending) < len(captures) - summary.done_before:
         summary.stopped = True
     if world > 1:  # every rank has written its parts once it joins the sum
-        totals = [summary.embedded, summary.failed, int(summary.stopped)]
-        summary.embedded, summary.failed, stopped = _sum_over_ranks(totals, dev)
-        summary.stopped = stopped > 0
+        totals = [summary.embedded, summary.images, summary.failed, summary.failed_images]
+        totals = _sum_over_ranks([*totals, int(summary.stopped)], dev)
+        summary.embedded, summary.images, summary.failed, summary.failed_images = totals[:4]
+        summary.stopped = totals[4] > 0
         dist.barrier()
     if rank == 0 and not summary.stopped:
         summary.layer_written = finalise(
@@ -312,7 +345,10 @@ def _sum_over_ranks(values: list[int], device) -> list[int]:
 
 
 class _PartWriter:
-    """Writes each batch's vectors to the next part file of this rank.
+    """Writes each batch's vectors to the next part file of this rank, one row per capture.
+
+    ``add(ids, vectors, rows)``: capture ``ids[k]`` gets ``vectors[rows[k]]`` (a file's
+    vector is repeated for each capture sharing it on the host, after the copy).
 
     On CUDA a batch is written one batch late: its copy to (pinned) host memory is queued
     behind the forward pass, and the host writes the previous batch while the GPU runs.
@@ -324,48 +360,103 @@ class _PartWriter:
         self.seq = next_part_number(folder, rank)
         self.waiting: tuple | None = None
 
-    def add(self, ids: list[str], vectors) -> None:
+    def add(self, ids: list[str], vectors, rows: np.ndarray) -> None:
         if vectors.device.type == "cuda":
             host = vectors.float().to("cpu", non_blocking=True)
             ready = torch.cuda.Event()
             ready.record()
             self.flush()
-            self.waiting = (ids, host, ready)
+            self.waiting = (ids, host, rows, ready)
         else:
-            self.waiting = (ids, vectors.float(), None)
+            self.waiting = (ids, vectors.float(), rows, None)
             self.flush()
 
     def flush(self) -> None:
         if self.waiting is None:
             return
-        ids, host, ready = self.waiting
+        ids, host, rows, ready = self.waiting
         self.waiting = None
         if ready is not None:
             ready.synchronize()
-        write_part(self.folder, self.rank, self.seq, ids, host.numpy())
+        write_part(self.folder, self.rank, self.seq, ids, host.numpy()[rows])
         self.seq += 1
 
 
-# ------------------------------------------------------------------------- decoding
-class _CaptureImages:
-    """Item ``i``: ``(capture_id, tensor or None, error or None)``, decoded in a worker.
+# ----------------------------------------------------------------- distinct files
+class _ImageFiles:
+    """Distinct image files of a list of captures, in order of first appearance.
 
-    With ``raw`` the tensor is replaced by ``(image_path, file bytes as a uint8 tensor)``,
-    to be decoded on the device.
+    File ``j`` is ``paths[j]`` (its normalised ``image_path``, relative to the study) and
+    its captures are ``ids_of(j)``. Held as flat numpy arrays (captures sorted by file,
+    and each file's start in them), so tens of millions of captures stay cheap.
+    """
+
+    def __init__(self, paths: np.ndarray, ids: np.ndarray, starts: np.ndarray) -> None:
+        self.paths = paths
+        self._ids = ids
+        self._starts = starts
+
+    @classmethod
+    def of(cls, captures: pd.DataFrame) -> _ImageFiles:
+        keys = [os.path.normpath(str(p)) for p in captures["image_path"]]
+        codes, paths = pd.factorize(pd.Series(keys, dtype=object), sort=False)
+        order = np.argsort(codes, kind="stable")  # a file's captures keep their order
+        ids = captures["capture_id"].astype(str).to_numpy()[order]
+        starts = np.searchsorted(codes[order], np.arange(len(paths) + 1))
+        return cls(np.asarray(paths, dtype=object), ids, starts)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def shard(self, rank: int, world: int) -> _ImageFiles:
+        """Every ``world``-th file from ``rank`` on, with all of its captures."""
+        if world == 1:
+            return self
+        take = np.arange(rank, len(self), world)
+        sizes = self._starts[take + 1] - self._starts[take]
+        ids = [self._ids[self._starts[j] : self._starts[j + 1]] for j in take]
+        flat = np.concatenate(ids) if ids else self._ids[:0]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        return _ImageFiles(self.paths[take], flat, starts)
+
+    def ids_of(self, j: int) -> list[str]:
+        return self._ids[self._starts[j] : self._starts[j + 1]].tolist()
+
+    def expand(self, files: list[int]) -> tuple[list[str], np.ndarray]:
+        """The capture ids of ``files`` and, for each, its file's row in the batch."""
+        index = np.asarray(files, dtype=np.int64)
+        sizes = self._starts[index + 1] - self._starts[index]
+        ids = [cid for j in files for cid in self.ids_of(j)]
+        return ids, np.repeat(np.arange(len(files)), sizes)
+
+
+def _name_captures(ids: list[str], shown: int = 5) -> str:
+    if len(ids) == 1:
+        return f"capture {ids[0]}"
+    more = f" and {len(ids) - shown:,} more" if len(ids) > shown else ""
+    return f"{len(ids):,} captures of one image ({', '.join(ids[:shown])}{more})"
+
+
+# ------------------------------------------------------------------------- decoding
+class _FileImages:
+    """Item ``i``: ``(i, tensor or None, error or None)`` for file ``paths[i]``, decoded in
+    a worker.
+
+    With ``raw`` the tensor is replaced by ``(image_path, file bytes)``, to be decoded on
+    the device.
     """
 
     def __init__(
-        self, root: Path, captures: pd.DataFrame, meta: dict[str, Any], *, raw: bool = False
+        self, root: Path, paths: np.ndarray, meta: dict[str, Any], *, raw: bool = False
     ) -> None:
         self.root = root
-        self.ids = captures["capture_id"].to_numpy()
-        self.paths = captures["image_path"].to_numpy()
+        self.paths = paths
         self.meta = meta
         self.raw = raw
         self.transform: Any = None
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.paths)
 
     def __getitem__(self, i: int):
         if self.raw:
@@ -379,34 +470,34 @@ class _CaptureImages:
             self.transform = eval_transform(m["image_size"], mean=m["mean"], std=m["std"])
         try:
             with Image.open(self.root / self.paths[i]) as im:
-                return self.ids[i], self.transform(im.convert("RGB")), None
+                return i, self.transform(im.convert("RGB")), None
         except Exception as exc:  # missing or undecodable (PIL raises more than OSError)
             reason = getattr(exc, "strerror", None) or first_line(exc)
-            return self.ids[i], None, f"{self.paths[i]}: {reason}"
+            return i, None, f"{self.paths[i]}: {reason}"
 
     def _bytes(self, i: int):
         try:
             data = (self.root / self.paths[i]).read_bytes()
         except OSError as exc:
-            return self.ids[i], None, f"{self.paths[i]}: {exc.strerror or exc}"
+            return i, None, f"{self.paths[i]}: {exc.strerror or exc}"
         if not data:
-            return self.ids[i], None, f"{self.paths[i]}: empty file"
+            return i, None, f"{self.paths[i]}: empty file"
         # plain bytes: a tensor per image would cost one shared-memory file descriptor each
-        return self.ids[i], (self.paths[i], data), None
+        return i, (self.paths[i], data), None
 
 
 def _collate(items, *, stack: bool = True):
-    good = [(cid, x) for cid, x, _ in items if x is not None]
-    failed = [(cid, err) for cid, x, err in items if x is None]
+    good = [(i, x) for i, x, _ in items if x is not None]
+    failed = [(i, err) for i, x, err in items if x is None]
     images: Any = [x for _, x in good]
     if stack:
         images = torch.stack(images) if good else None
-    return [str(cid) for cid, _ in good], images, failed
+    return [int(i) for i, _ in good], images, failed
 
 
-def _loader(root: Path, captures: pd.DataFrame, meta, *, batch_size, workers, device, raw):
+def _loader(root: Path, paths: np.ndarray, meta, *, batch_size, workers, device, raw):
     return DataLoader(
-        _CaptureImages(root, captures, meta, raw=raw),  # type: ignore[arg-type]
+        _FileImages(root, paths, meta, raw=raw),  # type: ignore[arg-type]
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -462,10 +553,11 @@ def _resize_and_crop(x, size: int):
     return x[..., top : top + size, left : left + size]
 
 
-def _transform_on_device(ids: list[str], items: list, meta: dict[str, Any], device):
+def _transform_on_device(ids: list[int], items: list, meta: dict[str, Any], device):
     """Decode a batch of ``(path, bytes)`` on ``device`` and apply the eval transform there.
 
-    Returns the ids that decoded, their normalised batch, and ``(id, error)`` of the rest.
+    Returns the ids (file indices) that decoded, their normalised batch, and ``(id, error)``
+    of the rest.
     """
     images, errors = decode_images([data for _, data in items], device)
     good = [i for i, image in enumerate(images) if image is not None]
