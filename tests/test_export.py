@@ -138,6 +138,48 @@ def test_it_is_written_chunk_by_chunk(studies, exported, tmp_path):
     assert pq.read_table(done["path"]).equals(pq.read_table(exported))
 
 
+_PEAK = """
+import sys, pyarrow as pa
+from urbanvis.export import export_embeddings
+from urbanvis.study import open_study
+export_embeddings(open_study(sys.argv[1], create=False), path=sys.argv[2], chunk_rows=256)
+print(pa.default_memory_pool().max_memory())
+"""
+
+
+def test_the_vectors_stream_through_a_bounded_amount_of_memory(tmp_path):
+    """pyarrow's peak while exporting 40 MiB of vectors in 0.5 MiB chunks: a few chunks and
+    the attributes (9 MiB measured), not the whole matrix (reading it all at once peaks at
+    several times it; a dictionary tried on the vectors, at twice this)."""
+    import subprocess
+    import sys
+
+    from urbanvis.vectors import LAYER, write_meta
+
+    rows, dim, model = 20_000, 512, "random-init:vit_test_patch8:0"
+    st = open_study(tmp_path / "big")
+    rng = np.random.default_rng(0)
+    ids = [f"c{i}" for i in range(rows)]
+    frame = gpd.GeoDataFrame(
+        {"capture_id": ids, "point_id": np.arange(rows), "model": model},
+        geometry=gpd.points_from_xy(24.9 + rng.random(rows) / 10, 60.1 + rng.random(rows) / 10),
+        crs=4326,
+    )
+    st.write_layer(LAYER, frame)
+    write_meta(model_folder(st, model), {"model": model, "dim": dim})
+    matrix = rng.standard_normal((rows, dim), dtype=np.float32)
+    write_part(model_folder(st, model), 0, 0, ids, matrix)
+    out = tmp_path / "big.parquet"
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(st.root), str(out)],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    peak = int(done.stdout.split()[-1])
+    assert peak < matrix.nbytes / 3, (peak, matrix.nbytes)
+    back = read_embeddings_file(out)[1]
+    assert np.array_equal(back, matrix)
+
+
 def test_it_reads_unmerged_parts_and_keeps_the_last_copy_of_a_vector(studies, tmp_path):
     study = tmp_path / "study"
     shutil.copytree(studies["embedded"], study)

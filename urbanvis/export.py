@@ -52,8 +52,13 @@ __all__ = ["FORMATS", "check_export_options", "export_embeddings", "read_embeddi
 FORMATS = ("geoparquet",)
 """The formats :func:`export_embeddings` writes."""
 
-CHUNK_ROWS = 8192
-"""Vectors per chunk (and per Parquet row group): 24 MiB of 768-d float32 vectors."""
+CHUNK_ROWS = 4096
+"""Vectors per chunk (and per Parquet row group): 12 MiB of 768-d float32 vectors; pyarrow
+peaks at about six times a chunk while it reads and writes one."""
+
+READ_BUFFER = 1 << 20
+"""Bytes read at a time from a vector file. pyarrow's default (0) reads each column chunk,
+all of a row group's vectors, into memory at once: ``vectors.parquet`` is one row group."""
 
 CAPTURE_COLUMNS = (
     "provider",
@@ -166,6 +171,9 @@ def export_embeddings(
     meta = {b"geo": _geo_metadata(attributes), b"urbanvis": _urbanvis_metadata(folder, model)}
     schema = pa.schema(fields, metadata=meta)
 
+    # no dictionary for the vectors: distinct floats never fit one, and pyarrow's attempt
+    # holds a hash table many times the chunk's size before it gives up
+    names = [name for name in schema.names if name != VECTOR_COLUMN]
     total = int(sum(int(keep.sum()) for keep, _ in plan))
     stop = should_stop or (lambda: False)
     written = chunks = 0
@@ -173,11 +181,11 @@ def export_embeddings(
         progress(0, total, {})
     out.parent.mkdir(exist_ok=True)  # the default exports/ folder; a given out's folder exists
     try:
-        with atomic_file(out) as fh, pq.ParquetWriter(fh, schema) as writer:
+        with atomic_file(out) as fh, pq.ParquetWriter(fh, schema, use_dictionary=names) as writer:
             pending: list[pa.Table] = []
             for file, (keep, at_row) in zip(files, plan, strict=True):
                 start = 0
-                reader = pq.ParquetFile(file)
+                reader = pq.ParquetFile(file, buffer_size=READ_BUFFER, pre_buffer=False)
                 for batch in reader.iter_batches(
                     batch_size=chunk_rows, columns=["capture_id", VECTOR_COLUMN]
                 ):
@@ -188,14 +196,19 @@ def export_embeddings(
                     if not len(index):
                         continue
                     chunk = table.take(pa.array(index))
-                    vectors = batch.column(VECTOR_COLUMN).filter(pa.array(mask)).cast(vector_type)
+                    vectors = batch.column(VECTOR_COLUMN)
+                    if not mask.all():  # a copy only when some rows are left out
+                        vectors = vectors.filter(pa.array(mask))
+                    vectors = vectors.cast(vector_type)
                     pending.append(chunk.add_column(at, schema.field(VECTOR_COLUMN), [vectors]))
                     while sum(len(t) for t in pending) >= chunk_rows:
                         if stop():
                             raise _Stopped
                         merged = pa.concat_tables(pending)
                         writer.write_table(merged.slice(0, chunk_rows), row_group_size=chunk_rows)
-                        pending = [merged.slice(chunk_rows)]
+                        # a slice keeps its parent's buffers alive: keep only a real rest
+                        rest_rows = merged.slice(chunk_rows)
+                        pending = [rest_rows] if len(rest_rows) else []
                         written += chunk_rows
                         chunks += 1
                         if progress is not None:
