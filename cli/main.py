@@ -17,6 +17,7 @@ from .demo import demo
 from .embed import embed
 from .eval import eval_group
 from .experiment import experiment
+from .export import export
 from .harvest import harvest
 from .map import map_command
 from .pairs import pairs
@@ -59,6 +60,7 @@ def cli(verbose: bool, quiet: bool) -> None:
       urbanvis pairs     self, temporal or spatial contrastive pairs -> pairs/*.parquet
       urbanvis pretrain  MoCo v3 ViT pretraining on the pairs        -> checkpoints/
       urbanvis embed     ViT [CLS] vectors of every capture + PCA    -> embeddings layer
+      urbanvis export    embeddings as GeoParquet for other tools    -> exports/*.parquet
       urbanvis predict   zone indicators from mean embeddings (LASSO) -> predictions_<level>
       urbanvis map       folium web map or GeoTIFF of any layer     -> reports/*.html, *.tif
       urbanvis simulate  the synthetic city: contact sheet, ground truth
@@ -77,6 +79,7 @@ cli.add_command(harvest)
 cli.add_command(pairs)
 cli.add_command(pretrain)
 cli.add_command(embed)
+cli.add_command(export)
 cli.add_command(predict)
 cli.add_command(simulate)
 cli.add_command(map_command, "map")

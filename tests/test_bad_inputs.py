@@ -324,6 +324,16 @@ EMBED = [
     c("sim", f"embed {S} {RANDOM} --seed -1", "--seed"),
 ]
 
+EXPORT = [
+    c("none", f"export {S}", "not a study"),
+    c("sim", f"export {S}", "urbanvis embed"),
+    c("full", f"export {S} --model nope", "random-init:vit_test_patch8:0"),
+    c("full", f"export {S} --format csv", "--format"),
+    c("full", f"export {S} --out {{data}}/missing/e.parquet", "does not exist"),
+    c("full", f"export {S} --out e.gpkg", ".parquet"),
+    c("full", f"export {S} --out {{data}}/empty", "--out"),
+]
+
 PREDICT = [
     c("none", f"predict {S} {ZONES} {TRUTH}", "not a study"),
     c("full", f"predict {S} {ZONES}", "give --indicators"),
@@ -641,6 +651,7 @@ CASES = (
     + PAIRS
     + PRETRAIN
     + EMBED
+    + EXPORT
     + PREDICT
     + MAP
     + SIMULATE
@@ -784,7 +795,8 @@ def test_the_catalogue_covers_every_command():
     commands = {" ".join(case.args.split()[:2]) if case.args.startswith("eval") else
                 case.args.split()[0] for case in CASES}  # fmt: skip
     assert commands >= {
-        "sample", "harvest", "pairs", "pretrain", "embed", "predict", "map", "simulate", "demo",
+        "sample", "harvest", "pairs", "pretrain", "embed", "export", "predict", "map", "simulate",
+        "demo",
         "eval vpr", "eval safety", "eval socioeconomic", "eval attention", "experiment",
     }  # fmt: skip
     assert len(CASES) >= 150

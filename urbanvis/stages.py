@@ -58,6 +58,7 @@ __all__ = [
     "eval_safety",
     "eval_socioeconomic",
     "eval_vpr",
+    "export",
     "harvest",
     "helsinki_pbf",
     "latest_checkpoint",
@@ -820,6 +821,50 @@ def embed(
         stopped=summary.stopped,
         details=summary,
         record=rank0,
+    )
+
+
+# --------------------------------------------------------------------------- export
+def export(
+    study: StudyLike,
+    *,
+    model: str | None = None,
+    format: str = "geoparquet",  # noqa: A002 - the option is called format, like the CLI's
+    out: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> StageResult:
+    """The embeddings of one model as a GeoParquet file other tools read.
+
+    One row per capture: its metadata, pc1..pc3, the vector (a fixed-size float32 list
+    column ``vector``) and its point (EPSG:4326). ``out`` defaults to
+    exports/embeddings_MODEL.parquet in the study; read it back with
+    :func:`urbanvis.vectors.read_embeddings` (path) or ``geopandas.read_parquet``.
+    """
+    from . import export as exporting
+
+    exporting.check_export_options(format, out)  # before the study: a typo costs nothing
+    st = _study(study, create=False)
+    _writable(st)  # the run is recorded in study.toml
+    done = exporting.export_embeddings(
+        st, model, out, format=format, progress=progress, should_stop=should_stop
+    )
+    if done is None:
+        return _finish(st, "export", {"model": model, "format": format},
+                       "stopped before writing the export", stopped=True)  # fmt: skip
+    path = Path(done["path"])
+    message = (
+        f"wrote {path} (GeoParquet, EPSG:4326): {done['rows']:,} captures, "
+        f"{done['dim']}-d vectors of {done['model']}"
+    )
+    return _finish(
+        st,
+        "export",
+        {"model": done["model"], "format": format, "out": str(path)},
+        message,
+        outputs={"rows": done["rows"], "dim": done["dim"]},
+        files={"geoparquet": path},
+        details=done,
     )
 
 

@@ -259,7 +259,7 @@ def read_embeddings(study: Study, *, model: str | None = None):
     Parameters
     ----------
     study
-        A study that ``urbanvis embed`` has run on.
+        A study that ``urbanvis embed`` has run on, or a .parquet file ``urbanvis export`` wrote.
     model
         The model id (``<arch>@<sha256[:12]>``, or ``random-init:<arch>:<seed>``); may be
         left out when the study holds one model only.
@@ -277,6 +277,10 @@ def read_embeddings(study: Study, *, model: str | None = None):
     >>> from urbanvis.vectors import read_embeddings
     >>> rows, vectors = read_embeddings(open_study("hel"))  # doctest: +SKIP
     """
+    if isinstance(study, str | Path) and str(study).lower().endswith(".parquet"):
+        from .export import read_embeddings_file  # a file written by 'urbanvis export'
+
+        return read_embeddings_file(study, model=model)
     models = embedding_models(study)
     if not models:
         raise InputError(f"study {study.root} has no embeddings; run 'urbanvis embed' first")

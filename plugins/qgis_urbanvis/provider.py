@@ -14,6 +14,7 @@ def algorithm_classes():
     from .evaluate_place_recognition import EvaluatePlaceRecognition
     from .evaluate_safety_perception import EvaluateSafetyPerception
     from .evaluate_socioeconomic_prediction import EvaluateSocioeconomicPrediction
+    from .export_embeddings import ExportEmbeddings
     from .harvest_street_views import HarvestStreetViews
     from .predict_indicators import PredictIndicators
     from .pretrain import Pretrain
@@ -26,6 +27,7 @@ def algorithm_classes():
         BuildContrastivePairs,
         Pretrain,
         Embed,
+        ExportEmbeddings,
         PredictIndicators,
         WebMap,
         EvaluatePlaceRecognition,

@@ -16,6 +16,7 @@ ALGORITHMS = {
     "build_contrastive_pairs": "Build contrastive pairs",
     "pretrain": "Pretrain",
     "embed": "Embed",
+    "export_embeddings": "Export embeddings (GeoParquet)",
     "predict_indicators": "Predict indicators",
     "web_map": "Web map / GeoTIFF",
     "evaluate_place_recognition": "Evaluate place recognition",
@@ -82,6 +83,29 @@ def test_embed_runs_through_the_urbanvis_command(embedded):
     layer = open_layer(embedded, "embeddings")
     assert layer.featureCount() == open_layer(embedded, "captures").featureCount()
     assert {"pc1", "pc2", "pc3"} <= set(layer.fields().names())
+
+
+def test_export_embeddings_writes_geoparquet_that_reads_back(embedded, tmp_path):
+    from qgis.core import QgsProcessingException, QgsVectorLayer
+
+    from urbanvis.vectors import read_embeddings
+
+    out = run("export_embeddings", {"STUDY": str(embedded), "OUT": str(tmp_path / "e.parquet")})
+    assert out["OUT"] == str(tmp_path / "e.parquet")
+    rows, vectors = read_embeddings(out["OUT"])
+    assert len(rows) == len(vectors) == open_layer(embedded, "embeddings").featureCount()
+    assert rows.crs.to_epsg() == 4326
+    default = run("export_embeddings", {"STUDY": str(embedded)})["OUT"]
+    assert Path(default).parent == embedded / "exports" and Path(default).is_file()
+    from osgeo import ogr
+
+    if ogr.GetDriverByName("Parquet") is not None:  # GDAL >= 3.5 built with Arrow
+        layer = QgsVectorLayer(default, "export", "ogr")
+        assert layer.isValid() and layer.featureCount() == len(rows)
+        assert layer.crs().authid() == "EPSG:4326"
+    with pytest.raises(QgsProcessingException) as info:
+        run("export_embeddings", {"STUDY": str(embedded), "MODEL": "nope"})
+    assert "'Model id'" in str(info.value) and "nope" in str(info.value)
 
 
 def test_predict_writes_a_styled_choropleth(predicted):
