@@ -196,7 +196,7 @@ def embed_captures(
         image_size=image_size,
     )
     dev = pick_device(device, local_rank())
-    rank, world, owned = init_distributed(dev)
+    rank, world, owned = init_distributed(dev, shared=study.root)
     bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
     amp = torch.bfloat16 if bf16 else None
     on_device = decode == "gpu" or (decode == "auto" and dev.type == "cuda")

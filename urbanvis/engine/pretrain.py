@@ -184,7 +184,7 @@ def pretrain(
     root = Path(root)
     run_dir = Path(run_dir)
     device = pick_device(config.device, local_rank())
-    rank, world, _ = init_distributed(device)
+    rank, world, _ = init_distributed(device, shared=root)
     table = check_images(root, read_pair_table(pairs), on_missing=config.on_missing)
     if config.batch_size % world:
         raise InputError(f"`batch_size` {config.batch_size} must divide by the {world} processes")
