@@ -127,6 +127,13 @@ def patch_pipeline(args) -> None:
         return build(1.0, 0.0), build(0.1, 0.2)
 
     pretrain.view_transforms = views
+    if args.learn_patch:  # train the patch projection (MoCo v3 freezes it for stability)
+        made = pretrain.create_encoder
+
+        def learnable(*a, **kw):
+            return made(*a, **{**kw, "stop_grad_conv1": False})
+
+        pretrain.create_encoder = learnable
     if args.pool == "avg":
         original = encoders.create_encoder
 
@@ -164,6 +171,7 @@ def run(args) -> None:
         train, pairs=args.strategy, name=args.name, arch=args.arch, image_size=args.size,
         epochs=args.epochs, batch_size=args.batch, base_lr=args.lr, warmup_epochs=args.warmup,
         mlp_dim=args.mlp, dim=args.dim, workers=2, device="cpu", augment="cpu",
+        momentum=args.momentum,
         save_every=args.save_every or args.epochs,
     )  # fmt: skip
     losses = result.details.epoch_losses
@@ -236,6 +244,12 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--pool", choices=["cls", "avg"], default="cls")
     parser.add_argument("--noise", type=float, default=0.5)
+    parser.add_argument("--momentum", type=float, default=0.99, help="MoCo's base momentum")
+    parser.add_argument(
+        "--learn-patch",
+        action="store_true",
+        help="train the patch projection instead of MoCo v3's frozen one",
+    )
     args = parser.parse_args()
     register_cpu_arch()
     {"setup": lambda a: setup(), "baselines": baselines, "run": run, "sanity": sanity}[args.what](
