@@ -639,6 +639,8 @@ def pretrain(
     message = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint written"
     if stopped:
         message += " (stopped early; rerun with resume to continue)"
+    if getattr(result, "compile_seconds", None) is not None:
+        message += f"; compiled in {result.compile_seconds:.0f} s"
     files = {"checkpoint": result.checkpoint} if result.checkpoint else {}
     return _finish(
         st,
@@ -742,6 +744,7 @@ def embed(
     device: str = "auto",
     precision: str = "auto",
     decode: str = "auto",
+    compile: str = "auto",
     image_size: int | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
@@ -759,6 +762,8 @@ def embed(
     _check_encoder_options(batch_size=batch_size, workers=workers, image_size=image_size,
                            device=device, seed=seed)  # fmt: skip
     _check_int("limit", limit, low=1)
+    if compile not in ("auto", "on", "off"):  # before torch is imported
+        raise InputError(f"`compile` must be auto, on or off, not {compile!r}")
     st = _study(study, create=False)
     _writable(st, st.root / "embeddings")
     from .engine.inference import embed_captures
@@ -775,6 +780,7 @@ def embed(
         device=device,
         precision=precision,
         decode=decode,
+        compile=compile,
         image_size=image_size,
         limit=limit,
         progress=progress if rank0 else None,
@@ -789,6 +795,11 @@ def embed(
         f"{total:,} of {summary.captures_total:,} captures embedded by {summary.model}; "
         f"vectors in {summary.vectors.parent if summary.vectors else '-'}"
         + ("" if summary.stopped else f", layer embeddings in {st.gpkg}")
+        + (
+            f"; compiled in {summary.compile_seconds:.0f} s"
+            if summary.compile_seconds is not None
+            else ""
+        )
     )
     return _finish(
         st,
@@ -803,6 +814,7 @@ def embed(
             "device": device,
             "precision": precision,
             "decode": decode,
+            "compile": compile,
             "processes": int(os.environ.get("WORLD_SIZE", "1")),
             "image_size": image_size,
             "limit": limit,

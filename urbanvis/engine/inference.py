@@ -60,6 +60,7 @@ from ..vectors import (
     write_meta,
     write_part,
 )
+from .compiling import check_compile, compile_in_place, compile_seconds, wants_compile
 from .decode import decode_images
 from .distributed import init_distributed, local_rank, pick_device
 from .encoders import create_encoder, encoder_info, file_hash, load_encoder
@@ -85,6 +86,7 @@ class EmbedSummary:
     seconds: float = 0.0
     layer_written: bool = False
     vectors: Path | None = None
+    compile_seconds: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -93,6 +95,8 @@ class EmbedSummary:
     def line(self) -> str:
         state = "stopped early; rerun to resume" if self.stopped else "done"
         failed = f", {self.failed:,} unreadable images skipped" if self.failed else ""
+        if self.compile_seconds is not None:
+            failed += f"; compiled in {self.compile_seconds:.0f} s"
         return (
             f"{self.model}: {self.embedded:,} captures embedded ({self.done_before:,} already "
             f"done, {self.captures_total:,} ok captures) at {self.images_per_second:.1f} "
@@ -113,6 +117,7 @@ def embed_captures(
     device: str = "auto",
     precision: str = "auto",
     decode: str = "auto",
+    compile: str = "auto",
     image_size: int | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
@@ -145,6 +150,11 @@ def embed_captures(
         Where images are decoded and resized: ``cpu`` (PIL in the workers), ``gpu``
         (a batch at a time on the device, JPEGs with nvJPEG on CUDA; on a CPU device the
         same tensor code runs on the CPU), or ``auto`` (``gpu`` on CUDA, else ``cpu``).
+    compile
+        ``on``: run the backbone through ``torch.compile`` (short batches padded to
+        ``batch_size``, so one graph serves every batch; the compile time is in the
+        summary); ``off``; ``auto``: on for CUDA, off on a CPU (see
+        :mod:`urbanvis.engine.compiling`).
     image_size
         Resize/crop side; defaults to the model's input size (224 for the ViT sizes).
         Another size resamples the position embedding and is part of the model id.
@@ -166,6 +176,7 @@ def embed_captures(
         raise InputError(f"`precision` must be auto, fp32 or bf16, not {precision!r}")
     if decode not in ("auto", "cpu", "gpu"):
         raise InputError(f"`decode` must be auto, cpu or gpu, not {decode!r}")
+    check_compile(compile)
     if checkpoint is not None:
         _check_checkpoint_file(Path(checkpoint))
     captures = ok_captures(study)  # before the model: a study without captures fails fast
@@ -206,6 +217,7 @@ def embed_captures(
         progress(summary.done_before, summary.captures_total, dict(counts))
     started = time.perf_counter()
     net = net.to(dev).eval()
+    forward = _Forward(net, dev, batch_size) if wants_compile(compile, dev) else None
     loader = _loader(
         study.root, mine, meta, batch_size=batch_size, workers=workers, device=dev, raw=on_device
     )
@@ -225,7 +237,7 @@ def embed_captures(
             if ids:
                 images = images.to(dev, non_blocking=True)
                 with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-                    vectors = _forward(net, images)
+                    vectors = _forward(net, images) if forward is None else forward(images)
                 parts.add(ids, vectors)
                 counts["ok"] += len(ids)
             if progress is not None and rank == 0:
@@ -233,6 +245,8 @@ def embed_captures(
                 progress(min(done_now, summary.captures_total), summary.captures_total, counts)
         parts.flush()
     summary.seconds = time.perf_counter() - started
+    if forward is not None and len(forward.durations) == 2:
+        summary.compile_seconds = compile_seconds(*forward.durations)
     summary.embedded, summary.failed = counts["ok"], counts["failed"]
     if limit is not None and len(pending) < len(captures) - summary.done_before:
         summary.stopped = True
@@ -303,6 +317,45 @@ def build_model(*, model, checkpoint, random_init: bool, seed: int, image_size):
 def _forward(net, images):
     """The [CLS] token after the final LayerNorm (not normalised)."""
     return net.forward_head(net.forward_features(images), pre_logits=True)
+
+
+class _Forward:
+    """:func:`_forward` compiled: batches padded to ``batch_size`` (one graph for all), and
+    the durations of the first two calls kept to tell the compile time."""
+
+    def __init__(self, net, device, batch_size: int) -> None:
+        self.module = compile_in_place(_ClsToken(net))
+        self.device = device
+        self.batch_size = batch_size
+        self.durations: list[float] = []
+
+    def __call__(self, images):
+        n = int(images.shape[0])
+        if n < self.batch_size:
+            pad = images.new_zeros((self.batch_size - n, *images.shape[1:]))
+            images = torch.cat([images, pad])  # each image is its own: padding changes none
+        timed = len(self.durations) < 2
+        if timed:
+            start = _synchronized(self.device)
+        out = self.module(images)[:n]
+        if timed:
+            self.durations.append(_synchronized(self.device) - start)
+        return out
+
+
+class _ClsToken(torch.nn.Module):
+    def __init__(self, net) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images):
+        return _forward(self.net, images)
+
+
+def _synchronized(device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _sum_over_ranks(values: list[int], device) -> list[int]:
