@@ -459,3 +459,24 @@ def test_compiled_run_has_the_eager_checkpoint_layout_and_resumes_either_way(
 def test_compile_must_be_auto_on_or_off():
     with pytest.raises(ValueError, match="compile must be auto, on or off, not 'yes'"):
         PretrainConfig(**TINY, compile="yes").validate()
+
+
+def test_views_made_on_the_device_train_the_same_with_the_prefetch_thread(
+    city, tmp_path, monkeypatch
+):
+    """``augment="gpu"`` (here on CPU tensors): the views made by the prefetch thread, two
+    batches ahead, with a worker process reading bytes, train the weights of the serial
+    pipeline bit for bit."""
+    from functools import partial
+
+    import urbanvis.engine.gpu_views as gpu_views
+
+    pairs = small_table(city, "device_views", 96)
+    config = PretrainConfig(
+        **{**TINY, "workers": 1}, epochs=1, batch_size=32, augment="gpu", seed=4
+    )
+    serial = pretrain(city, pairs, tmp_path / "serial", config)
+    monkeypatch.setattr(gpu_views, "DeviceViews", partial(gpu_views.DeviceViews, prefetch=2))
+    threaded = pretrain(city, pairs, tmp_path / "threaded", config)
+    assert threaded.epoch_losses == serial.epoch_losses
+    assert_same_weights(state_of(serial.checkpoint), state_of(threaded.checkpoint))

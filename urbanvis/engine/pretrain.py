@@ -270,7 +270,7 @@ def pretrain(
             collate_fn=collate,
         )
         feed: Iterable = loader
-        if on_device:  # decoded and augmented on a side stream, one batch ahead
+        if on_device:  # decoded and augmented in a thread on a side stream, two batches ahead
 
             def seed_of(k: int, epoch: int = epoch) -> int:
                 return config.seed * 1_000_003 + epoch * 7919 + k * 31 + rank
