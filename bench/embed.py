@@ -1,8 +1,8 @@
 """Benchmark: ``embed_captures`` end to end, images/s from JPEG files to vectors on disk.
 
 For each setting a study is built in a temporary folder: two batches + ``n`` street views
-rendered by the synthetic city (JPEG, quality 90; at most 512 distinct renderings, repeated
-under other names) and a captures layer pointing at them. Then
+rendered by the synthetic city (JPEG, quality 90; at most 512 distinct renderings, made once
+in parallel and repeated under other names) and a captures layer pointing at them. Then
 :func:`urbanvis.engine.inference.embed_captures` runs with a random-init encoder (the weights do not
 change the speed): a warm-up call on two batches, then the timed call on the ``n`` others
 (DataLoader workers start inside it, as in a real run), which decodes, resizes and crops,
@@ -16,8 +16,12 @@ cpu
     ``--arch`` (ViT-Tiny/16) at 224 px in fp32, PIL decoding in ``--workers`` processes.
 cuda-nvjpeg (when CUDA is available)
     ``--gpu-arch`` (ViT-B/16) in bf16 autocast; workers read bytes, JPEGs are decoded as a
-    batch with nvJPEG and resized on the GPU (``decode="gpu"``).
-cuda-pil
+    batch with nvJPEG and resized on the GPU (``decode="gpu"``); once per mode of
+    ``--gpu-compile`` (``off``, ``on``: ``torch.compile``). With compile on, the loop's
+    rate is also given without the compile time (the first batch's extra time, which a
+    long run pays once; the warm-up call compiled in another module, which dynamo may or
+    may not reuse).
+cuda-pil (unless ``--skip-pil``)
     the same model and precision with PIL decoding in the workers (``decode="cpu"``).
 cuda-forward
     the forward pass alone on a random batch already on the GPU: the ceiling.
@@ -38,7 +42,33 @@ import platform
 import shutil
 import tempfile
 import time
+from functools import lru_cache
+from multiprocessing import get_context
 from pathlib import Path
+
+
+def render_jpeg(args: tuple[int, int]) -> bytes:
+    """Street view ``i`` of the synthetic city at ``size`` px, JPEG quality 90."""
+    import numpy as np
+    from PIL import Image
+
+    from urbanvis.simulate import City, render
+
+    i, size = args
+    rng = np.random.default_rng(i)
+    x, y = rng.uniform(0, 3000, 2)
+    image = render(City(seed=0), x, y, float(rng.uniform(0, 360)), "2020-06-01T12:00", size=size)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+@lru_cache(maxsize=4)
+def distinct_jpegs(size: int, count: int) -> tuple[bytes, ...]:
+    """``count`` renderings, made once per size and in parallel (one takes 0.12 s at 640 px)."""
+    processes = max(1, min(count, (os.cpu_count() or 2) - 1))
+    with get_context("spawn").Pool(processes) as pool:  # CUDA may be up: spawn, not fork
+        return tuple(pool.map(render_jpeg, [(i, size) for i in range(count)]))
 
 
 def build_study(root: Path, n: int, size: int):
@@ -46,25 +76,15 @@ def build_study(root: Path, n: int, size: int):
     import geopandas as gpd
     import numpy as np
     import pandas as pd
-    from PIL import Image
 
-    from urbanvis.simulate import City, render
     from urbanvis.study import open_study
 
     study = open_study(root)
     folder = study.images / "bench"
     folder.mkdir(parents=True, exist_ok=True)
-    city = City(seed=0)
     rng = np.random.default_rng(0)
-    distinct: list[bytes] = []
+    distinct = distinct_jpegs(size, min(n, 512))
     for i in range(n):
-        if len(distinct) < 512:
-            x, y = rng.uniform(0, 3000, 2)
-            heading = float(rng.uniform(0, 360))
-            image = render(city, x, y, heading, "2020-06-01T12:00", size=size)
-            buf = io.BytesIO()
-            Image.fromarray(image).save(buf, format="JPEG", quality=90)
-            distinct.append(buf.getvalue())
         (folder / f"{i}.jpg").write_bytes(distinct[i % len(distinct)])
     frame = pd.DataFrame(
         {
@@ -97,6 +117,7 @@ def run_setting(name: str, *, n: int, source: int, **kwargs) -> dict:
         total = time.perf_counter() - started
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    compiled = summary.compile_seconds
     return {
         "setting": name,
         "arch": common["model"],
@@ -105,6 +126,10 @@ def run_setting(name: str, *, n: int, source: int, **kwargs) -> dict:
         "images": summary.images,
         "loop_images_per_second": round(summary.images_per_second, 1),
         "call_images_per_second": round(summary.images / total, 1),
+        "compile_seconds": None if compiled is None else round(compiled, 1),
+        "loop_images_per_second_after_compile": None
+        if compiled is None
+        else round(summary.images / max(summary.seconds - compiled, 1e-9), 1),
     }
 
 
@@ -138,11 +163,17 @@ def line(r: dict) -> str:
     parts = [f"{r['setting']:<13}", f"{r['arch']:<22}", f"{r.get('precision', 'fp32'):<5}"]
     if "decode" in r:
         parts.append(
-            f"decode {r['decode']:<4} batch {r['batch_size']:>4} workers {r['workers']:>2} "
+            f"decode {r['decode']:<4} compile {r.get('compile', 'auto'):<4} batch "
+            f"{r['batch_size']:>4} workers {r['workers']:>2} "
             f"{r['images']:>6,} images of {r['source_px']} px:  loop "
             f"{r['loop_images_per_second']:>8,.1f} img/s   whole call "
             f"{r['call_images_per_second']:>8,.1f} img/s"
         )
+        if r.get("compile_seconds") is not None:
+            parts.append(
+                f"compiled in {r['compile_seconds']:.0f} s, loop after it "
+                f"{r['loop_images_per_second_after_compile']:>8,.1f} img/s"
+            )
     else:
         parts.append(
             f"batch {r['batch_size']:>4}, forward pass only:  "
@@ -166,11 +197,19 @@ def main() -> None:
     parser.add_argument("--source", type=int, default=320, help="side of the JPEGs (CPU)")
     parser.add_argument("--batch", type=int, default=32, help="batch size (CPU)")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes (CPU)")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="(CPU)")
     parser.add_argument("--gpu-arch", default="vit_base_patch16_224")
     parser.add_argument("--gpu-n", type=int, default=8192, help="images timed (GPU)")
     parser.add_argument("--gpu-source", type=int, default=640, help="Street View's 640 px")
     parser.add_argument("--gpu-batch", type=int, default=256)
     parser.add_argument("--gpu-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    parser.add_argument(
+        "--gpu-compile", default="off,on", help="compile modes of cuda-nvjpeg: off, on or both"
+    )
+    parser.add_argument("--skip-pil", action="store_true", help="no cuda-pil setting")
+    parser.add_argument(
+        "--skip-forward", action="store_true", help="no cuda-forward setting (the ceiling)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")
     args = parser.parse_args()
 
@@ -199,11 +238,18 @@ def main() -> None:
                 device="cpu",
                 precision="fp32",
                 decode="cpu",
+                compile=args.compile,
             )
         )
         print(line(results[-1]), flush=True)
     if args.device in ("auto", "cuda") and cuda:
-        for name, decode in (("cuda-nvjpeg", "gpu"), ("cuda-pil", "cpu")):
+        modes = [m.strip() for m in args.gpu_compile.split(",") if m.strip()]
+        if not modes or set(modes) - {"off", "on"}:
+            parser.error("--gpu-compile takes off, on or off,on")
+        settings = [("cuda-nvjpeg", "gpu", mode) for mode in modes]
+        if not args.skip_pil:
+            settings.append(("cuda-pil", "cpu", "off"))
+        for name, decode, mode in settings:
             results.append(
                 run_setting(
                     name,
@@ -215,11 +261,17 @@ def main() -> None:
                     device="cuda",
                     precision="bf16",
                     decode=decode,
+                    compile=mode,
                 )
             )
             print(line(results[-1]), flush=True)
-        results.append(forward_only(args.gpu_arch, args.gpu_batch))
-        print(line(results[-1]), flush=True)
+            if args.json:  # after every setting, so that a later failure keeps these
+                args.json.write_text(
+                    json.dumps({"machine": machine, "results": results}, indent=2) + "\n"
+                )
+        if not args.skip_forward:
+            results.append(forward_only(args.gpu_arch, args.gpu_batch))
+            print(line(results[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
 

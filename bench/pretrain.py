@@ -183,7 +183,8 @@ def loader_rate(size, workers, batch, n_images=2048, seconds=20.0):
 
 def end_to_end(step_model, optimizer, size, batch, workers, steps, amp, device):
     """Pairs/s of training fed by the on-device pipeline: workers read JPEG bytes, the
-    batch is decoded with nvJPEG and augmented on a side stream, one batch ahead of the step."""
+    batch is decoded with nvJPEG and augmented on a side stream in a thread, two batches
+    ahead of the step."""
     from urbanvis.engine.data import PairBytesDataset, collate_bytes
     from urbanvis.engine.gpu_views import DeviceViews
 

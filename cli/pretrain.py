@@ -88,6 +88,14 @@ from ._options import ProgressBar, echo_result, study_option
     "decoding with nvJPEG); auto picks gpu on CUDA.",
 )
 @click.option(
+    "--compile",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="torch.compile the encoders; auto: on for CUDA, off on CPU. Measured 1.27x faster "
+    "at batch 256 on an H200 (ViT-B/16, bf16); the first step compiles (reported).",
+)
+@click.option(
     "--accumulate",
     type=int,
     default=1,

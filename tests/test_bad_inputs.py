@@ -278,6 +278,7 @@ PRETRAIN = [
     c("full", f"pretrain {S} --arch vit_test_patch8 --image-size 1032", "at most 1024"),
     c("full", f"pretrain {S} --arch vit_bse_patch16_224", "unknown encoder"),
     c("full", f"pretrain {S} --augment tpu", "--augment"),
+    c("full", f"pretrain {S} --compile yes", "--compile"),
     c("full", f"pretrain {S} --on-missing ignore", "--on-missing"),
     c("full", f"pretrain {S} --seed -1", "--seed"),
     c("full", f"pretrain {S} --device gpu", "--device must be"),
@@ -314,6 +315,7 @@ EMBED = [
     c("sim", f"embed {S} {RANDOM} --batch-size 0", "--batch-size"),
     c("sim", f"embed {S} {RANDOM} --workers -1", "--workers"),
     c("sim", f"embed {S} {RANDOM} --limit 0", "--limit"),
+    c("sim", f"embed {S} {RANDOM} --compile yes", "--compile"),
     c("sim", f"embed {S} {RANDOM} --image-size 0", "--image-size"),
     # just over the bound, one image: a regression costs seconds, not the machine's memory
     c("sim", f"embed {S} {RANDOM} --image-size 1032 --batch-size 1 --limit 1", "at most 1024"),

@@ -393,11 +393,38 @@ def test_bf16_precision_is_close_to_fp32(base, embedded, tmp_path):
     assert not np.array_equal(vectors, ref)  # bf16 really ran
 
 
+# dynamo probes ``.grad`` inside torch._logging.hide_warnings, which hides the warning when
+# shown but cannot stop the "error" filter of the tests from raising it
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
+def test_compiled_forward_gives_the_eager_vectors(base, embedded, tmp_path, monkeypatch):
+    """``compile="on"`` (here with the ``aot_eager`` backend): batches of 48, 48 and a short
+    one of 4, padded to 48, one graph for all; the vectors are the eager run's."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("URBANVIS_COMPILE_BACKEND", "aot_eager")
+    study = tmp_path / "study"
+    shutil.copytree(base["study"], study, ignore=shutil.ignore_patterns("embeddings"))
+    st = open_study(study)
+    torch._dynamo.reset()
+    counters.clear()
+    summary = embed_captures(
+        st, checkpoint=base["ckpt_a"], compile="on", workers=0, batch_size=48, limit=100
+    )
+    assert summary.embedded == 100 and summary.compile_seconds is not None
+    assert counters["stats"]["unique_graphs"] == 1  # the short batch did not recompile
+    assert "compiled in" in summary.line()
+    ids, vectors = read_vectors(st, summary.model)
+    reference, ref_vectors = read_embeddings(open_study(base["study"]))
+    ref = ref_vectors[pd.Index(reference["capture_id"]).get_indexer(ids)]
+    assert np.allclose(vectors, ref, atol=1e-4 * np.abs(ref).max())
+
+
 @pytest.mark.parametrize(
     ("kw", "needle"),
     [
         ({"precision": "fp16"}, "precision must be auto, fp32 or bf16"),
         ({"decode": "nvjpeg"}, "decode must be auto, cpu or gpu"),
+        ({"compile": "yes"}, "compile must be auto, on or off, not 'yes'"),
     ],
 )
 def test_bad_precision_or_decode(base, kw, needle):

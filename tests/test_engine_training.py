@@ -400,3 +400,83 @@ def test_unknown_model_suggests_close_matches(city):
         "unknown encoder 'vit_smal_patch16_224'",
         "did you mean vit_small_patch16_224",
     )
+
+
+# ------------------------------------------------------------------------ torch.compile
+# dynamo probes ``.grad`` of its inputs inside torch._logging.hide_warnings, which hides the
+# warning when shown but cannot stop the "error" filter of these tests from raising it
+NON_LEAF_GRAD = "ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning"
+
+
+@pytest.mark.filterwarnings(NON_LEAF_GRAD)
+def test_compiled_run_has_the_eager_checkpoint_layout_and_resumes_either_way(
+    city, tmp_path, monkeypatch
+):
+    """``compile="on"`` on the CPU (``aot_eager``: dynamo and AOTAutograd trace forward and
+    backward as inductor would, without generating code): the same keys, shapes and
+    (nearly) the same training as eager; a compiled run resumes an eager checkpoint and an
+    eager run a compiled one."""
+    import shutil
+
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("URBANVIS_COMPILE_BACKEND", "aot_eager")
+    pairs = small_table(city, "compile", 64)  # 2 iterations an epoch
+    eager = PretrainConfig(**TINY, epochs=2, batch_size=32, base_lr=1e-2, save_every=1, seed=5)
+    on = replace(eager, compile="on")
+    torch._dynamo.reset()
+    counters.clear()
+    plain = pretrain(city, pairs, tmp_path / "eager", eager, stop_after_epoch=1)
+    assert plain.compile_seconds is None and not counters["stats"]["unique_graphs"]
+    compiled = pretrain(city, pairs, tmp_path / "compiled", on, stop_after_epoch=1)
+    assert counters["stats"]["unique_graphs"] >= 3  # both encoders and the predictor
+    assert compiled.compile_seconds is not None and compiled.compile_seconds >= 0
+
+    a, b = state_of(plain.checkpoint), state_of(compiled.checkpoint)
+    assert list(a) == list(b) and not any("_orig_mod" in k for k in b)
+    assert all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
+    assert compiled.epoch_losses == pytest.approx(plain.epoch_losses, rel=1e-4)
+    key = "module.base_encoder.blocks.0.attn.qkv.weight"
+    assert torch.allclose(a[key], b[key], atol=1e-5)
+    assert read_checkpoint(compiled.checkpoint)["urbanvis"]["config"]["compile"] == "on"
+
+    # epoch 2: eager from the eager checkpoint (the reference), compiled from the eager
+    # checkpoint, eager from the compiled checkpoint
+    shutil.copytree(tmp_path / "eager", tmp_path / "mixed")
+    reference = pretrain(city, pairs, tmp_path / "eager", eager, resume=True)
+    from_eager = pretrain(city, pairs, tmp_path / "mixed", on, resume=True)
+    from_compiled = pretrain(city, pairs, tmp_path / "compiled", eager, resume=True)
+    want = state_of(reference.checkpoint)
+    for run in (from_eager, from_compiled):
+        assert run.checkpoint.name == "checkpoint_0002.pth.tar"
+        assert run.epoch_losses == pytest.approx(reference.epoch_losses, rel=1e-4)
+        got = state_of(run.checkpoint)
+        assert list(got) == list(want)
+        assert torch.allclose(got[key], want[key], atol=1e-4)
+    assert not torch.equal(want[key], a[key])  # epoch 2 did train
+
+
+def test_compile_must_be_auto_on_or_off():
+    with pytest.raises(ValueError, match="compile must be auto, on or off, not 'yes'"):
+        PretrainConfig(**TINY, compile="yes").validate()
+
+
+def test_views_made_on_the_device_train_the_same_with_the_prefetch_thread(
+    city, tmp_path, monkeypatch
+):
+    """``augment="gpu"`` (here on CPU tensors): the views made by the prefetch thread, two
+    batches ahead, with a worker process reading bytes, train the weights of the serial
+    pipeline bit for bit."""
+    from functools import partial
+
+    import urbanvis.engine.gpu_views as gpu_views
+
+    pairs = small_table(city, "device_views", 96)
+    config = PretrainConfig(
+        **{**TINY, "workers": 1}, epochs=1, batch_size=32, augment="gpu", seed=4
+    )
+    serial = pretrain(city, pairs, tmp_path / "serial", config)
+    monkeypatch.setattr(gpu_views, "DeviceViews", partial(gpu_views.DeviceViews, prefetch=2))
+    threaded = pretrain(city, pairs, tmp_path / "threaded", config)
+    assert threaded.epoch_losses == serial.epoch_losses
+    assert_same_weights(state_of(serial.checkpoint), state_of(threaded.checkpoint))

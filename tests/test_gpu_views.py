@@ -79,3 +79,69 @@ def test_solarize_probability(p):
     out = views(x, torch.Generator().manual_seed(0)) * views.std + views.mean
     # solarized pixels of 0.9 (after jitter, roughly) flip below 0.5 somewhere only when p=1
     assert (out < 0.5).any() == (p == 1.0) or p == 0.0
+
+
+# ----------------------------------------------------------------- the prefetch thread
+def jpeg_batches(n_batches: int, batch: int) -> list:
+    """``(bytes_a, bytes_b)`` batches of distinct random JPEGs, as the byte loader yields."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+
+    def jpeg() -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(buf, "JPEG")
+        return buf.getvalue()
+
+    return [
+        ([jpeg() for _ in range(batch)], [jpeg() for _ in range(batch)]) for _ in range(n_batches)
+    ]
+
+
+def test_prefetch_thread_gives_the_serial_views_in_order():
+    from urbanvis.engine.gpu_views import DeviceViews
+
+    batches = jpeg_batches(5, 3)
+    cpu = torch.device("cpu")
+    serial = list(DeviceViews(batches, 16, cpu, lambda k: 100 + k, prefetch=0))
+    threaded = list(DeviceViews(batches, 16, cpu, lambda k: 100 + k, prefetch=2))
+    assert len(serial) == len(threaded) == 5
+    for (a1, a2), (b1, b2) in zip(serial, threaded, strict=True):
+        assert a1.shape == (3, 3, 16, 16) and torch.equal(a1, b1) and torch.equal(a2, b2)
+    assert not torch.equal(serial[0][0], serial[1][0])  # each batch its own seed and images
+
+
+def test_prefetch_thread_raises_a_bad_batch_in_the_caller():
+    from urbanvis._errors import InputFileError
+    from urbanvis.engine.gpu_views import DeviceViews
+
+    batches = jpeg_batches(3, 2)
+    batches[1] = (batches[1][0], [b"not an image", batches[1][1][1]])
+    views = iter(DeviceViews(batches, 16, torch.device("cpu"), lambda k: k, prefetch=2))
+    next(views)  # batch 0 is fine
+    with pytest.raises(InputFileError, match="cannot be decoded"):
+        next(views)
+
+
+def test_prefetch_thread_ends_when_the_caller_stops_early():
+    import threading
+
+    from urbanvis.engine.gpu_views import DeviceViews
+
+    read = []
+
+    def loader():  # a generator, to see how far the thread read
+        for k, batch in enumerate(jpeg_batches(20, 2)):
+            read.append(k)
+            yield batch
+
+    before = threading.active_count()
+    views = DeviceViews(loader(), 16, torch.device("cpu"), lambda k: k, prefetch=2)
+    for k, _ in enumerate(views):
+        if k == 1:
+            break
+    assert threading.active_count() == before  # the thread was joined
+    # two batches used, at most two waiting, one in preparation: it stopped reading
+    assert len(read) <= 5, read

@@ -640,6 +640,8 @@ def pretrain(
     message = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint written"
     if stopped:
         message += " (stopped early; rerun with resume to continue)"
+    if getattr(result, "compile_seconds", None) is not None:
+        message += f"; compiled in {result.compile_seconds:.0f} s"
     files = {"checkpoint": result.checkpoint} if result.checkpoint else {}
     return _finish(
         st,
@@ -743,6 +745,7 @@ def embed(
     device: str = "auto",
     precision: str = "auto",
     decode: str = "auto",
+    compile: str = "auto",
     image_size: int | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
@@ -760,6 +763,8 @@ def embed(
     _check_encoder_options(batch_size=batch_size, workers=workers, image_size=image_size,
                            device=device, seed=seed)  # fmt: skip
     _check_int("limit", limit, low=1)
+    if compile not in ("auto", "on", "off"):  # before torch is imported
+        raise InputError(f"`compile` must be auto, on or off, not {compile!r}")
     st = _study(study, create=False)
     _writable(st, st.root / "embeddings")
     from .engine.inference import embed_captures
@@ -776,6 +781,7 @@ def embed(
         device=device,
         precision=precision,
         decode=decode,
+        compile=compile,
         image_size=image_size,
         limit=limit,
         progress=progress if rank0 else None,
@@ -791,6 +797,11 @@ def embed(
         f"(this run: {summary.images:,} images for {summary.embedded:,} captures); "
         f"vectors in {summary.vectors.parent if summary.vectors else '-'}"
         + ("" if summary.stopped else f", layer embeddings in {st.gpkg}")
+        + (
+            f"; compiled in {summary.compile_seconds:.0f} s"
+            if summary.compile_seconds is not None
+            else ""
+        )
     )
     return _finish(
         st,
@@ -805,6 +816,7 @@ def embed(
             "device": device,
             "precision": precision,
             "decode": decode,
+            "compile": compile,
             "processes": int(os.environ.get("WORLD_SIZE", "1")),
             "image_size": image_size,
             "limit": limit,

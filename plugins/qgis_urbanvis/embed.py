@@ -15,6 +15,7 @@ from ._base import UrbanvisAlgorithm, cli_param, with_help
 
 PRECISIONS = ["auto", "fp32", "bf16"]
 DECODES = ["auto", "cpu", "gpu"]
+COMPILES = ["auto", "on", "off"]
 
 
 class Embed(UrbanvisAlgorithm):
@@ -78,7 +79,7 @@ class Embed(UrbanvisAlgorithm):
                 QgsProcessingParameterString("DEVICE", "Device", default), text, advanced=True
             )
         )
-        for key, options in (("precision", PRECISIONS), ("decode", DECODES)):
+        for key, options in (("precision", PRECISIONS), ("decode", DECODES), ("compile", COMPILES)):
             default, text = cli_param("embed", key)
             self.addParameter(
                 with_help(
@@ -102,6 +103,7 @@ class Embed(UrbanvisAlgorithm):
             "device": self.parameterAsString(parameters, "DEVICE", context),
             "precision": PRECISIONS[self.parameterAsEnum(parameters, "PRECISION", context)],
             "decode": DECODES[self.parameterAsEnum(parameters, "DECODE", context)],
+            "compile": COMPILES[self.parameterAsEnum(parameters, "COMPILE", context)],
         }
         for key in ("IMAGE_SIZE", "LIMIT"):
             if parameters.get(key) not in (None, ""):

@@ -27,7 +27,7 @@ _NUMBERS = (  # keyword, label, integer?, advanced?
     ("mlp_dim", "Projection MLP width", True, True),
     ("seed", "Seed", True, True),
 )
-_CHOICES = ("precision", "augment")
+_CHOICES = ("precision", "augment", "compile")
 
 
 class Pretrain(UrbanvisAlgorithm):

@@ -6,8 +6,8 @@ projector and predictor heads (:mod:`.heads`), the symmetric contrastive loss
 asymmetric view pair (:mod:`.transforms`, on the device :mod:`.gpu_views`), pair datasets
 (:mod:`.data`) and the training loop with checkpoints and DDP (:mod:`.pretrain`). Embedding
 a study's captures is :mod:`.inference` (the vectors it writes are :mod:`urbanvis.vectors`'),
-and both share the image decoder (:mod:`.decode`) and the device and process-group set-up
-(:mod:`.distributed`).
+and both share the image decoder (:mod:`.decode`), the device and process-group set-up
+(:mod:`.distributed`) and the ``compile`` setting (:mod:`.compiling`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,10 @@ through PIL.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import queue
+import threading
 
 import torch
 from torch.nn import functional as F
@@ -183,52 +186,117 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.T
 
 
 class DeviceViews:
-    """Decode and augment the next batch on a side CUDA stream while the step runs.
+    """Decode and augment batches ahead of the step, on a side CUDA stream in a thread.
 
     Iterate over it with a loader of ``(bytes_a, bytes_b)`` batches; each item is
     ``(view1, view2)`` ready on the current stream. ``seed_of(k)`` gives batch ``k``'s
-    augmentation seed. On the CPU it works serially.
+    augmentation seed, so the views do not depend on the timing.
+
+    With ``prefetch`` > 0 (the default on CUDA: 2) a thread reads the loader and prepares
+    batches on a side stream while the caller trains, keeping up to ``prefetch`` prepared
+    batches waiting. A thread is needed, not only a stream: ``torchvision``'s CUDA
+    ``decode_jpeg`` blocks its calling thread until the batch is decoded, and the training
+    step waits for its loss every iteration, so decoding in the caller's thread leaves the
+    GPU idle for the whole decode. Each batch carries an event recorded after its last
+    kernel: the caller's stream waits for that batch alone, not for the side stream's later
+    work. The encoded bytes are not pinned: nvJPEG stages them itself, and the decoded
+    pixels are made on the device. With ``prefetch=0`` (the default on a CPU) batches are
+    prepared in the caller's thread, one at a time; both give the same tensors.
     """
 
-    def __init__(self, loader, size: int, device: torch.device, seed_of) -> None:
+    def __init__(
+        self, loader, size: int, device: torch.device, seed_of, *, prefetch: int | None = None
+    ) -> None:
         self.loader = loader
         self.device = device
         self.seed_of = seed_of
         self.view1, self.view2 = view_pair(size)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.prefetch = (2 if device.type == "cuda" else 0) if prefetch is None else prefetch
 
     def _prepare(self, k: int, batch):
         a, b = batch
         g = torch.Generator(device=self.device)
         g.manual_seed(self.seed_of(k))
         if self.stream is None:
-            return self.view1(decode_batch(a, self.device), g), self.view2(
-                decode_batch(b, self.device), g
-            )
+            x1 = self.view1(decode_batch(a, self.device), g)
+            return x1, self.view2(decode_batch(b, self.device), g), None
         with torch.cuda.stream(self.stream):
             x1 = self.view1(decode_batch(a, self.device), g)
             x2 = self.view2(decode_batch(b, self.device), g)
-        return x1, x2
+            ready = torch.cuda.Event()
+            ready.record(self.stream)
+        return x1, x2, ready
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self):
-        pending = None
-        for k, batch in enumerate(self.loader):
-            ready = self._prepare(k, batch)  # queued on the side stream, overlaps the step
-            if pending is not None:
-                yield pending
-            pending = self._handover(ready)
-        if pending is not None:
-            yield pending
+        if self.prefetch < 1:
+            for k, batch in enumerate(self.loader):
+                yield self._handover(self._prepare(k, batch))
+            return
+        waiting: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        worker = threading.Thread(
+            target=self._produce, args=(waiting, stop), name="urbanvis-views", daemon=True
+        )
+        worker.start()
+        try:
+            while True:
+                item = waiting.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield self._handover(item)
+        finally:  # also when the caller stops early: release the thread, then wait for it
+            stop.set()
+            while worker.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    waiting.get(timeout=0.05)
+            worker.join()
 
-    def _handover(self, tensors):
+    def _produce(self, waiting: queue.Queue, stop: threading.Event) -> None:
+        """The thread: prepare every batch of the loader, then put ``_DONE``."""
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    waiting.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        on_device = (
+            torch.cuda.device(self.device) if self.stream is not None else contextlib.nullcontext()
+        )
+        try:
+            with on_device:
+                for k, batch in enumerate(self.loader):
+                    if stop.is_set() or not put(self._prepare(k, batch)):
+                        return
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            put(_Failed(exc))
+            return
+        put(_DONE)
+
+    def _handover(self, item):
         """Make the side stream's results safe to use on the current stream."""
-        if self.stream is None:
-            return tensors
+        x1, x2, ready = item
+        if ready is None:
+            return x1, x2
         current = torch.cuda.current_stream(self.device)
-        current.wait_stream(self.stream)
-        for t in tensors:
+        current.wait_event(ready)
+        for t in (x1, x2):
             t.record_stream(current)
-        return tensors
+        return x1, x2
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()

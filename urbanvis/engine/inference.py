@@ -66,6 +66,7 @@ from ..vectors import (
     write_meta,
     write_part,
 )
+from .compiling import check_compile, compile_in_place, compile_seconds, wants_compile
 from .decode import decode_images
 from .distributed import init_distributed, local_rank, pick_device
 from .encoders import create_encoder, encoder_info, file_hash, load_encoder
@@ -96,6 +97,7 @@ class EmbedSummary:
     seconds: float = 0.0
     layer_written: bool = False
     vectors: Path | None = None
+    compile_seconds: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -109,6 +111,8 @@ class EmbedSummary:
             if self.failed
             else ""
         )
+        if self.compile_seconds is not None:
+            failed += f"; compiled in {self.compile_seconds:.0f} s"
         return (
             f"{self.model}: embedded {self.images:,} images for {self.embedded:,} captures "
             f"({self.done_before:,} already done, {self.captures_total:,} ok captures) at "
@@ -129,6 +133,7 @@ def embed_captures(
     device: str = "auto",
     precision: str = "auto",
     decode: str = "auto",
+    compile: str = "auto",
     image_size: int | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
@@ -162,6 +167,11 @@ def embed_captures(
         Where images are decoded and resized: ``cpu`` (PIL in the workers), ``gpu``
         (a batch at a time on the device, JPEGs with nvJPEG on CUDA; on a CPU device the
         same tensor code runs on the CPU), or ``auto`` (``gpu`` on CUDA, else ``cpu``).
+    compile
+        ``on``: run the backbone through ``torch.compile`` (short batches padded to
+        ``batch_size``, so one graph serves every batch; the compile time is in the
+        summary); ``off``; ``auto``: on for CUDA, off on a CPU (see
+        :mod:`urbanvis.engine.compiling`).
     image_size
         Resize/crop side; defaults to the model's input size (224 for the ViT sizes).
         Another size resamples the position embedding and is part of the model id.
@@ -184,6 +194,7 @@ def embed_captures(
         raise InputError(f"`precision` must be auto, fp32 or bf16, not {precision!r}")
     if decode not in ("auto", "cpu", "gpu"):
         raise InputError(f"`decode` must be auto, cpu or gpu, not {decode!r}")
+    check_compile(compile)
     if checkpoint is not None:
         _check_checkpoint_file(Path(checkpoint))
     captures = ok_captures(study)  # before the model: a study without captures fails fast
@@ -227,6 +238,7 @@ def embed_captures(
         progress(summary.done_before, summary.captures_total, dict(counts))
     started = time.perf_counter()
     net = net.to(dev).eval()
+    forward = _Forward(net, dev, batch_size) if wants_compile(compile, dev) else None
     loader = _loader(
         study.root,
         mine.paths,
@@ -254,7 +266,7 @@ def embed_captures(
             if good:
                 images = images.to(dev, non_blocking=True)
                 with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-                    vectors = _forward(net, images)
+                    vectors = _forward(net, images) if forward is None else forward(images)
                 ids, rows = mine.expand(good)
                 parts.add(ids, vectors, rows)
                 counts["ok"] += len(ids)
@@ -264,6 +276,8 @@ def embed_captures(
                 progress(min(done_now, summary.captures_total), summary.captures_total, counts)
         parts.flush()
     summary.seconds = time.perf_counter() - started
+    if forward is not None and len(forward.durations) == 2:
+        summary.compile_seconds = compile_seconds(*forward.durations)
     summary.embedded, summary.images = counts["ok"], counts["images"]
     summary.failed, summary.failed_images = counts["failed"], failed_images
     if limit is not None and len(pending) < len(captures) - summary.done_before:
@@ -336,6 +350,45 @@ def build_model(*, model, checkpoint, random_init: bool, seed: int, image_size):
 def _forward(net, images):
     """The [CLS] token after the final LayerNorm (not normalised)."""
     return net.forward_head(net.forward_features(images), pre_logits=True)
+
+
+class _Forward:
+    """:func:`_forward` compiled: batches padded to ``batch_size`` (one graph for all), and
+    the durations of the first two calls kept to tell the compile time."""
+
+    def __init__(self, net, device, batch_size: int) -> None:
+        self.module = compile_in_place(_ClsToken(net))
+        self.device = device
+        self.batch_size = batch_size
+        self.durations: list[float] = []
+
+    def __call__(self, images):
+        n = int(images.shape[0])
+        if n < self.batch_size:
+            pad = images.new_zeros((self.batch_size - n, *images.shape[1:]))
+            images = torch.cat([images, pad])  # each image is its own: padding changes none
+        timed = len(self.durations) < 2
+        if timed:
+            start = _synchronized(self.device)
+        out = self.module(images)[:n]
+        if timed:
+            self.durations.append(_synchronized(self.device) - start)
+        return out
+
+
+class _ClsToken(torch.nn.Module):
+    def __init__(self, net) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images):
+        return _forward(self.net, images)
+
+
+def _synchronized(device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _sum_over_ranks(values: list[int], device) -> list[int]:

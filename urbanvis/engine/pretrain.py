@@ -27,6 +27,7 @@ import torch.distributed as dist
 from .._errors import InputError, InputFileError
 from .._files import atomic_file
 from .._version import __version__
+from .compiling import check_compile, compile_in_place, compile_seconds, wants_compile
 from .data import PairDataset, check_images, epoch_order, read_pair_table
 from .distributed import init_distributed, local_rank, pick_device
 from .encoders import create_encoder, encoder_info, read_checkpoint
@@ -42,7 +43,9 @@ class PretrainConfig:
     """Settings of a pretraining run; the CLI options map one to one.
 
     Defaults are the paper's ViT-B/16 recipe (design section 6). ``batch_size`` is global
-    (summed over ranks); ``warmup_epochs`` defaults to 40/300 of ``epochs``.
+    (summed over ranks); ``warmup_epochs`` defaults to 40/300 of ``epochs``. ``compile``
+    (auto, on, off) runs the encoders and predictor through ``torch.compile``, auto on CUDA
+    only (:mod:`.compiling`); checkpoints have the same keys either way.
     """
 
     arch: str = "vit_base_patch16_224"
@@ -64,6 +67,7 @@ class PretrainConfig:
     seed: int = 0
     on_missing: str = "stop"
     augment: str = "auto"
+    compile: str = "auto"
 
     def validate(self) -> None:
         """Refuse any setting a run could not use, before anything is read or written."""
@@ -115,6 +119,7 @@ class PretrainConfig:
             )
         if self.augment not in ("auto", "cpu", "gpu"):
             raise InputError(f"`augment` must be auto, cpu or gpu, not {self.augment!r}")
+        check_compile(self.compile)
         if self.on_missing not in ("stop", "skip"):
             raise InputError(f"`on_missing` must be stop or skip, not {self.on_missing!r}")
         if not (self.device in ("auto", "cpu", "cuda") or _CUDA_N.fullmatch(str(self.device))):
@@ -142,6 +147,7 @@ class PretrainResult:
     pairs: int = 0
     pairs_per_second: float = 0.0
     stopped: bool = False
+    compile_seconds: float | None = None
 
 
 def pretrain(
@@ -215,13 +221,18 @@ def pretrain(
         start_epoch, losses = _resume(run_dir, config, model, optimizer, scaler)
     train_model: torch.nn.Module = model
     if world > 1:
-        if device.type == "cuda":
+        if device.type == "cuda":  # in place: ``model`` holds the SyncBatchNorm layers
             train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:  # torch's SyncBatchNorm refuses CPU tensors: each process normalises its batch
             log.info(
                 "SyncBatchNorm needs CUDA; on %s each process uses its own BN statistics",
                 device.type,
             )
+    compiled = wants_compile(config.compile, device)
+    if compiled:  # the networks, in place: the momentum update and the loss stay eager
+        for part in (model.base_encoder, model.momentum_encoder, model.predictor):
+            compile_in_place(part)
+    if world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -244,6 +255,8 @@ def pretrain(
     rate = 0.0
     end = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
     stopped = False
+    first_steps: list[float] = []  # the durations of this process's first two steps
+    compile_time: float | None = None
     for epoch in range(start_epoch, end):
         order = epoch_order(len(table), seed=config.seed, epoch=epoch)
         batches = order[: iterations * config.batch_size].reshape(iterations, world, per_rank)
@@ -257,7 +270,7 @@ def pretrain(
             collate_fn=collate,
         )
         feed: Iterable = loader
-        if on_device:  # decoded and augmented on a side stream, one batch ahead
+        if on_device:  # decoded and augmented in a thread on a side stream, two batches ahead
 
             def seed_of(k: int, epoch: int = epoch) -> int:
                 return config.seed * 1_000_003 + epoch * 7919 + k * 31 + rank
@@ -272,6 +285,9 @@ def pretrain(
                     t, lr=lr, warmup_epochs=config.warmup, epochs=config.epochs
                 )
             m = momentum(t, base=config.momentum, epochs=config.epochs)
+            timed = compiled and len(first_steps) < 2
+            if timed:
+                step_start = _synchronized(device)
             x1 = x1.to(device, non_blocking=True)
             x2 = x2.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
@@ -286,6 +302,11 @@ def pretrain(
                 step_loss += float(loss.detach())
             scaler.step(optimizer)
             scaler.update()
+            if timed:
+                first_steps.append(_synchronized(device) - step_start)
+                if len(first_steps) == 2:
+                    compile_time = compile_seconds(*first_steps)
+                    log.info("compiled in %.0f s (the first step's extra time)", compile_time)
             total += step_loss
             seen += config.batch_size
             rate = seen / max(time.perf_counter() - started, 1e-9)
@@ -345,6 +366,7 @@ def pretrain(
         pairs=len(table),
         pairs_per_second=rate,
         stopped=stopped,
+        compile_seconds=compile_time,
     )
 
 
@@ -459,6 +481,13 @@ def _amp_dtype(config: PretrainConfig, device: torch.device):
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _synchronized(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device has done all work queued so far."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _seed_everything(seed: int) -> None:
