@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 Method = Literal["network", "grid"]
 METHODS: tuple[str, ...] = ("network", "grid")
+_MERGE_REMOVES_DUPLICATES = 0.01
+"""Merge distance (metres) from which the merge, not a separate pass, joins shared line ends.
+
+Shared ends are found on millimetre keys, which join ends up to 1.5 mm apart: any merge
+distance this large joins them too."""
 POINT_COLUMNS = ["point_id", "bearing", "edge_id", "osmid", "highway", "source", "geometry"]
 
 
@@ -73,81 +78,103 @@ def sample_coords(
 
     ``vertex_line`` must be sorted, as :func:`shapely.get_coordinates` returns it.
     """
+    coords = np.asarray(coords, dtype=float)
+    samples, _, _ = _sample_xy(coords[:, 0], coords[:, 1], vertex_line, spacing, merge_distance)
+    return samples
+
+
+def _sample_xy(
+    x: np.ndarray, y: np.ndarray, vertex_line: np.ndarray, spacing: float, merge_distance: float
+) -> tuple[LineSamples, np.ndarray, float]:
+    """:func:`sample_coords` on separate x and y arrays.
+
+    Also returns, for the line ends among the samples (they come first), the index of the
+    vertex each one is, so that a caller can reuse what it knows of that vertex; and the
+    total length of the lines.
+    """
     _check_spacing(spacing, merge_distance)
-    if len(coords) == 0:
+    if len(x) == 0:
         empty = np.empty(0)
-        return LineSamples(empty, empty, empty, empty.astype(np.int64), empty)
+        no_index = empty.astype(np.int64)
+        return LineSamples(empty, empty, empty, no_index, empty), no_index, 0.0
+    vertex_line = np.asarray(vertex_line)
 
     # Drop repeated consecutive vertices so that every segment has a length and a direction.
     same_line = vertex_line[1:] == vertex_line[:-1]
-    repeated = same_line & np.all(coords[1:] == coords[:-1], axis=1)
+    dx, dy = np.diff(x), np.diff(y)
+    repeated = same_line & (dx == 0) & (dy == 0)
+    vertex_of: np.ndarray | None = None  # position in the caller's arrays, when some dropped
     if repeated.any():
-        keep = np.concatenate(([True], ~repeated))
-        coords, vertex_line = coords[keep], vertex_line[keep]
+        vertex_of = np.flatnonzero(np.concatenate(([True], ~repeated)))
+        x, y, vertex_line = x[vertex_of], y[vertex_of], vertex_line[vertex_of]
         same_line = vertex_line[1:] == vertex_line[:-1]
+        dx, dy = np.diff(x), np.diff(y)
 
     # Segment i runs from vertex i to vertex i+1; segments that join two lines get length 0.
-    x0, y0 = coords[:, 0], coords[:, 1]
-    dx, dy = np.diff(x0), np.diff(y0)
+    n_vertices = len(x)
     seg_len = np.hypot(dx, dy)
     seg_len[~same_line] = 0.0
     seg_bearing = np.degrees(np.arctan2(dx, dy)) % 360.0
-    cum = np.concatenate(([0.0], np.cumsum(seg_len)))  # distance travelled at each vertex
+    cum = np.empty(n_vertices)  # distance travelled at each vertex
+    cum[0] = 0.0
+    np.cumsum(seg_len, out=cum[1:])
 
     # vertex_line is sorted: lines start where it changes (empty lines have no vertices).
     first = np.flatnonzero(np.concatenate(([True], ~same_line)))
-    last = np.concatenate((first[1:], [len(coords)])) - 1
-    present = vertex_line[first]
+    last = np.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = n_vertices - 1
+    present = vertex_line[first].astype(np.int64)
     start = cum[first]
     length = cum[last] - start
-    first_seg = np.minimum(first, len(seg_len) - 1)
-    last_seg = np.maximum(last - 1, 0)
 
-    # Line ends: the start and end of every line, each distinct location once.
+    # Line ends: the start and end of every line. A one-vertex line has no direction.
+    n_lines = len(first)
     end_vertex = np.concatenate((first, last))
-    end_along = np.concatenate((np.zeros(len(first)), length))
+    if len(seg_bearing):
+        end_bearing = np.concatenate(
+            (seg_bearing[np.minimum(first, n_vertices - 2)], seg_bearing[np.maximum(last - 1, 0)])
+        )
+    else:
+        end_bearing = np.full(2 * n_lines, np.nan)
+    single = first == last
+    end_bearing[:n_lines][single] = np.nan
+    end_bearing[n_lines:][single] = np.nan
     end_line = np.concatenate((present, present))
-    end_bearing = np.concatenate((seg_bearing[first_seg], seg_bearing[last_seg]))
-    single = np.concatenate((first == last, first == last))
-    end_bearing[single] = np.nan  # a one-vertex line has no direction
-    distinct = ~_duplicated_xy(x0[end_vertex], y0[end_vertex])
-    ends = LineSamples(
-        x0[end_vertex][distinct],
-        y0[end_vertex][distinct],
-        end_bearing[distinct],
-        end_line[distinct].astype(np.int64),
-        end_along[distinct],
-    )
+    end_along = np.concatenate((np.zeros(n_lines), length))
+    end_x, end_y = x[end_vertex], y[end_vertex]
+    if merge_distance < _MERGE_REMOVES_DUPLICATES:
+        # Each distinct location once; with a larger merge distance the merge does this.
+        distinct = ~_duplicated_xy(end_x, end_y)
+        end_vertex, end_bearing, end_line, end_along, end_x, end_y = (
+            a[distinct] for a in (end_vertex, end_bearing, end_line, end_along, end_x, end_y)
+        )
 
     # Interior points at k*spacing (k >= 1), at least merge_distance before the line's end.
     margin = max(merge_distance, 1e-9)
     counts = np.floor(np.maximum(length - margin, 0.0) / spacing).astype(np.int64)
-    owner = np.repeat(np.arange(len(present)), counts)
+    owner = np.repeat(np.arange(n_lines), counts)
     k = np.arange(1, len(owner) + 1, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
     along = k * float(spacing)
     travelled = start[owner] + along  # ascending, so the search below walks memory in order
     seg = np.searchsorted(cum, travelled, side="right") - 1
     t = (travelled - cum[seg]) / seg_len[seg]
-    interior = LineSamples(
-        x0[seg] + t * dx[seg],
-        y0[seg] + t * dy[seg],
-        seg_bearing[seg],
-        present[owner].astype(np.int64),
-        along,
-    )
 
     samples = LineSamples(
-        *(
-            np.concatenate(pair)
-            for pair in zip(
-                (ends.x, ends.y, ends.bearing, ends.line, ends.along),
-                (interior.x, interior.y, interior.bearing, interior.line, interior.along),
-                strict=True,
-            )
-        )
+        np.concatenate((end_x, x[seg] + t * dx[seg])),
+        np.concatenate((end_y, y[seg] + t * dy[seg])),
+        np.concatenate((end_bearing, seg_bearing[seg])),
+        np.concatenate((end_line, present[owner])),
+        np.concatenate((end_along, along)),
     )
+    n_ends = len(end_x)
     keep = merge_close_points(samples.x, samples.y, merge_distance)
-    return samples if len(keep) == len(samples) else samples.take(keep)
+    if len(keep) < len(samples):
+        samples = samples.take(keep)
+        end_vertex = end_vertex[keep[: np.searchsorted(keep, n_ends)]]
+    if vertex_of is not None:
+        end_vertex = vertex_of[end_vertex]
+    return samples, end_vertex, float(cum[-1])
 
 
 def road_length(coords: np.ndarray, vertex_line: np.ndarray) -> float:
@@ -172,6 +199,9 @@ def merge_close_points(x: np.ndarray, y: np.ndarray, distance: float) -> np.ndar
 
     Points linked by chains of neighbours closer than ``distance`` form one group; the first
     point of each group (lowest index) is kept. Returns sorted indices.
+
+    Most points have no neighbour that close, so they are set aside first (see
+    :func:`_near_candidates`) and the KD-tree holds only the few that may.
     """
     n = len(x)
     if n < 2 or distance <= 0:
@@ -180,20 +210,111 @@ def merge_close_points(x: np.ndarray, y: np.ndarray, distance: float) -> np.ndar
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
-    tree = cKDTree(np.column_stack((x, y)), balanced_tree=False, compact_nodes=False)
-    pairs = tree.query_pairs(distance * (1 - 1e-12), output_type="ndarray")
-    if len(pairs) == 0:
-        return np.arange(n)
-    involved = np.unique(pairs)
-    local = np.searchsorted(involved, pairs)
-    m = len(involved)
-    graph = coo_matrix((np.ones(len(local)), (local[:, 0], local[:, 1])), shape=(m, m))
-    _, labels = connected_components(graph, directed=False)
-    _, first_of_group = np.unique(labels, return_index=True)
-    drop = np.setdiff1d(involved, involved[first_of_group], assume_unique=True)
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    found = _near_candidates(x, y, distance)
+    if found is None:
+        duplicate, candidates = np.zeros(0, dtype=np.int64), np.arange(n)
+    else:
+        duplicate, candidates = found
     keep = np.ones(n, dtype=bool)
-    keep[drop] = False
+    keep[duplicate] = False
+    if len(candidates) > 1:
+        tree = cKDTree(
+            np.column_stack((x[candidates], y[candidates])),
+            balanced_tree=False,
+            compact_nodes=False,
+        )
+        pairs = tree.query_pairs(distance * (1 - 1e-12), output_type="ndarray")
+        if len(pairs):
+            involved = np.unique(pairs)
+            local = np.searchsorted(involved, pairs)
+            m = len(involved)
+            graph = coo_matrix((np.ones(len(local)), (local[:, 0], local[:, 1])), shape=(m, m))
+            _, labels = connected_components(graph, directed=False)
+            _, first_of_group = np.unique(labels, return_index=True)
+            # candidates are sorted, so the first of a group here is its lowest index
+            drop = np.setdiff1d(involved, involved[first_of_group], assume_unique=True)
+            keep[candidates[drop]] = False
     return np.flatnonzero(keep)
+
+
+def _near_candidates(
+    x: np.ndarray, y: np.ndarray, distance: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Exact duplicates of an earlier point, and the other points that may have a neighbour.
+
+    Two points closer than ``distance`` share a cell in at least one of four square grids of
+    side ``2 * distance`` offset by half a cell in x, y or both (in each axis, one of the
+    two offsets puts no cell border between them). So a point alone in its cell in all four
+    grids has no such neighbour. Each grid is one ``np.sort`` of integer keys that pack the
+    cell and the point's index, no hash table and no tree. A point identical to the point
+    sorted just before it (an earlier one in the same cell) is a duplicate: it always merges
+    into that point and links nothing that point does not, so it is dropped first.
+
+    Returns (sorted duplicate indices, sorted candidate indices), or None when the keys do
+    not fit in 63 bits (a huge extent for ``distance``) or a coordinate is not finite.
+    """
+    n = len(x)
+    x0, x1, y0, y1 = float(x.min()), float(x.max()), float(y.min()), float(y.max())
+    if not all(map(math.isfinite, (x0, x1, y0, y1))):
+        return None
+    # a hair over 2 * distance, so that rounding at cell borders cannot split a close pair
+    cell = 2.0 * distance * (1 + 1e-6) + 1e-6
+    half = cell / 2
+    index_bits = int(n - 1).bit_length()
+    x_bits = (int((x1 - x0 + half) // cell) + 1).bit_length()
+    y_bits = (int((y1 - y0 + half) // cell) + 1).bit_length()
+    if index_bits + x_bits + y_bits > 63:
+        return None
+    mask = (1 << index_bits) - 1
+    x_shift, y_shift = y_bits + index_bits, index_bits
+
+    def cell_keys(values: np.ndarray, origin: float, shift: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cell columns (or rows) of ``values`` in the plain and the half-cell-offset grids."""
+        scaled = values - origin
+        scaled /= cell
+        plain = scaled.astype(np.int64)  # non-negative, so truncation is the floor
+        scaled += 0.5
+        offset = scaled.astype(np.int64)
+        plain <<= shift
+        offset <<= shift
+        return plain, offset
+
+    def shared_pairs(keys: np.ndarray) -> np.ndarray:
+        """Positions i in sorted ``keys`` where points i and i+1 are in the same cell."""
+        cells = keys >> index_bits
+        return np.flatnonzero(cells[1:] == cells[:-1])
+
+    candidate = np.zeros(n, dtype=bool)
+
+    def mark(keys: np.ndarray, pair: np.ndarray) -> None:
+        candidate[keys[pair] & mask] = True
+        candidate[keys[pair + 1] & mask] = True
+
+    index = np.arange(n, dtype=np.int64)
+    columns, rows = cell_keys(x, x0, x_shift), cell_keys(y, y0, y_shift)
+    keys = columns[0] | rows[0]
+    keys |= index
+    keys.sort()
+    pair = shared_pairs(keys)
+    before, after = keys[pair] & mask, keys[pair + 1] & mask
+    duplicate = np.sort(after[(x[before] == x[after]) & (y[before] == y[after])])
+    if len(duplicate):
+        rest = np.ones(n, dtype=bool)
+        rest[duplicate] = False
+        keys = keys[rest[keys & mask]]  # still sorted
+        index = index[rest]
+        columns = (columns[0][rest], columns[1][rest])
+        rows = (rows[0][rest], rows[1][rest])
+        pair = shared_pairs(keys)
+    mark(keys, pair)
+    for column, row in ((columns[1], rows[0]), (columns[0], rows[1]), (columns[1], rows[1])):
+        keys = column | row
+        keys |= index
+        keys.sort()
+        mark(keys, shared_pairs(keys))
+    return duplicate, np.flatnonzero(candidate)
 
 
 def points_from_network(
@@ -228,19 +349,35 @@ def points_from_network(
         raise InputError("the edges have no CRS; set one (EPSG:4326 for OSM data)")
     if len(edges) == 0:
         return _empty_points()
-    crs = CRS.from_user_input(crs) if crs is not None else edges.estimate_utm_crs()
-    if not crs.is_projected:
-        raise InputError(f"{crs.name} is not a projected CRS; give one in metres, e.g. a UTM zone")
     # Project the vertex arrays, not geometries: no shapely object per vertex or per point.
     coords, vertex_line = shapely.get_coordinates(edges.geometry.values, return_index=True)
-    px, py = Transformer.from_crs(edges.crs, crs, always_xy=True).transform(
-        coords[:, 0], coords[:, 1]
-    )
-    projected = np.column_stack((px, py))
-    samples = sample_coords(projected, vertex_line, spacing, merge_distance=merge_distance)
-    lon, lat = Transformer.from_crs(crs, WGS84, always_xy=True).transform(samples.x, samples.y)
+    lon_v, lat_v = coords[:, 0].copy(), coords[:, 1].copy()
+    if crs is None:
+        crs = _utm_crs(edges, lon_v, lat_v)
+    else:
+        crs = CRS.from_user_input(crs)
+        if not crs.is_projected:
+            raise InputError(
+                f"{crs.name} is not a projected CRS; give one in metres, e.g. a UTM zone"
+            )
+    px, py = Transformer.from_crs(edges.crs, crs, always_xy=True).transform(lon_v, lat_v)
+    samples, end_vertex, road_m = _sample_xy(px, py, vertex_line, spacing, merge_distance)
+    # Line ends are vertices: their input coordinates are already known (exactly, when the
+    # input is EPSG:4326); only the points between vertices are projected back.
+    n_ends = len(end_vertex)
+    lon, lat = np.empty(len(samples)), np.empty(len(samples))
+    to_wgs84 = CRS.from_user_input(WGS84)
+    if CRS.from_user_input(edges.crs) == to_wgs84:
+        lon[:n_ends], lat[:n_ends] = lon_v[end_vertex], lat_v[end_vertex]
+        back_from = n_ends
+    else:
+        back_from = 0
+    lon[back_from:], lat[back_from:] = Transformer.from_crs(
+        crs, to_wgs84, always_xy=True
+    ).transform(samples.x[back_from:], samples.y[back_from:])
     # Grid bearing -> true bearing: add the meridian convergence of the projection there.
-    bearing = (samples.bearing + meridian_convergence(lon, lat, crs)) % 360.0
+    bearing = samples.bearing + meridian_convergence(lon, lat, crs)
+    bearing %= 360.0
 
     def edge_values(name: str, default):
         if name not in edges:
@@ -261,10 +398,11 @@ def points_from_network(
             "highway": edge_labels("highway"),
             "source": pd.Categorical.from_codes(np.zeros(len(samples), np.int8), ["osm"]),
         },
-        geometry=gpd.points_from_xy(lon, lat),
+        geometry=shapely.points(lon, lat),
         crs=WGS84,
+        copy=False,  # the columns are new arrays: no need to copy them into blocks
     )
-    km = road_length(projected, vertex_line) / 1000
+    km = road_m / 1000
     log.info("sampled %s points every %g m along %.1f km of road", f"{len(points):,}", spacing, km)
     return points
 
@@ -421,9 +559,35 @@ def meridian_convergence(
     ix = np.clip(fx.astype(np.int64), 0, n - 2)
     iy = np.clip(fy.astype(np.int64), 0, n - 2)
     tx, ty = fx - ix, fy - iy
-    top = grid[iy, ix] * (1 - tx) + grid[iy, ix + 1] * tx
-    bottom = grid[iy + 1, ix] * (1 - tx) + grid[iy + 1, ix + 1] * tx
-    return top * (1 - ty) + bottom * ty
+    flat = grid.ravel()
+    corner = iy * n  # the lattice point at (ix, iy), as a flat index
+    corner += ix
+    top = flat[corner] * (1 - tx)
+    top += flat[corner + 1] * tx
+    corner += n
+    bottom = flat[corner] * (1 - tx)
+    bottom += flat[corner + 1] * tx
+    top *= 1 - ty
+    bottom *= ty
+    top += bottom
+    return top
+
+
+def _utm_crs(edges: gpd.GeoDataFrame, lon: np.ndarray, lat: np.ndarray) -> CRS:
+    """The UTM zone ``edges.estimate_utm_crs()`` picks, from vertex arrays already at hand.
+
+    geopandas takes the centre of the total bounds; in a geographic CRS those are the
+    extremes of the vertex coordinates, which saves a bounds pass over every geometry.
+    """
+    if not CRS.from_user_input(edges.crs).is_geographic or len(lon) == 0:
+        return edges.estimate_utm_crs()
+    from pyproj.aoi import AreaOfInterest
+    from pyproj.database import query_utm_crs_info
+
+    x = float(np.mean([np.nanmin(lon), np.nanmax(lon)]))
+    y = float(np.mean([np.nanmin(lat), np.nanmax(lat)]))
+    zones = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(x, y, x, y))
+    return CRS.from_epsg(zones[0].code) if zones else edges.estimate_utm_crs()
 
 
 def _empty_points() -> gpd.GeoDataFrame:
