@@ -117,10 +117,14 @@ def _sample_xy(
         dx, dy = np.diff(x), np.diff(y)
 
     # Segment i runs from vertex i to vertex i+1; segments that join two lines get length 0.
+    # Here and below, results go into existing arrays wherever the formula allows: on
+    # millions of vertices a fresh array costs page faults as well as a pass over memory.
     n_vertices = len(x)
     seg_len = np.hypot(dx, dy)
     seg_len[~same_line] = 0.0
-    seg_bearing = np.degrees(np.arctan2(dx, dy)) % 360.0
+    seg_bearing = np.arctan2(dx, dy)
+    np.degrees(seg_bearing, out=seg_bearing)
+    np.remainder(seg_bearing, 360.0, out=seg_bearing)
     cum = np.empty(n_vertices)  # distance travelled at each vertex
     cum[0] = 0.0
     np.cumsum(seg_len, out=cum[1:])
@@ -134,48 +138,67 @@ def _sample_xy(
     start = cum[first]
     length = cum[last] - start
 
-    # Line ends: the start and end of every line. A one-vertex line has no direction.
+    # Line ends (the start, then the end, of every line) come first in the samples.
     n_lines = len(first)
     end_vertex = np.concatenate((first, last))
-    if len(seg_bearing):
-        end_bearing = np.concatenate(
-            (seg_bearing[np.minimum(first, n_vertices - 2)], seg_bearing[np.maximum(last - 1, 0)])
-        )
-    else:
-        end_bearing = np.full(2 * n_lines, np.nan)
-    single = first == last
-    end_bearing[:n_lines][single] = np.nan
-    end_bearing[n_lines:][single] = np.nan
-    end_line = np.concatenate((present, present))
-    end_along = np.concatenate((np.zeros(n_lines), length))
-    end_x, end_y = x[end_vertex], y[end_vertex]
+    distinct = None
     if merge_distance < _MERGE_REMOVES_DUPLICATES:
         # Each distinct location once; with a larger merge distance the merge does this.
-        distinct = ~_duplicated_xy(end_x, end_y)
-        end_vertex, end_bearing, end_line, end_along, end_x, end_y = (
-            a[distinct] for a in (end_vertex, end_bearing, end_line, end_along, end_x, end_y)
-        )
+        distinct = ~_duplicated_xy(x[end_vertex], y[end_vertex])
+        end_vertex = end_vertex[distinct]
+    n_ends = len(end_vertex)
 
     # Interior points at k*spacing (k >= 1), at least merge_distance before the line's end.
     margin = max(merge_distance, 1e-9)
     counts = np.floor(np.maximum(length - margin, 0.0) / spacing).astype(np.int64)
-    owner = np.repeat(np.arange(n_lines), counts)
-    k = np.arange(1, len(owner) + 1, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    along = k * float(spacing)
-    travelled = start[owner] + along  # ascending, so the search below walks memory in order
-    seg = np.searchsorted(cum, travelled, side="right") - 1
-    t = (travelled - cum[seg]) / seg_len[seg]
+    n_total = n_ends + int(counts.sum())
+    sx, sy, s_bearing, s_along = (np.empty(n_total) for _ in range(4))
+    s_line = np.empty(n_total, dtype=np.int64)
 
-    samples = LineSamples(
-        np.concatenate((end_x, x[seg] + t * dx[seg])),
-        np.concatenate((end_y, y[seg] + t * dy[seg])),
-        np.concatenate((end_bearing, seg_bearing[seg])),
-        np.concatenate((end_line, present[owner])),
-        np.concatenate((end_along, along)),
-    )
-    n_ends = len(end_x)
-    keep = merge_close_points(samples.x, samples.y, merge_distance)
-    if len(keep) < len(samples):
+    ends = slice(0, n_ends)
+    np.take(x, end_vertex, out=sx[ends], mode="clip")
+    np.take(y, end_vertex, out=sy[ends], mode="clip")
+    end_seg = np.concatenate((np.minimum(first, n_vertices - 2), np.maximum(last - 1, 0)))
+    single = np.concatenate((first == last, first == last))  # one vertex: no direction
+    end_along = np.concatenate((np.zeros(n_lines), length))
+    end_line = np.concatenate((present, present))
+    if distinct is not None:
+        end_seg, single, end_along, end_line = (
+            a[distinct] for a in (end_seg, single, end_along, end_line)
+        )
+    if len(seg_bearing):
+        np.take(seg_bearing, end_seg, out=s_bearing[ends], mode="clip")
+        s_bearing[ends][single] = np.nan
+    else:
+        s_bearing[ends] = np.nan
+    s_along[ends] = end_along
+    s_line[ends] = end_line
+    del end_seg, single, end_along, end_line
+
+    inner = slice(n_ends, n_total)
+    owner = np.repeat(np.arange(n_lines), counts)
+    k = np.arange(1, n_total - n_ends + 1, dtype=np.int64)
+    k -= np.repeat(np.cumsum(counts) - counts, counts)
+    along = np.multiply(k, float(spacing), out=s_along[inner])
+    del k
+    travelled = start[owner]
+    travelled += along  # ascending, so the search below walks memory in order
+    seg = np.searchsorted(cum, travelled, side="right")
+    seg -= 1
+    t = travelled  # (travelled - cum[seg]) / seg_len[seg], in place
+    t -= cum[seg]
+    t /= seg_len[seg]
+    for out, base, step in ((sx[inner], x, dx), (sy[inner], y, dy)):  # base + t * step
+        np.take(step, seg, out=out, mode="clip")
+        out *= t
+        out += base[seg]
+    np.take(seg_bearing, seg, out=s_bearing[inner], mode="clip")
+    np.take(present, owner, out=s_line[inner], mode="clip")
+    del owner, seg, t, travelled
+
+    samples = LineSamples(sx, sy, s_bearing, s_line, s_along)
+    keep = merge_close_points(sx, sy, merge_distance)
+    if len(keep) < n_total:
         samples = samples.take(keep)
         end_vertex = end_vertex[keep[: np.searchsorted(keep, n_ends)]]
     if vertex_of is not None:
@@ -287,9 +310,11 @@ def _near_candidates(
         offset <<= shift
         return plain, offset
 
+    cells_buffer = np.empty(n, dtype=np.int64)
+
     def shared_pairs(keys: np.ndarray) -> np.ndarray:
         """Positions i in sorted ``keys`` where points i and i+1 are in the same cell."""
-        cells = keys >> index_bits
+        cells = np.right_shift(keys, index_bits, out=cells_buffer[: len(keys)])
         return np.flatnonzero(cells[1:] == cells[:-1])
 
     candidate = np.zeros(n, dtype=bool)
@@ -316,7 +341,7 @@ def _near_candidates(
         pair = shared_pairs(keys)
     mark(keys, pair)
     for column, row in ((columns[1], rows[0]), (columns[0], rows[1]), (columns[1], rows[1])):
-        keys = column | row
+        np.bitwise_or(column, row, out=keys)
         keys |= index
         keys.sort()
         mark(keys, shared_pairs(keys))
@@ -357,7 +382,7 @@ def points_from_network(
         return _empty_points()
     # Project the vertex arrays, not geometries: no shapely object per vertex or per point.
     coords, vertex_line = shapely.get_coordinates(edges.geometry.values, return_index=True)
-    lon_v, lat_v = coords[:, 0].copy(), coords[:, 1].copy()
+    lon_v, lat_v = coords[:, 0], coords[:, 1]
     if crs is None:
         crs = _utm_crs(edges, lon_v, lat_v)
     else:
@@ -378,9 +403,10 @@ def points_from_network(
         back_from = n_ends
     else:
         back_from = 0
-    lon[back_from:], lat[back_from:] = Transformer.from_crs(
-        crs, to_wgs84, always_xy=True
-    ).transform(samples.x[back_from:], samples.y[back_from:])
+    lon[back_from:], lat[back_from:] = samples.x[back_from:], samples.y[back_from:]
+    Transformer.from_crs(crs, to_wgs84, always_xy=True).transform(
+        lon[back_from:], lat[back_from:], inplace=True
+    )
     # Grid bearing -> true bearing: add the meridian convergence of the projection there.
     bearing = samples.bearing + meridian_convergence(lon, lat, crs)
     bearing %= 360.0
@@ -560,19 +586,34 @@ def meridian_convergence(
     mlon, mlat = np.meshgrid(glon, glat)  # rows: latitude, columns: longitude
     grid = np.asarray(proj.get_factors(mlon.ravel(), mlat.ravel()).meridian_convergence)
     grid = grid.reshape(n, n)
-    fx = (lon - glon[0]) / max(glon[-1] - glon[0], 1e-12) * (n - 1)
-    fy = (lat - glat[0]) / max(glat[-1] - glat[0], 1e-12) * (n - 1)
-    ix = np.clip(fx.astype(np.int64), 0, n - 2)
-    iy = np.clip(fy.astype(np.int64), 0, n - 2)
-    tx, ty = fx - ix, fy - iy
-    flat = grid.ravel()
-    corner = iy * n  # the lattice point at (ix, iy), as a flat index
+    # bilinear interpolation, written in place: (lon - lon0) / width * (n - 1) and so on
+    tx = lon - glon[0]
+    tx /= max(glon[-1] - glon[0], 1e-12)
+    tx *= n - 1
+    ty = lat - glat[0]
+    ty /= max(glat[-1] - glat[0], 1e-12)
+    ty *= n - 1
+    corner = np.clip(ty.astype(np.int64), 0, n - 2)  # the lattice point (ix, iy), flat
+    ty -= corner
+    corner *= n
+    ix = np.clip(tx.astype(np.int64), 0, n - 2)
+    tx -= ix
     corner += ix
-    top = flat[corner] * (1 - tx)
-    top += flat[corner + 1] * tx
+    del ix
+    flat = grid.ravel()
+    top = flat[corner]
+    top *= 1 - tx
+    corner += 1
+    right = flat[corner]
+    right *= tx
+    top += right
     corner += n
-    bottom = flat[corner] * (1 - tx)
-    bottom += flat[corner + 1] * tx
+    np.take(flat, corner, out=right)
+    right *= tx
+    corner -= 1
+    bottom = flat[corner]
+    bottom *= 1 - tx
+    bottom += right
     top *= 1 - ty
     bottom *= ty
     top += bottom
