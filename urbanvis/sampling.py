@@ -299,18 +299,28 @@ def _near_candidates(
     mask = (1 << index_bits) - 1
     x_shift, y_shift = y_bits + index_bits, index_bits
 
-    def cell_keys(values: np.ndarray, origin: float, shift: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cell columns (or rows) of ``values`` in the plain and the half-cell-offset grids."""
-        scaled = values - origin
-        scaled /= cell
-        plain = scaled.astype(np.int64)  # non-negative, so truncation is the floor
-        scaled += 0.5
-        offset = scaled.astype(np.int64)
-        plain <<= shift
-        offset <<= shift
-        return plain, offset
+    # Scratch arrays, reused by every grid (fresh arrays of this size cost page faults).
+    scaled_x = x - x0
+    scaled_x /= cell
+    scaled_y = y - y0
+    scaled_y /= cell
+    index = np.arange(n, dtype=np.int64)
+    work = np.empty(n)
+    keys_buffer, rows_buffer, cells_buffer = (np.empty(n, dtype=np.int64) for _ in range(3))
 
-    cells_buffer = np.empty(n, dtype=np.int64)
+    def sorted_keys(x_offset: float, y_offset: float, m: int) -> np.ndarray:
+        """Sorted keys of the first ``m`` points: column, row (cells offset by 0 or 0.5), index."""
+        keys, rows, scratch = keys_buffer[:m], rows_buffer[:m], work[:m]
+        np.add(scaled_x[:m], x_offset, out=scratch)
+        np.copyto(keys, scratch, casting="unsafe")  # non-negative: truncation is the floor
+        keys <<= x_shift
+        np.add(scaled_y[:m], y_offset, out=scratch)
+        np.copyto(rows, scratch, casting="unsafe")
+        rows <<= y_shift
+        keys |= rows
+        keys |= index[:m]
+        keys.sort()
+        return keys
 
     def shared_pairs(keys: np.ndarray) -> np.ndarray:
         """Positions i in sorted ``keys`` where points i and i+1 are in the same cell."""
@@ -323,27 +333,23 @@ def _near_candidates(
         candidate[keys[pair] & mask] = True
         candidate[keys[pair + 1] & mask] = True
 
-    index = np.arange(n, dtype=np.int64)
-    columns, rows = cell_keys(x, x0, x_shift), cell_keys(y, y0, y_shift)
-    keys = columns[0] | rows[0]
-    keys |= index
-    keys.sort()
+    keys = sorted_keys(0.0, 0.0, n)
     pair = shared_pairs(keys)
     before, after = keys[pair] & mask, keys[pair + 1] & mask
     duplicate = np.sort(after[(x[before] == x[after]) & (y[before] == y[after])])
-    if len(duplicate):
+    grids = [(0.5, 0.0), (0.0, 0.5), (0.5, 0.5)]
+    m = n
+    if len(duplicate):  # set them aside, then start again without them
         rest = np.ones(n, dtype=bool)
         rest[duplicate] = False
-        keys = keys[rest[keys & mask]]  # still sorted
-        index = index[rest]
-        columns = (columns[0][rest], columns[1][rest])
-        rows = (rows[0][rest], rows[1][rest])
-        pair = shared_pairs(keys)
-    mark(keys, pair)
-    for column, row in ((columns[1], rows[0]), (columns[0], rows[1]), (columns[1], rows[1])):
-        np.bitwise_or(column, row, out=keys)
-        keys |= index
-        keys.sort()
+        m = n - len(duplicate)
+        for values in (scaled_x, scaled_y, index):
+            values[:m] = values[rest]
+        grids.insert(0, (0.0, 0.0))
+    else:
+        mark(keys, pair)
+    for x_offset, y_offset in grids:
+        keys = sorted_keys(x_offset, y_offset, m)
         mark(keys, shared_pairs(keys))
     return duplicate, np.flatnonzero(candidate)
 
@@ -631,8 +637,11 @@ def _utm_crs(edges: gpd.GeoDataFrame, lon: np.ndarray, lat: np.ndarray) -> CRS:
     from pyproj.aoi import AreaOfInterest
     from pyproj.database import query_utm_crs_info
 
-    x = float(np.mean([np.nanmin(lon), np.nanmax(lon)]))
-    y = float(np.mean([np.nanmin(lat), np.nanmax(lat)]))
+    bounds = [lon.min(), lon.max(), lat.min(), lat.max()]
+    if np.isnan(bounds).any():  # total_bounds skips missing values: do the same
+        bounds = [np.nanmin(lon), np.nanmax(lon), np.nanmin(lat), np.nanmax(lat)]
+    x = float(np.mean(bounds[:2]))
+    y = float(np.mean(bounds[2:]))
     zones = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(x, y, x, y))
     return CRS.from_epsg(zones[0].code) if zones else edges.estimate_utm_crs()
 
