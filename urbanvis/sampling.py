@@ -141,11 +141,11 @@ def _sample_xy(
     # Line ends (the start, then the end, of every line) come first in the samples.
     n_lines = len(first)
     end_vertex = np.concatenate((first, last))
-    distinct = None
-    if merge_distance < _MERGE_REMOVES_DUPLICATES:
-        # Each distinct location once; with a larger merge distance the merge does this.
+    if merge_distance < _MERGE_REMOVES_DUPLICATES:  # each distinct location once
         distinct = ~_duplicated_xy(x[end_vertex], y[end_vertex])
-        end_vertex = end_vertex[distinct]
+    else:  # most shared ends; the merge joins any left, and the ends 1 mm apart
+        distinct = ~_exact_repeats(x[end_vertex], y[end_vertex])
+    end_vertex = end_vertex[distinct]
     n_ends = len(end_vertex)
 
     # Interior points at k*spacing (k >= 1), at least merge_distance before the line's end.
@@ -162,10 +162,9 @@ def _sample_xy(
     single = np.concatenate((first == last, first == last))  # one vertex: no direction
     end_along = np.concatenate((np.zeros(n_lines), length))
     end_line = np.concatenate((present, present))
-    if distinct is not None:
-        end_seg, single, end_along, end_line = (
-            a[distinct] for a in (end_seg, single, end_along, end_line)
-        )
+    end_seg, single, end_along, end_line = (
+        a[distinct] for a in (end_seg, single, end_along, end_line)
+    )
     if len(seg_bearing):
         np.take(seg_bearing, end_seg, out=s_bearing[ends], mode="clip")
         s_bearing[ends][single] = np.nan
@@ -221,6 +220,36 @@ def _duplicated_xy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if qx.max() >= 2**31 or qy.max() >= 2**32:  # > 2,000 km across: no exact packed key
         return pd.Series(np.round(x, 3) + 1j * np.round(y, 3)).duplicated().to_numpy()
     return pd.Series((qx << 32) | qy).duplicated().to_numpy()
+
+
+def _exact_repeats(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """True for points found identical to an earlier point; a few repeats may be missed.
+
+    One ``np.sort`` of keys that pack a square cell and the index: a repeat sorts right
+    after an earlier point of its cell, and is caught when that point is identical.
+    Cheaper than hashing every location; the merge joins the repeats missed here.
+    """
+    n = len(x)
+    repeat = np.zeros(n, dtype=bool)
+    if n < 2:
+        return repeat
+    x0, x1, y0, y1 = float(x.min()), float(x.max()), float(y.min()), float(y.max())
+    if not all(map(math.isfinite, (x0, x1, y0, y1))):
+        return repeat
+    index_bits = int(n - 1).bit_length()
+    axis_bits = (63 - index_bits) // 2
+    cell = max(1.0, max(x1 - x0, y1 - y0) / (2**axis_bits - 2))  # metres, if they fit
+    keys = ((x - x0) / cell).astype(np.int64) << (axis_bits + index_bits)
+    keys |= ((y - y0) / cell).astype(np.int64) << index_bits
+    keys |= np.arange(n, dtype=np.int64)
+    keys.sort()
+    cells = keys >> index_bits
+    pair = np.flatnonzero(cells[1:] == cells[:-1])
+    del cells
+    mask = (1 << index_bits) - 1
+    before, after = keys[pair] & mask, keys[pair + 1] & mask
+    repeat[after[(x[before] == x[after]) & (y[before] == y[after])]] = True
+    return repeat
 
 
 def merge_close_points(x: np.ndarray, y: np.ndarray, distance: float) -> np.ndarray:
