@@ -340,3 +340,16 @@ def test_points_from_network_matches_a_plain_reference(helsinki_edges, twin_offs
     assert np.abs((points["bearing"].to_numpy() - bearing + 180) % 360 - 180).max() < 1e-6
     assert np.array_equal(points["edge_id"].to_numpy(), edge_id)
     assert np.array_equal(points["point_id"].to_numpy(), np.arange(len(points)))
+
+
+def test_projected_input_gives_the_same_points_as_lonlat_input(helsinki_edges):
+    # with EPSG:4326 input the line ends keep their input coordinates; otherwise every point
+    # is projected back: both ways must agree
+    utm = helsinki_edges.estimate_utm_crs()
+    a = points_from_network(helsinki_edges)
+    b = points_from_network(helsinki_edges.to_crs(utm), crs=utm)
+    assert len(a) == len(b)
+    xa = shapely.get_coordinates(a.to_crs(utm).geometry.values)
+    xb = shapely.get_coordinates(b.to_crs(utm).geometry.values)
+    assert np.hypot(*(xa - xb).T).max() < 1e-6
+    assert np.abs((a["bearing"] - b["bearing"] + 180) % 360 - 180).max() <= 1e-3

@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 Method = Literal["network", "grid"]
 METHODS: tuple[str, ...] = ("network", "grid")
 _MERGE_REMOVES_DUPLICATES = 0.01
-"""Merge distance (metres) from which the merge, not a separate pass, joins shared line ends.
+"""Merge distance (metres) from which the merge may finish joining shared line ends.
 
-Shared ends are found on millimetre keys, which join ends up to 1.5 mm apart: any merge
-distance this large joins them too."""
+Below it, shared ends are found on millimetre keys, which join ends up to 1.5 mm apart.
+From it, one sort drops most exact repeats (:func:`_exact_repeats`) and the merge joins the
+rest, and any ends that close, since the merge distance is larger."""
 POINT_COLUMNS = ["point_id", "bearing", "edge_id", "osmid", "highway", "source", "geometry"]
 
 
