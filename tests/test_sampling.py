@@ -256,3 +256,100 @@ def test_edges_and_points_do_not_depend_on_input_order(helsinki_edges):
     b = points_from_network(normalize_edges(shuffled))
     assert a.geometry.geom_equals_exact(b.geometry, 1e-12).all()
     assert np.array_equal(a["edge_id"], b["edge_id"])
+
+
+def _reference_merge(x, y, distance):
+    """Keep the lowest index of each group of points chained by pairs closer than distance."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = cKDTree(np.column_stack((x, y))).query_pairs(
+        distance * (1 - 1e-12), output_type="ndarray"
+    )
+    n = len(x)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    _, first = np.unique(labels, return_index=True)
+    return np.sort(first)
+
+
+@pytest.mark.parametrize("layout", ["uniform", "duplicates", "lattice just under 1 m"])
+def test_merge_close_points_matches_a_plain_kdtree_merge(layout):
+    rng = np.random.default_rng(11)
+    if layout == "uniform":
+        x, y = rng.uniform(0, 300, 20_000), rng.uniform(0, 300, 20_000)
+    elif layout == "duplicates":  # exact copies, scattered through the index order
+        x, y = rng.uniform(0, 2000, 5_000), rng.uniform(0, 2000, 5_000)
+        pick = rng.integers(0, 5_000, 4_000)
+        x, y = np.concatenate((x, x[pick])), np.concatenate((y, y[pick]))
+        order = rng.permutation(len(x))
+        x, y = x[order], y[order]
+    else:  # chains of neighbours 0.999 m apart, across every cell border, shuffled
+        gx, gy = np.meshgrid(np.arange(60) * 0.999, np.arange(60) * 1.7)
+        order = rng.permutation(gx.size)
+        x, y = 1e6 + gx.ravel()[order], 7e6 + gy.ravel()[order]
+    keep = merge_close_points(x, y, 1.0)
+    assert np.array_equal(keep, _reference_merge(x, y, 1.0))
+    assert len(keep) < len(x)
+
+
+def _reference_points(edges, spacing=15.0, merge=1.0):
+    """points_from_network written plainly: per-line GEOS interpolation, a full KD-tree."""
+    from pyproj import Proj, Transformer
+
+    utm = edges.estimate_utm_crs()
+    lines = edges.to_crs(utm).geometry.values
+    starts, ends, inner = [], [], []
+    for i, line in enumerate(lines):
+        xy = shapely.get_coordinates(line)
+        seg = np.diff(xy, axis=0)
+        seg_bearing = np.degrees(np.arctan2(seg[:, 0], seg[:, 1])) % 360
+        cum = np.concatenate(([0.0], np.cumsum(np.hypot(seg[:, 0], seg[:, 1]))))
+        starts.append((*xy[0], seg_bearing[0], i))
+        ends.append((*xy[-1], seg_bearing[-1], i))
+        along = np.arange(1, int((line.length - merge) // spacing) + 1) * spacing
+        for d, point in zip(along, shapely.line_interpolate_point(line, along), strict=True):
+            j = min(np.searchsorted(cum, d, side="right") - 1, len(seg) - 1)
+            inner.append((point.x, point.y, seg_bearing[j], i))
+    table = np.array(starts + ends + inner)
+    table = table[_reference_merge(table[:, 0], table[:, 1], merge)]
+    lon, lat = Transformer.from_crs(utm, 4326, always_xy=True).transform(table[:, 0], table[:, 1])
+    convergence = np.asarray(Proj(utm).get_factors(lon, lat).meridian_convergence)
+    bearing = np.round((table[:, 2] + convergence) % 360, 3)
+    return utm, table[:, :2], bearing, edges["edge_id"].to_numpy()[table[:, 3].astype(int)]
+
+
+@pytest.mark.parametrize("twin_offset", [None, 0.6])
+def test_points_from_network_matches_a_plain_reference(helsinki_edges, twin_offset):
+    import geopandas as gpd
+    import pandas as pd
+
+    edges = helsinki_edges
+    if twin_offset is not None:  # a copy 0.6 m east: every point has a neighbour to merge with
+        utm = edges.to_crs(edges.estimate_utm_crs())
+        twin = utm.assign(
+            geometry=shapely.transform(utm.geometry.values, lambda c: c + [twin_offset, 0])
+        )
+        both = pd.concat([utm, twin], ignore_index=True).to_crs(4326)
+        edges = gpd.GeoDataFrame(both.assign(edge_id=np.arange(len(both))), crs=4326)
+    utm, xy, bearing, edge_id = _reference_points(edges)
+    points = points_from_network(edges, spacing=15.0, merge_distance=1.0)
+    assert len(points) == len(xy)
+    got = shapely.get_coordinates(points.to_crs(utm).geometry.values)
+    assert np.hypot(*(got - xy).T).max() < 1e-6
+    assert np.abs((points["bearing"].to_numpy() - bearing + 180) % 360 - 180).max() < 1e-6
+    assert np.array_equal(points["edge_id"].to_numpy(), edge_id)
+    assert np.array_equal(points["point_id"].to_numpy(), np.arange(len(points)))
+
+
+def test_projected_input_gives_the_same_points_as_lonlat_input(helsinki_edges):
+    # with EPSG:4326 input the line ends keep their input coordinates; otherwise every point
+    # is projected back: both ways must agree
+    utm = helsinki_edges.estimate_utm_crs()
+    a = points_from_network(helsinki_edges)
+    b = points_from_network(helsinki_edges.to_crs(utm), crs=utm)
+    assert len(a) == len(b)
+    xa = shapely.get_coordinates(a.to_crs(utm).geometry.values)
+    xb = shapely.get_coordinates(b.to_crs(utm).geometry.values)
+    assert np.hypot(*(xa - xb).T).max() < 1e-6
+    assert np.abs((a["bearing"] - b["bearing"] + 180) % 360 - 180).max() <= 1e-3

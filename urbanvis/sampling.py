@@ -5,6 +5,12 @@ vectorised pass over the coordinate arrays of all edges at once: shapely 2 gives
 arrays, numpy places the points and their road bearings, a KD-tree merges points that fall
 within ``merge_distance`` of each other (where edges meet). There is no Python loop per
 point or per edge.
+
+The merge is written here rather than left to scipy alone: a KD-tree over millions of points
+costs seconds, yet almost every point has no neighbour within a metre. Four sorted grids
+(:func:`_near_candidates`, plain numpy) set those points aside, and the tree holds only the
+rest. Line ends are vertices, so their EPSG:4326 coordinates are taken from the input, and
+only the points between vertices are projected back.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ log = logging.getLogger(__name__)
 
 Method = Literal["network", "grid"]
 METHODS: tuple[str, ...] = ("network", "grid")
+_MERGE_REMOVES_DUPLICATES = 0.01
+"""Merge distance (metres) from which the merge may finish joining shared line ends.
+
+Below it, shared ends are found on millimetre keys, which join ends up to 1.5 mm apart.
+From it, one sort drops most exact repeats (:func:`_exact_repeats`) and the merge joins the
+rest, and any ends that close, since the merge distance is larger."""
 POINT_COLUMNS = ["point_id", "bearing", "edge_id", "osmid", "highway", "source", "geometry"]
 
 
@@ -73,81 +85,125 @@ def sample_coords(
 
     ``vertex_line`` must be sorted, as :func:`shapely.get_coordinates` returns it.
     """
+    coords = np.asarray(coords, dtype=float)
+    samples, _, _ = _sample_xy(coords[:, 0], coords[:, 1], vertex_line, spacing, merge_distance)
+    return samples
+
+
+def _sample_xy(
+    x: np.ndarray, y: np.ndarray, vertex_line: np.ndarray, spacing: float, merge_distance: float
+) -> tuple[LineSamples, np.ndarray, float]:
+    """:func:`sample_coords` on separate x and y arrays.
+
+    Also returns, for the line ends among the samples (they come first), the index of the
+    vertex each one is, so that a caller can reuse what it knows of that vertex; and the
+    total length of the lines.
+    """
     _check_spacing(spacing, merge_distance)
-    if len(coords) == 0:
+    if len(x) == 0:
         empty = np.empty(0)
-        return LineSamples(empty, empty, empty, empty.astype(np.int64), empty)
+        no_index = empty.astype(np.int64)
+        return LineSamples(empty, empty, empty, no_index, empty), no_index, 0.0
+    vertex_line = np.asarray(vertex_line)
 
     # Drop repeated consecutive vertices so that every segment has a length and a direction.
     same_line = vertex_line[1:] == vertex_line[:-1]
-    repeated = same_line & np.all(coords[1:] == coords[:-1], axis=1)
+    dx, dy = np.diff(x), np.diff(y)
+    repeated = same_line & (dx == 0) & (dy == 0)
+    vertex_of: np.ndarray | None = None  # position in the caller's arrays, when some dropped
     if repeated.any():
-        keep = np.concatenate(([True], ~repeated))
-        coords, vertex_line = coords[keep], vertex_line[keep]
+        vertex_of = np.flatnonzero(np.concatenate(([True], ~repeated)))
+        x, y, vertex_line = x[vertex_of], y[vertex_of], vertex_line[vertex_of]
         same_line = vertex_line[1:] == vertex_line[:-1]
+        dx, dy = np.diff(x), np.diff(y)
 
     # Segment i runs from vertex i to vertex i+1; segments that join two lines get length 0.
-    x0, y0 = coords[:, 0], coords[:, 1]
-    dx, dy = np.diff(x0), np.diff(y0)
+    # Here and below, results go into existing arrays wherever the formula allows: on
+    # millions of vertices a fresh array costs page faults as well as a pass over memory.
+    n_vertices = len(x)
     seg_len = np.hypot(dx, dy)
     seg_len[~same_line] = 0.0
-    seg_bearing = np.degrees(np.arctan2(dx, dy)) % 360.0
-    cum = np.concatenate(([0.0], np.cumsum(seg_len)))  # distance travelled at each vertex
+    seg_bearing = np.arctan2(dx, dy)
+    np.degrees(seg_bearing, out=seg_bearing)
+    np.remainder(seg_bearing, 360.0, out=seg_bearing)
+    cum = np.empty(n_vertices)  # distance travelled at each vertex
+    cum[0] = 0.0
+    np.cumsum(seg_len, out=cum[1:])
 
     # vertex_line is sorted: lines start where it changes (empty lines have no vertices).
     first = np.flatnonzero(np.concatenate(([True], ~same_line)))
-    last = np.concatenate((first[1:], [len(coords)])) - 1
-    present = vertex_line[first]
+    last = np.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = n_vertices - 1
+    present = vertex_line[first].astype(np.int64)
     start = cum[first]
     length = cum[last] - start
-    first_seg = np.minimum(first, len(seg_len) - 1)
-    last_seg = np.maximum(last - 1, 0)
 
-    # Line ends: the start and end of every line, each distinct location once.
+    # Line ends (the start, then the end, of every line) come first in the samples.
+    n_lines = len(first)
     end_vertex = np.concatenate((first, last))
-    end_along = np.concatenate((np.zeros(len(first)), length))
-    end_line = np.concatenate((present, present))
-    end_bearing = np.concatenate((seg_bearing[first_seg], seg_bearing[last_seg]))
-    single = np.concatenate((first == last, first == last))
-    end_bearing[single] = np.nan  # a one-vertex line has no direction
-    distinct = ~_duplicated_xy(x0[end_vertex], y0[end_vertex])
-    ends = LineSamples(
-        x0[end_vertex][distinct],
-        y0[end_vertex][distinct],
-        end_bearing[distinct],
-        end_line[distinct].astype(np.int64),
-        end_along[distinct],
-    )
+    if merge_distance < _MERGE_REMOVES_DUPLICATES:  # each distinct location once
+        distinct = ~_duplicated_xy(x[end_vertex], y[end_vertex])
+    else:  # most shared ends; the merge joins any left, and the ends 1 mm apart
+        distinct = ~_exact_repeats(x[end_vertex], y[end_vertex])
+    end_vertex = end_vertex[distinct]
+    n_ends = len(end_vertex)
 
     # Interior points at k*spacing (k >= 1), at least merge_distance before the line's end.
     margin = max(merge_distance, 1e-9)
     counts = np.floor(np.maximum(length - margin, 0.0) / spacing).astype(np.int64)
-    owner = np.repeat(np.arange(len(present)), counts)
-    k = np.arange(1, len(owner) + 1, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    along = k * float(spacing)
-    travelled = start[owner] + along  # ascending, so the search below walks memory in order
-    seg = np.searchsorted(cum, travelled, side="right") - 1
-    t = (travelled - cum[seg]) / seg_len[seg]
-    interior = LineSamples(
-        x0[seg] + t * dx[seg],
-        y0[seg] + t * dy[seg],
-        seg_bearing[seg],
-        present[owner].astype(np.int64),
-        along,
-    )
+    n_total = n_ends + int(counts.sum())
+    sx, sy, s_bearing, s_along = (np.empty(n_total) for _ in range(4))
+    s_line = np.empty(n_total, dtype=np.int64)
 
-    samples = LineSamples(
-        *(
-            np.concatenate(pair)
-            for pair in zip(
-                (ends.x, ends.y, ends.bearing, ends.line, ends.along),
-                (interior.x, interior.y, interior.bearing, interior.line, interior.along),
-                strict=True,
-            )
-        )
+    ends = slice(0, n_ends)
+    np.take(x, end_vertex, out=sx[ends], mode="clip")
+    np.take(y, end_vertex, out=sy[ends], mode="clip")
+    end_seg = np.concatenate((np.minimum(first, n_vertices - 2), np.maximum(last - 1, 0)))
+    single = np.concatenate((first == last, first == last))  # one vertex: no direction
+    end_along = np.concatenate((np.zeros(n_lines), length))
+    end_line = np.concatenate((present, present))
+    end_seg, single, end_along, end_line = (
+        a[distinct] for a in (end_seg, single, end_along, end_line)
     )
-    keep = merge_close_points(samples.x, samples.y, merge_distance)
-    return samples if len(keep) == len(samples) else samples.take(keep)
+    if len(seg_bearing):
+        np.take(seg_bearing, end_seg, out=s_bearing[ends], mode="clip")
+        s_bearing[ends][single] = np.nan
+    else:
+        s_bearing[ends] = np.nan
+    s_along[ends] = end_along
+    s_line[ends] = end_line
+    del end_seg, single, end_along, end_line
+
+    inner = slice(n_ends, n_total)
+    owner = np.repeat(np.arange(n_lines), counts)
+    k = np.arange(1, n_total - n_ends + 1, dtype=np.int64)
+    k -= np.repeat(np.cumsum(counts) - counts, counts)
+    along = np.multiply(k, float(spacing), out=s_along[inner])
+    del k
+    travelled = start[owner]
+    travelled += along  # ascending, so the search below walks memory in order
+    seg = np.searchsorted(cum, travelled, side="right")
+    seg -= 1
+    t = travelled  # (travelled - cum[seg]) / seg_len[seg], in place
+    t -= cum[seg]
+    t /= seg_len[seg]
+    for out, base, step in ((sx[inner], x, dx), (sy[inner], y, dy)):  # base + t * step
+        np.take(step, seg, out=out, mode="clip")
+        out *= t
+        out += base[seg]
+    np.take(seg_bearing, seg, out=s_bearing[inner], mode="clip")
+    np.take(present, owner, out=s_line[inner], mode="clip")
+    del owner, seg, t, travelled
+
+    samples = LineSamples(sx, sy, s_bearing, s_line, s_along)
+    keep = merge_close_points(sx, sy, merge_distance)
+    if len(keep) < n_total:
+        samples = samples.take(keep)
+        end_vertex = end_vertex[keep[: np.searchsorted(keep, n_ends)]]
+    if vertex_of is not None:
+        end_vertex = vertex_of[end_vertex]
+    return samples, end_vertex, float(cum[-1])
 
 
 def road_length(coords: np.ndarray, vertex_line: np.ndarray) -> float:
@@ -167,11 +223,44 @@ def _duplicated_xy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return pd.Series((qx << 32) | qy).duplicated().to_numpy()
 
 
+def _exact_repeats(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """True for points found identical to an earlier point; a few repeats may be missed.
+
+    One ``np.sort`` of keys that pack a square cell and the index: a repeat sorts right
+    after an earlier point of its cell, and is caught when that point is identical.
+    Cheaper than hashing every location; the merge joins the repeats missed here.
+    """
+    n = len(x)
+    repeat = np.zeros(n, dtype=bool)
+    if n < 2:
+        return repeat
+    x0, x1, y0, y1 = float(x.min()), float(x.max()), float(y.min()), float(y.max())
+    if not all(map(math.isfinite, (x0, x1, y0, y1))):
+        return repeat
+    index_bits = int(n - 1).bit_length()
+    axis_bits = (63 - index_bits) // 2
+    cell = max(1.0, max(x1 - x0, y1 - y0) / (2**axis_bits - 2))  # metres, if they fit
+    keys = ((x - x0) / cell).astype(np.int64) << (axis_bits + index_bits)
+    keys |= ((y - y0) / cell).astype(np.int64) << index_bits
+    keys |= np.arange(n, dtype=np.int64)
+    keys.sort()
+    cells = keys >> index_bits
+    pair = np.flatnonzero(cells[1:] == cells[:-1])
+    del cells
+    mask = (1 << index_bits) - 1
+    before, after = keys[pair] & mask, keys[pair + 1] & mask
+    repeat[after[(x[before] == x[after]) & (y[before] == y[after])]] = True
+    return repeat
+
+
 def merge_close_points(x: np.ndarray, y: np.ndarray, distance: float) -> np.ndarray:
     """Indices of the points to keep so that no two kept points are closer than ``distance``.
 
     Points linked by chains of neighbours closer than ``distance`` form one group; the first
     point of each group (lowest index) is kept. Returns sorted indices.
+
+    Most points have no neighbour that close, so they are set aside first (see
+    :func:`_near_candidates`) and the KD-tree holds only the few that may.
     """
     n = len(x)
     if n < 2 or distance <= 0:
@@ -180,20 +269,119 @@ def merge_close_points(x: np.ndarray, y: np.ndarray, distance: float) -> np.ndar
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
-    tree = cKDTree(np.column_stack((x, y)), balanced_tree=False, compact_nodes=False)
-    pairs = tree.query_pairs(distance * (1 - 1e-12), output_type="ndarray")
-    if len(pairs) == 0:
-        return np.arange(n)
-    involved = np.unique(pairs)
-    local = np.searchsorted(involved, pairs)
-    m = len(involved)
-    graph = coo_matrix((np.ones(len(local)), (local[:, 0], local[:, 1])), shape=(m, m))
-    _, labels = connected_components(graph, directed=False)
-    _, first_of_group = np.unique(labels, return_index=True)
-    drop = np.setdiff1d(involved, involved[first_of_group], assume_unique=True)
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    found = _near_candidates(x, y, distance)
+    if found is None:
+        duplicate, candidates = np.zeros(0, dtype=np.int64), np.arange(n)
+    else:
+        duplicate, candidates = found
     keep = np.ones(n, dtype=bool)
-    keep[drop] = False
+    keep[duplicate] = False
+    if len(candidates) > 1:
+        tree = cKDTree(
+            np.column_stack((x[candidates], y[candidates])),
+            balanced_tree=False,
+            compact_nodes=False,
+        )
+        pairs = tree.query_pairs(distance * (1 - 1e-12), output_type="ndarray")
+        if len(pairs):
+            involved = np.unique(pairs)
+            local = np.searchsorted(involved, pairs)
+            m = len(involved)
+            graph = coo_matrix((np.ones(len(local)), (local[:, 0], local[:, 1])), shape=(m, m))
+            _, labels = connected_components(graph, directed=False)
+            _, first_of_group = np.unique(labels, return_index=True)
+            # candidates are sorted, so the first of a group here is its lowest index
+            drop = np.setdiff1d(involved, involved[first_of_group], assume_unique=True)
+            keep[candidates[drop]] = False
     return np.flatnonzero(keep)
+
+
+def _near_candidates(
+    x: np.ndarray, y: np.ndarray, distance: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Exact duplicates of an earlier point, and the other points that may have a neighbour.
+
+    Two points closer than ``distance`` share a cell in at least one of four square grids of
+    side ``2 * distance`` offset by half a cell in x, y or both (in each axis, one of the
+    two offsets puts no cell border between them). So a point alone in its cell in all four
+    grids has no such neighbour. Each grid is one ``np.sort`` of integer keys that pack the
+    cell and the point's index, no hash table and no tree. A point identical to the point
+    sorted just before it (an earlier one in the same cell) is a duplicate: it always merges
+    into that point and links nothing that point does not, so it is dropped first.
+
+    Returns (sorted duplicate indices, sorted candidate indices), or None when the keys do
+    not fit in 63 bits (a huge extent for ``distance``) or a coordinate is not finite.
+    """
+    n = len(x)
+    x0, x1, y0, y1 = float(x.min()), float(x.max()), float(y.min()), float(y.max())
+    if not all(map(math.isfinite, (x0, x1, y0, y1))):
+        return None
+    # a hair over 2 * distance, so that rounding at cell borders cannot split a close pair
+    cell = 2.0 * distance * (1 + 1e-6) + 1e-6
+    half = cell / 2
+    index_bits = int(n - 1).bit_length()
+    x_bits = (int((x1 - x0 + half) // cell) + 1).bit_length()
+    y_bits = (int((y1 - y0 + half) // cell) + 1).bit_length()
+    if index_bits + x_bits + y_bits > 63:
+        return None
+    mask = (1 << index_bits) - 1
+    x_shift, y_shift = y_bits + index_bits, index_bits
+
+    # Scratch arrays, reused by every grid (fresh arrays of this size cost page faults).
+    scaled_x = x - x0
+    scaled_x /= cell
+    scaled_y = y - y0
+    scaled_y /= cell
+    index = np.arange(n, dtype=np.int64)
+    work = np.empty(n)
+    keys_buffer, rows_buffer, cells_buffer = (np.empty(n, dtype=np.int64) for _ in range(3))
+
+    def sorted_keys(x_offset: float, y_offset: float, m: int) -> np.ndarray:
+        """Sorted keys of the first ``m`` points: column, row (cells offset by 0 or 0.5), index."""
+        keys, rows, scratch = keys_buffer[:m], rows_buffer[:m], work[:m]
+        np.add(scaled_x[:m], x_offset, out=scratch)
+        np.copyto(keys, scratch, casting="unsafe")  # non-negative: truncation is the floor
+        keys <<= x_shift
+        np.add(scaled_y[:m], y_offset, out=scratch)
+        np.copyto(rows, scratch, casting="unsafe")
+        rows <<= y_shift
+        keys |= rows
+        keys |= index[:m]
+        keys.sort()
+        return keys
+
+    def shared_pairs(keys: np.ndarray) -> np.ndarray:
+        """Positions i in sorted ``keys`` where points i and i+1 are in the same cell."""
+        cells = np.right_shift(keys, index_bits, out=cells_buffer[: len(keys)])
+        return np.flatnonzero(cells[1:] == cells[:-1])
+
+    candidate = np.zeros(n, dtype=bool)
+
+    def mark(keys: np.ndarray, pair: np.ndarray) -> None:
+        candidate[keys[pair] & mask] = True
+        candidate[keys[pair + 1] & mask] = True
+
+    keys = sorted_keys(0.0, 0.0, n)
+    pair = shared_pairs(keys)
+    before, after = keys[pair] & mask, keys[pair + 1] & mask
+    duplicate = np.sort(after[(x[before] == x[after]) & (y[before] == y[after])])
+    grids = [(0.5, 0.0), (0.0, 0.5), (0.5, 0.5)]
+    m = n
+    if len(duplicate):  # set them aside, then start again without them
+        rest = np.ones(n, dtype=bool)
+        rest[duplicate] = False
+        m = n - len(duplicate)
+        for values in (scaled_x, scaled_y, index):
+            values[:m] = values[rest]
+        grids.insert(0, (0.0, 0.0))
+    else:
+        mark(keys, pair)
+    for x_offset, y_offset in grids:
+        keys = sorted_keys(x_offset, y_offset, m)
+        mark(keys, shared_pairs(keys))
+    return duplicate, np.flatnonzero(candidate)
 
 
 def points_from_network(
@@ -228,19 +416,36 @@ def points_from_network(
         raise InputError("the edges have no CRS; set one (EPSG:4326 for OSM data)")
     if len(edges) == 0:
         return _empty_points()
-    crs = CRS.from_user_input(crs) if crs is not None else edges.estimate_utm_crs()
-    if not crs.is_projected:
-        raise InputError(f"{crs.name} is not a projected CRS; give one in metres, e.g. a UTM zone")
     # Project the vertex arrays, not geometries: no shapely object per vertex or per point.
     coords, vertex_line = shapely.get_coordinates(edges.geometry.values, return_index=True)
-    px, py = Transformer.from_crs(edges.crs, crs, always_xy=True).transform(
-        coords[:, 0], coords[:, 1]
+    lon_v, lat_v = coords[:, 0], coords[:, 1]
+    if crs is None:
+        crs = _utm_crs(edges, lon_v, lat_v)
+    else:
+        crs = CRS.from_user_input(crs)
+        if not crs.is_projected:
+            raise InputError(
+                f"{crs.name} is not a projected CRS; give one in metres, e.g. a UTM zone"
+            )
+    px, py = Transformer.from_crs(edges.crs, crs, always_xy=True).transform(lon_v, lat_v)
+    samples, end_vertex, road_m = _sample_xy(px, py, vertex_line, spacing, merge_distance)
+    # Line ends are vertices: their input coordinates are already known (exactly, when the
+    # input is EPSG:4326); only the points between vertices are projected back.
+    n_ends = len(end_vertex)
+    lon, lat = np.empty(len(samples)), np.empty(len(samples))
+    to_wgs84 = CRS.from_user_input(WGS84)
+    if CRS.from_user_input(edges.crs) == to_wgs84:
+        lon[:n_ends], lat[:n_ends] = lon_v[end_vertex], lat_v[end_vertex]
+        back_from = n_ends
+    else:
+        back_from = 0
+    lon[back_from:], lat[back_from:] = samples.x[back_from:], samples.y[back_from:]
+    Transformer.from_crs(crs, to_wgs84, always_xy=True).transform(
+        lon[back_from:], lat[back_from:], inplace=True
     )
-    projected = np.column_stack((px, py))
-    samples = sample_coords(projected, vertex_line, spacing, merge_distance=merge_distance)
-    lon, lat = Transformer.from_crs(crs, WGS84, always_xy=True).transform(samples.x, samples.y)
     # Grid bearing -> true bearing: add the meridian convergence of the projection there.
-    bearing = (samples.bearing + meridian_convergence(lon, lat, crs)) % 360.0
+    bearing = samples.bearing + meridian_convergence(lon, lat, crs)
+    bearing %= 360.0
 
     def edge_values(name: str, default):
         if name not in edges:
@@ -261,10 +466,11 @@ def points_from_network(
             "highway": edge_labels("highway"),
             "source": pd.Categorical.from_codes(np.zeros(len(samples), np.int8), ["osm"]),
         },
-        geometry=gpd.points_from_xy(lon, lat),
+        geometry=shapely.points(lon, lat),
         crs=WGS84,
+        copy=False,  # the columns are new arrays: no need to copy them into blocks
     )
-    km = road_length(projected, vertex_line) / 1000
+    km = road_m / 1000
     log.info("sampled %s points every %g m along %.1f km of road", f"{len(points):,}", spacing, km)
     return points
 
@@ -416,14 +622,58 @@ def meridian_convergence(
     mlon, mlat = np.meshgrid(glon, glat)  # rows: latitude, columns: longitude
     grid = np.asarray(proj.get_factors(mlon.ravel(), mlat.ravel()).meridian_convergence)
     grid = grid.reshape(n, n)
-    fx = (lon - glon[0]) / max(glon[-1] - glon[0], 1e-12) * (n - 1)
-    fy = (lat - glat[0]) / max(glat[-1] - glat[0], 1e-12) * (n - 1)
-    ix = np.clip(fx.astype(np.int64), 0, n - 2)
-    iy = np.clip(fy.astype(np.int64), 0, n - 2)
-    tx, ty = fx - ix, fy - iy
-    top = grid[iy, ix] * (1 - tx) + grid[iy, ix + 1] * tx
-    bottom = grid[iy + 1, ix] * (1 - tx) + grid[iy + 1, ix + 1] * tx
-    return top * (1 - ty) + bottom * ty
+    # bilinear interpolation, written in place: (lon - lon0) / width * (n - 1) and so on
+    tx = lon - glon[0]
+    tx /= max(glon[-1] - glon[0], 1e-12)
+    tx *= n - 1
+    ty = lat - glat[0]
+    ty /= max(glat[-1] - glat[0], 1e-12)
+    ty *= n - 1
+    corner = np.clip(ty.astype(np.int64), 0, n - 2)  # the lattice point (ix, iy), flat
+    ty -= corner
+    corner *= n
+    ix = np.clip(tx.astype(np.int64), 0, n - 2)
+    tx -= ix
+    corner += ix
+    del ix
+    flat = grid.ravel()
+    top = flat[corner]
+    top *= 1 - tx
+    corner += 1
+    right = flat[corner]
+    right *= tx
+    top += right
+    corner += n
+    np.take(flat, corner, out=right)
+    right *= tx
+    corner -= 1
+    bottom = flat[corner]
+    bottom *= 1 - tx
+    bottom += right
+    top *= 1 - ty
+    bottom *= ty
+    top += bottom
+    return top
+
+
+def _utm_crs(edges: gpd.GeoDataFrame, lon: np.ndarray, lat: np.ndarray) -> CRS:
+    """The UTM zone ``edges.estimate_utm_crs()`` picks, from vertex arrays already at hand.
+
+    geopandas takes the centre of the total bounds; in a geographic CRS those are the
+    extremes of the vertex coordinates, which saves a bounds pass over every geometry.
+    """
+    if not CRS.from_user_input(edges.crs).is_geographic or len(lon) == 0:
+        return edges.estimate_utm_crs()
+    from pyproj.aoi import AreaOfInterest
+    from pyproj.database import query_utm_crs_info
+
+    bounds = [lon.min(), lon.max(), lat.min(), lat.max()]
+    if np.isnan(bounds).any():  # total_bounds skips missing values: do the same
+        bounds = [np.nanmin(lon), np.nanmax(lon), np.nanmin(lat), np.nanmax(lat)]
+    x = float(np.mean(bounds[:2]))
+    y = float(np.mean(bounds[2:]))
+    zones = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(x, y, x, y))
+    return CRS.from_epsg(zones[0].code) if zones else edges.estimate_utm_crs()
 
 
 def _empty_points() -> gpd.GeoDataFrame:
