@@ -508,7 +508,7 @@ def finalise(
         fit.add(_matrix(table.column(VECTOR_COLUMN))[known[at : at + table.num_rows]])
 
     merged = folder / "vectors.parquet"
-    if has_parts:
+    if has_parts or not keep[0].all():  # (a merged file repeating ids: not written by us)
         _merge_parts(folder, files, keep, chunk_rows, add)
     else:
         kept = _id_column(merged).combine_chunks().filter(pa.array(keep[0]))
