@@ -349,8 +349,8 @@ def predict_study(
     and the layers ``zones_<level>`` and ``predictions_<level>``, only after every input
     has been checked and every model fit (a bad input writes nothing).
     """
-    from .vectors import read_embeddings
-    from .zones import zone_embeddings
+    from .vectors import iter_vectors, read_embedding_rows
+    from .zones import zone_embeddings_from_blocks
 
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -361,7 +361,7 @@ def predict_study(
         indicators, id_field, level=level, zones=zones, columns=columns
     )
     topic_map = resolve_topics(topics, indicators)
-    rows, vectors = read_embeddings(study, model=model)
+    rows = read_embedding_rows(study, model=model)  # the vectors are read block by block
     zone_polys, id_field = study_zones(
         study, rows, level=level, zones=zones, zones_layer=zones_layer, id_field=id_field,
         cell_size=cell_size, buffer=buffer, tiger_url=tiger_url, tiger_year=tiger_year,
@@ -373,9 +373,10 @@ def predict_study(
             indicators, zone_polys, id_field, level=level, columns=columns, acs_year=acs_year,
             census_url=census_url,
         )  # fmt: skip
-    zone_frame, features = zone_embeddings(
-        rows, vectors, zone_polys, id_field=id_field, min_images=min_images
-    )
+    zone_frame, features = zone_embeddings_from_blocks(
+        rows, iter_vectors(study, str(rows["model"].iloc[0])), zone_polys, id_field=id_field,
+        min_images=min_images,
+    )  # fmt: skip
     joined, matches = join_indicators(zone_frame, table, id_field=id_field)
     names = [c for c in table.columns if c != id_field]
     result = predict_indicators(
@@ -389,7 +390,7 @@ def predict_study(
         "level": level,
         "id_field": id_field,
         "embedding_model": str(rows["model"].iloc[0]) if len(rows) else None,
-        "dim": int(vectors.shape[1]),
+        "dim": int(features.shape[1]),
         "indicators": names,
         "protocol": protocol,
         "seed": seed,
@@ -427,8 +428,8 @@ def apply_study(
 
     Zones as in :func:`study_zones`: a file, TIGER/Line polygons or a grid.
     """
-    from .vectors import read_embeddings
-    from .zones import zone_embeddings
+    from .vectors import iter_vectors, read_embedding_rows
+    from .zones import zone_embeddings_from_blocks
 
     bundle = load_models(models_path)
     fitted_level = bundle.get("level")
@@ -437,7 +438,7 @@ def apply_study(
             f"{models_path} was fitted on {fitted_level} zones, not {level}; pass `level` "
             f"{fitted_level} (models do not carry across zone sizes)"
         )
-    rows, vectors = read_embeddings(study, model=model)
+    rows = read_embedding_rows(study, model=model)  # the vectors are read block by block
     if bundle.get("embedding_model") and bundle["embedding_model"] not in set(rows["model"]):
         log.warning(
             "the models were fit on embeddings of %s, these are of %s",
@@ -449,9 +450,10 @@ def apply_study(
         id_field=id_field or bundle["id_field"], cell_size=cell_size, buffer=buffer,
         tiger_url=tiger_url, tiger_year=tiger_year,
     )  # fmt: skip
-    zone_frame, features = zone_embeddings(
-        rows, vectors, zone_polys, id_field=id_field, min_images=min_images
-    )
+    zone_frame, features = zone_embeddings_from_blocks(
+        rows, iter_vectors(study, str(rows["model"].iloc[0])), zone_polys, id_field=id_field,
+        min_images=min_images,
+    )  # fmt: skip
     predictions = apply_models(bundle["models"], zone_frame, features, id_field=id_field)
     predictions = predictions.assign(
         n_images=zone_frame["n_images"].to_numpy(), flagged=zone_frame["flagged"].to_numpy()

@@ -14,15 +14,24 @@ Where things go (design section 3)::
 A run writes one part file per batch (``part-r<rank>-<n>.parquet``, one series per
 torchrun rank); :func:`vector_ids` lists the captures a model has done, so a killed run
 resumes where it stopped. When every capture is done :func:`finalise` merges the parts
-into ``vectors.parquet``, fits a PCA on all of that model's vectors
-(:func:`principal_components`) and replaces the model's rows of the ``embeddings`` layer
-in one transaction. Read the result with :func:`read_embeddings`.
+into ``vectors.parquet``, fits a PCA on all of that model's vectors (the same fit as
+:func:`principal_components`) and replaces the model's rows of the ``embeddings`` layer.
+
+Nothing here holds all of a model's vectors unless asked to (:func:`read_vectors`,
+:func:`read_embeddings`): :func:`finalise` streams blocks of ``chunk_rows`` vectors through
+the merge, the PCA fit (mean and scatter matrix summed in float64, :class:`_Scatter`) and
+the layer write, and :func:`iter_vectors` reads a store block by block, so their memory is
+flat in the number of vectors (what grows is a few bytes per capture id, held as Arrow
+strings). Read the result with :func:`read_embeddings`, or :func:`read_embedding_rows` and
+:func:`iter_vectors` for a store too large to hold.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +47,12 @@ __all__ = [
     "VECTOR_COLUMN",
     "embedding_models",
     "finalise",
+    "iter_vectors",
     "model_folder",
     "next_part_number",
     "ok_captures",
     "principal_components",
+    "read_embedding_rows",
     "read_embeddings",
     "read_vectors",
     "remove_temporaries",
@@ -50,8 +61,12 @@ __all__ = [
     "write_part",
 ]
 
+log = logging.getLogger(__name__)
+
 LAYER = "embeddings"
 VECTOR_COLUMN = "vector"
+DEFAULT_CHUNK_ROWS = 16_384
+"""Vectors per block when merging, fitting and writing: 16,384 x 768 float64 is 100 MB."""
 
 
 def model_folder(study: Study, model_id: str) -> Path:
@@ -132,6 +147,10 @@ def _vector_files(folder: Path) -> list[Path]:
     return ([merged] if merged.exists() else []) + parts
 
 
+def _parts(folder: Path) -> list[Path]:
+    return sorted((folder / "parts").glob("part-*.parquet"))
+
+
 def vector_ids(folder: Path) -> list[str]:
     """The capture ids that have a vector in the folder (merged file and parts)."""
     import pyarrow.parquet as pq
@@ -142,106 +161,405 @@ def vector_ids(folder: Path) -> list[str]:
     return ids
 
 
-def read_vectors(study: Study, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """All vectors of one model id: ``(capture_ids, float32 matrix)``, one row per capture.
+# ------------------------------------------------------------------------ blocks
+def _id_column(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    Reads ``vectors.parquet`` and any part files of an unfinished run.
+    return pq.read_table(path, columns=["capture_id"]).column(0).cast(pa.string())
+
+
+def _codes(columns: list) -> tuple[list[np.ndarray], int]:
+    """Integer codes of the ids in ``columns`` (Arrow arrays): equal ids, equal codes.
+
+    One hash pass (Arrow's ``dictionary_encode`` shares one dictionary across chunks);
+    only the ids are held (as Arrow strings, a few bytes each), never a Python object per
+    id. The second value is the number of distinct ids.
+    """
+    import pyarrow as pa
+
+    chunks = [
+        c.cast(pa.string())
+        for col in columns
+        for c in (col.chunks if isinstance(col, pa.ChunkedArray) else [col])
+    ]
+    encoded = pa.chunked_array(chunks, type=pa.string()).dictionary_encode()
+    n_codes = len(encoded.chunks[0].dictionary) if encoded.num_chunks else 0
+    codes = np.empty(len(encoded), dtype=np.int32 if n_codes < 2**31 else np.int64)
+    at = 0
+    for chunk in encoded.chunks:
+        codes[at : at + len(chunk)] = chunk.indices.to_numpy(zero_copy_only=False)
+        at += len(chunk)
+    del encoded, chunks
+    pa.default_memory_pool().release_unused()  # before the blocks: peaks do not add up
+    return np.split(codes, np.cumsum([len(c) for c in columns])[:-1]), n_codes
+
+
+def _last_occurrences(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """True where a row holds the last occurrence of its id (later files win)."""
+    last = np.full(n_codes, -1, dtype=np.int64)
+    order = np.arange(len(codes), dtype=np.int64)
+    np.maximum.at(last, codes, order)
+    return last[codes] == order
+
+
+def _keep_masks(files: list[Path]) -> list[np.ndarray]:
+    """Per file, the rows that are their id's last occurrence over all ``files``."""
+    return _plan(files)[0]
+
+
+def _plan(files: list[Path], captures: pd.DataFrame | None = None):
+    """Which rows of ``files`` to keep (per file), and each kept row's row in ``captures``.
+
+    A capture in several files keeps its last vector (later files win: a merge killed
+    halfway leaves the merged file and the parts). The second value, with ``captures``,
+    gives for each kept row in order its row in ``captures`` (-1: not there, or without
+    a point id).
+    """
+    import pyarrow as pa
+
+    columns = [_id_column(p) for p in files]
+    lengths = [len(c) for c in columns]
+    cap_ids = []
+    if captures is not None:
+        ids = captures["capture_id"].astype(str).to_numpy()
+        cap_ids = [pa.array(ids, type=pa.string())]
+        del ids
+    codes, n_codes = _codes([*cap_ids, *columns])
+    del columns, cap_ids
+    file_codes = np.concatenate(codes[-len(files) :]) if files else np.zeros(0, np.int32)
+    keep = _last_occurrences(file_codes, n_codes)
+    masks = np.split(keep, np.cumsum(lengths)[:-1])
+    if captures is None:
+        return masks, None
+    usable = captures["point_id"].notna().to_numpy()
+    dtype = np.int32 if len(captures) < 2**31 else np.int64
+    cap_at = np.full(n_codes, -1, dtype=dtype)
+    cap_at[codes[0][usable]] = np.flatnonzero(usable)
+    return masks, cap_at[file_codes[keep]]
+
+
+def _tables(files: list[Path], keep: list[np.ndarray], chunk_rows: int):
+    """The kept rows of ``files`` in order, as Arrow tables of about ``chunk_rows`` rows.
+
+    Small part files are gathered into one table; a large file is read ``chunk_rows`` rows
+    at a time, so no more than about two blocks are held at once.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder = model_folder(study, model)
-    files = _vector_files(folder)
-    if not files:
-        raise InputError(
-            f"study {study.root} has no vectors of model {model!r}; run 'urbanvis embed'"
-        )
-    table = pa.concat_tables([pq.read_table(p) for p in files])
-    ids = np.asarray(table.column("capture_id").to_pylist(), dtype=object)
-    column = table.column(VECTOR_COLUMN).combine_chunks()
+    waiting: list = []
+    count = 0
+    for path, mask in zip(files, keep, strict=True):
+        at = 0
+        # pre_buffer=False: with it, the reader caches every row group it has read until
+        # the file is closed, so memory grew with the file (measured: 453 MB of 460)
+        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=chunk_rows):
+            rows = mask[at : at + batch.num_rows]
+            at += batch.num_rows
+            if not rows.all():
+                batch = batch.filter(pa.array(rows))
+            if batch.num_rows:
+                waiting.append(batch)
+                count += batch.num_rows
+            if count >= chunk_rows:
+                yield pa.Table.from_batches(waiting).combine_chunks()
+                waiting, count = [], 0
+    if waiting:
+        yield pa.Table.from_batches(waiting).combine_chunks()
+
+
+def _matrix(column) -> np.ndarray:
+    """A float32 matrix from a fixed-size-list column (one row per list)."""
+    import pyarrow as pa
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
     dim = column.type.list_size
-    matrix = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
-    keep = ~pd.Series(ids).duplicated(keep="last").to_numpy()  # a merge killed halfway
-    return ids[keep], matrix[keep]
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.float32, copy=False).reshape(-1, dim)
 
 
-def _merge_parts(folder: Path, ids: np.ndarray, matrix: np.ndarray) -> None:
-    parts = sorted((folder / "parts").glob("part-*.parquet"))
-    if not parts:
-        return
-    _write_parquet(folder / "vectors.parquet", list(ids), matrix)
-    for part in parts:  # a kill here leaves duplicates, which readers drop
-        part.unlink()
+def _no_vectors(study: Study, model: str) -> InputError:
+    return InputError(f"study {study.root} has no vectors of model {model!r}; run 'urbanvis embed'")
+
+
+def iter_vectors(
+    study: Study, model: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The vectors of one model id, block by block: ``(capture_ids, float32 matrix)``.
+
+    The same rows, in the same order, as :func:`read_vectors` (``vectors.parquet``, then
+    the part files of an unfinished run, each capture once: its last vector), in blocks of
+    about ``chunk_rows``; only the capture ids and about two blocks are held at once.
+    """
+    files = _vector_files(model_folder(study, model))
+    if not files:
+        raise _no_vectors(study, model)
+    for table in _tables(files, _keep_masks(files), chunk_rows):
+        ids = np.asarray(table.column("capture_id").to_pylist(), dtype=object)
+        yield ids, _matrix(table.column(VECTOR_COLUMN))
+
+
+def read_vectors(study: Study, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """All vectors of one model id: ``(capture_ids, float32 matrix)``, one row per capture.
+
+    Reads ``vectors.parquet`` and any part files of an unfinished run (a capture present
+    twice, which a merge killed halfway leaves, counts once: its last vector). Holds the
+    matrix once (blocks are copied into it as they are read); to go through a large store
+    without holding it, use :func:`iter_vectors`.
+    """
+    import pyarrow.parquet as pq
+
+    files = _vector_files(model_folder(study, model))
+    if not files:
+        raise _no_vectors(study, model)
+    keep = _keep_masks(files)
+    total = int(sum(int(k.sum()) for k in keep))
+    field = pq.read_schema(files[0]).field(VECTOR_COLUMN)
+    ids = np.empty(total, dtype=object)
+    matrix = np.empty((total, field.type.list_size), dtype=np.float32)
+    at = 0
+    for table in _tables(files, keep, DEFAULT_CHUNK_ROWS):
+        n = table.num_rows
+        ids[at : at + n] = table.column("capture_id").to_pylist()
+        matrix[at : at + n] = _matrix(table.column(VECTOR_COLUMN))
+        at += n
+    return ids, matrix
+
+
+# --------------------------------------------------------------------------- PCA
+def _components(scatter: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` principal axes of a centred scatter matrix ``X^T X`` (columns).
+
+    Signs fixed: each axis's largest loading is positive.
+    """
+    values, vectors = np.linalg.eigh(scatter)
+    order = np.argsort(values)[::-1][: min(n, scatter.shape[0])]
+    comps = vectors[:, order]
+    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(comps.shape[1])])
+    comps *= np.where(signs == 0, 1, signs)
+    return comps
 
 
 def principal_components(matrix: np.ndarray, n: int = 3) -> np.ndarray:
     """Scores on the first ``n`` principal components (signs fixed: largest loading > 0).
 
-    Fitted in float64 from the covariance matrix, so memory grows with the width, not the
-    number of vectors. Columns beyond the data's rank are NaN.
+    Fitted in float64 from the covariance matrix of a matrix held in memory (``finalise``
+    fits the same thing block by block, see :class:`_Scatter`). Columns beyond the data's
+    rank are NaN.
     """
     out = np.full((len(matrix), n), np.nan)
     if len(matrix) < 2:
         return out
     x = matrix.astype(np.float64)
     x -= x.mean(axis=0)
-    values, vectors = np.linalg.eigh(x.T @ x)
-    order = np.argsort(values)[::-1][: min(n, x.shape[1])]
-    comps = vectors[:, order]
-    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(comps.shape[1])])
-    comps *= np.where(signs == 0, 1, signs)
+    comps = _components(x.T @ x, n)
     out[:, : comps.shape[1]] = x @ comps
     return out
 
 
-def finalise(
-    study: Study, folder: Path, model_id: str, captures: pd.DataFrame, failed: int = 0
-) -> bool:
-    """Merge the parts, fit the PCA and replace this model's rows of the layer."""
+class _Scatter:
+    """Mean and centred scatter matrix ``sum (x - mean)(x - mean)^T``, added block by block.
+
+    Exact in float64 and independent of the block size: sums are taken about a shift (the
+    first block's mean), so the final correction ``n d d^T`` (``d`` = mean - shift) is
+    small and loses no precision, unlike the one-pass ``X^T X - n mean mean^T``. Written
+    here because scikit-learn's ``IncrementalPCA`` works on SVDs of each batch and does
+    not give the full-data covariance eigenvectors the in-memory path gives.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.n = 0
+        self.shift: np.ndarray | None = None
+        self.sum = np.zeros(dim)
+        self.cross = np.zeros((dim, dim))
+
+    def add(self, block: np.ndarray) -> None:
+        if not len(block):
+            return
+        x = block.astype(np.float64)
+        if self.shift is None:
+            self.shift = x.mean(axis=0)
+        x -= self.shift
+        self.n += len(x)
+        self.sum += x.sum(axis=0)
+        self.cross += x.T @ x
+
+    def mean(self) -> np.ndarray:
+        assert self.shift is not None
+        return self.shift + self.sum / self.n
+
+    def scatter(self) -> np.ndarray:
+        d = self.sum / self.n
+        return self.cross - self.n * np.outer(d, d)
+
+
+# ---------------------------------------------------------------------- finalise
+def _merge_parts(
+    folder: Path, files: list[Path], keep: list[np.ndarray], chunk_rows: int, each
+) -> None:
+    """Write the kept rows of ``files`` to ``vectors.parquet`` (atomically), calling
+    ``each(row offset, table)`` on every block written; then delete the part files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = pq.read_schema(files[0]).field(VECTOR_COLUMN).type.list_size
+    schema = pa.schema([("capture_id", pa.string()), (VECTOR_COLUMN, pa.list_(pa.float32(), dim))])
+    at = 0
+    with (
+        atomic_file(folder / "vectors.parquet") as fh,
+        pq.ParquetWriter(
+            fh,
+            schema,
+            compression="none",  # float32 noise: snappy saves ~nothing, doubles the time
+        ) as out,
+    ):
+        for table in _tables(files, keep, chunk_rows):
+            table = table.cast(schema)
+            out.write_table(table, row_group_size=chunk_rows)
+            each(at, table)
+            at += table.num_rows
+    for part in _parts(folder):  # a kill here leaves duplicates, which readers drop
+        part.unlink()
+
+
+def _layer_is_current(study: Study, model_id: str, ids) -> bool:
+    """Whether the layer holds exactly one row for each of ``ids`` (Arrow strings)."""
+    import pyarrow.compute as pc
+    import pyogrio
+
+    if not study.has_layer(LAYER):
+        return False
+    _, table = pyogrio.read_arrow(
+        study.gpkg,
+        layer=LAYER,
+        columns=["capture_id"],
+        where=f"model = '{_sql_text(model_id)}'",
+        read_geometry=False,
+    )
+    existing = table.column("capture_id")
+    return (
+        len(existing) == len(ids)
+        and pc.count_distinct(existing).as_py() == len(ids)
+        and pc.all(pc.is_in(existing, value_set=ids)).as_py() is not False
+    )
+
+
+def _layer_frame(model_id, ids, point_ids, pcs, geometry, crs):
     import geopandas as gpd
 
-    if not _vector_files(folder) and failed:
-        raise InputError(
-            f"none of the {failed:,} captures could be read, so nothing was embedded; check "
-            f"the files under {study.images} (the warnings above name each one)"
-        )
-    ids, matrix = read_vectors(study, model_id)
-    has_parts = any((folder / "parts").glob("part-*.parquet"))
-    _merge_parts(folder, ids, matrix)
-    rows = captures.set_index("capture_id").reindex(ids)
-    known = rows["point_id"].notna().to_numpy()  # vectors of captures no longer ok: left out
-    ids, matrix, rows = ids[known], matrix[known], rows[known]
-    if not has_parts and study.has_layer(LAYER):
-        existing = study.read_layer(
-            LAYER,
-            columns=["capture_id"],
-            where=f"model = '{_sql_text(model_id)}'",
-            read_geometry=False,
-        )
-        if set(existing["capture_id"]) == set(ids):
-            return False  # nothing new: the layer is already current
-    pcs = principal_components(matrix)
-    frame = gpd.GeoDataFrame(
+    return gpd.GeoDataFrame(
         {
-            "capture_id": ids.astype(str),
-            "point_id": rows["point_id"].astype(np.int64).to_numpy(),
+            "capture_id": np.asarray(ids, dtype=object).astype(str),
+            "point_id": np.asarray(point_ids).astype(np.int64),
             "model": model_id,
             "pc1": pcs[:, 0],
             "pc2": pcs[:, 1],
             "pc3": pcs[:, 2],
         },
-        geometry=gpd.GeoSeries(rows.geometry.to_numpy(), crs=captures.crs).to_crs(4326).values,
+        geometry=gpd.GeoSeries(geometry, crs=crs).to_crs(4326).values,
         crs="EPSG:4326",
     )
-    frame = gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326")
-    if study.has_layer(LAYER):
-        # only this model's rows change: other models' rows are never rewritten, so a kill
-        # can at worst leave this model's rows missing (the next run writes them again)
-        study.delete_rows(LAYER, "model = ?", [model_id])
-        study.write_layer(LAYER, frame, append=True)
+
+
+def finalise(
+    study: Study,
+    folder: Path,
+    model_id: str,
+    captures: pd.DataFrame,
+    failed: int = 0,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> bool:
+    """Merge the parts, fit the PCA and replace this model's rows of the layer.
+
+    Works through the vectors ``chunk_rows`` at a time: one pass merges the parts into
+    ``vectors.parquet`` (each capture once, its last vector) while adding up the mean and
+    scatter matrix of the ok captures' vectors; a second pass writes their principal
+    component scores to the ``embeddings`` layer, one transaction per block. Memory holds
+    the blocks, a ``dim`` x ``dim`` matrix and a few bytes per capture id, whatever the
+    number of vectors. Returns False when the layer was already current (nothing written).
+
+    A kill leaves something the next call completes: during the merge, the parts and the
+    old ``vectors.parquet`` (written atomically; parts are deleted only once the merged
+    file is in place, and a capture in both counts once); during the layer write, this
+    model's rows partly written (other models' rows are never touched), which the next
+    call notices (the layer's ids for this model differ from the vectors') and rewrites.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = _vector_files(folder)
+    if not files and failed:
+        raise InputError(
+            f"none of the {failed:,} captures could be read, so nothing was embedded; check "
+            f"the files under {study.images} (the warnings above name each one)"
+        )
+    if not files:
+        raise _no_vectors(study, model_id)
+    has_parts = bool(_parts(folder))
+    keep, cap_row = _plan(files, captures)
+    known = cap_row >= 0  # vectors of captures no longer ok are left out of the layer
+    dim = pq.read_schema(files[0]).field(VECTOR_COLUMN).type.list_size
+    fit = _Scatter(dim)
+
+    def add(at: int, table) -> None:
+        fit.add(_matrix(table.column(VECTOR_COLUMN))[known[at : at + table.num_rows]])
+
+    merged = folder / "vectors.parquet"
+    if has_parts or not keep[0].all():  # (a merged file repeating ids: not written by us)
+        _merge_parts(folder, files, keep, chunk_rows, add)
     else:
-        study.write_layer(LAYER, frame)
+        kept = _id_column(merged).combine_chunks().filter(pa.array(keep[0]))
+        if _layer_is_current(study, model_id, kept.filter(pa.array(known))):
+            return False  # nothing new: the layer is already current
+        _each_block(merged, chunk_rows, add)
+
+    comps = _components(fit.scatter(), 3) if fit.n >= 2 else np.zeros((dim, 0))
+    mean = fit.mean() if fit.n else np.zeros(dim)
+    point_ids = captures["point_id"].to_numpy()
+    geometry = captures.geometry.to_numpy()
+    if study.has_layer(LAYER):
+        study.delete_rows(LAYER, "model = ?", [model_id])
+    wrote = False
+
+    def write(at: int, table) -> None:
+        nonlocal wrote
+        rows = known[at : at + table.num_rows]
+        if not rows.any():
+            return
+        x = _matrix(table.column(VECTOR_COLUMN))[rows].astype(np.float64)
+        x -= mean
+        pcs = np.full((len(x), 3), np.nan)
+        pcs[:, : comps.shape[1]] = x @ comps
+        at_caps = cap_row[at : at + table.num_rows][rows]
+        ids = table.column("capture_id").filter(pa.array(rows)).to_pylist()
+        frame = _layer_frame(
+            model_id, ids, point_ids[at_caps], pcs, geometry[at_caps], captures.crs
+        )
+        study.write_layer(LAYER, frame, append=True)
+        wrote = True
+
+    _each_block(merged, chunk_rows, write)
+    if not wrote:  # no ok capture has a vector: the layer still exists, empty of this model
+        empty = np.zeros(0, dtype=np.int64)
+        frame = _layer_frame(model_id, [], empty, np.zeros((0, 3)), geometry[empty], captures.crs)
+        study.write_layer(LAYER, frame, append=True)
+    log.info("%s: %s vectors in %s, %s rows in the layer", model_id, f"{len(known):,}",
+             merged.name, f"{int(known.sum()):,}")  # fmt: skip
     return True
+
+
+def _each_block(path: Path, chunk_rows: int, each) -> None:
+    """Call ``each(row offset, table)`` on ``path``'s rows, ``chunk_rows`` at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    at = 0
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=chunk_rows):
+        each(at, pa.Table.from_batches([batch]))
+        at += batch.num_rows
 
 
 # ---------------------------------------------------------------------------- reading
@@ -253,8 +571,40 @@ def embedding_models(study: Study) -> list[str]:
     return sorted(frame["model"].unique().tolist())
 
 
+def read_embedding_rows(study: Study, *, model: str | None = None):
+    """The ``embeddings`` layer rows of one model, without the vectors.
+
+    ``model`` as in :func:`read_embeddings`. Pair the rows with :func:`iter_vectors`
+    (``model=rows["model"].iloc[0]``) to go through a store too large to hold.
+    """
+    models = embedding_models(study)
+    if not models:
+        raise InputError(f"study {study.root} has no embeddings; run 'urbanvis embed' first")
+    if model is None:
+        if len(models) > 1:
+            raise InputError(
+                f"study {study.root} holds embeddings of {len(models)} models "
+                f"({', '.join(models)}); pass `model`=..."
+            )
+        model = models[0]
+    if model not in models:
+        raise InputError(f"no embeddings of `model` {model!r}; this study has: {', '.join(models)}")
+    return study.read_layer(LAYER, where=f"model = '{_sql_text(model)}'").reset_index(drop=True)
+
+
+def _missing_vectors(study: Study, model: str, missing: int) -> InputError:
+    """The error for layer rows whose capture has no vector in the store."""
+    return InputError(
+        f"{missing} rows of the embeddings layer have no vector in "
+        f"{model_folder(study, model)}; rerun 'urbanvis embed'"
+    )
+
+
 def read_embeddings(study: Study, *, model: str | None = None):
     """The ``embeddings`` layer rows of one model and their vectors, aligned.
+
+    Holds every vector of the model in memory (4 bytes x ``dim`` per capture); for a store
+    larger than that, use :func:`read_embedding_rows` and :func:`iter_vectors`.
 
     Parameters
     ----------
@@ -281,26 +631,12 @@ def read_embeddings(study: Study, *, model: str | None = None):
         from .export import read_embeddings_file  # a file written by 'urbanvis export'
 
         return read_embeddings_file(study, model=model)
-    models = embedding_models(study)
-    if not models:
-        raise InputError(f"study {study.root} has no embeddings; run 'urbanvis embed' first")
-    if model is None:
-        if len(models) > 1:
-            raise InputError(
-                f"study {study.root} holds embeddings of {len(models)} models "
-                f"({', '.join(models)}); pass `model`=..."
-            )
-        model = models[0]
-    if model not in models:
-        raise InputError(f"no embeddings of `model` {model!r}; this study has: {', '.join(models)}")
-    rows = study.read_layer(LAYER, where=f"model = '{_sql_text(model)}'").reset_index(drop=True)
+    rows = read_embedding_rows(study, model=model)
+    model = str(rows["model"].iloc[0])  # the layer holds rows of every model it names
     ids, matrix = read_vectors(study, model)
     at = pd.Index(ids).get_indexer(rows["capture_id"])
     if (at < 0).any():
-        raise InputError(
-            f"{int((at < 0).sum())} rows of the embeddings layer have no vector in "
-            f"{model_folder(study, model)}; rerun 'urbanvis embed'"
-        )
+        raise _missing_vectors(study, model, int((at < 0).sum()))
     return rows, matrix[at]
 
 

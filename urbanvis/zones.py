@@ -4,7 +4,9 @@ Zones come from a file (:func:`zones_from_file`: shapefile or GeoPackage, any CR
 EPSG:4326) or from a grid laid over the study area in its UTM zone (:func:`zones_from_grid`).
 :func:`zone_embeddings` joins embedded captures to zones in one vectorised STRtree query and
 averages the vectors per zone with one sparse matrix product: no Python loop per point or
-per zone. Zones with fewer than ``min_images`` captures are kept and flagged, never dropped.
+per zone. :func:`zone_embeddings_from_blocks` does the same with vectors read block by
+block (a sparse product per block), for stores too large to hold. Zones with fewer than
+``min_images`` captures are kept and flagged, never dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -197,6 +200,77 @@ def zone_embeddings(
             f"vectors must be a matrix with one row per capture: got shape {vectors.shape} "
             f"for {len(rows)} captures"
         )
+    point_at, zone_at = _assign(rows, zones, id_field=id_field, min_images=min_images)
+    means, counts = _group_means(vectors, point_at, zone_at, len(zones))
+    return _zone_frame(rows, zones, point_at, counts, id_field, min_images), means
+
+
+def zone_embeddings_from_blocks(
+    rows: gpd.GeoDataFrame,
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    zones: gpd.GeoDataFrame,
+    *,
+    id_field: str,
+    min_images: int = 1,
+) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+    """:func:`zone_embeddings` for vectors read block by block, never all held at once.
+
+    Parameters
+    ----------
+    rows
+        Embedded captures: ``capture_id`` (unique) and point geometry with a CRS (as
+        :func:`urbanvis.vectors.read_embedding_rows` returns them).
+    blocks
+        ``(capture_ids, float32 matrix)`` blocks holding a vector for every row of ``rows``
+        (as :func:`urbanvis.vectors.iter_vectors` yields them); vectors of other captures
+        are skipped.
+    zones, id_field, min_images
+        As in :func:`zone_embeddings`.
+
+    Returns
+    -------
+    (geopandas.GeoDataFrame, numpy.ndarray)
+        As :func:`zone_embeddings` returns for the same rows and vectors (sums in float64,
+        so equal to its means up to float32 rounding).
+
+    Raises
+    ------
+    InputError
+        A row has no vector in ``blocks``.
+    """
+    point_at, zone_at = _assign(rows, zones, id_field=id_field, min_images=min_images)
+    zone_of = np.full(len(rows), -1, dtype=np.int64)
+    zone_of[point_at] = zone_at
+    index = pd.Index(rows["capture_id"])
+    if not index.is_unique:
+        raise InputError("the rows repeat capture ids; pass each capture's row once")
+    seen = np.zeros(len(rows), dtype=bool)
+    sums: np.ndarray | None = None
+    for ids, block in blocks:
+        at = index.get_indexer(ids)
+        mine = at >= 0
+        at, block = at[mine], np.asarray(block)[mine]
+        seen[at] = True
+        inside = zone_of[at] >= 0
+        part, _ = _group_sums(block[inside], zone_of[at][inside], len(zones))
+        sums = part if sums is None else sums + part
+    if not seen.all():
+        raise InputError(
+            f"{int((~seen).sum()):,} of the {len(rows):,} captures have no vector; rerun "
+            f"'urbanvis embed'"
+        )
+    counts = np.bincount(zone_at, minlength=len(zones))
+    if sums is None:  # no rows at all
+        sums = np.zeros((len(zones), 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (sums / counts[:, None]).astype(np.float32)
+    return _zone_frame(rows, zones, point_at, counts, id_field, min_images), means
+
+
+def _assign(
+    rows: gpd.GeoDataFrame, zones: gpd.GeoDataFrame, *, id_field: str, min_images: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check the inputs; (row index, zone index) of each row inside a zone."""
     if min_images < 0:
         raise InputError(f"`min_images` must be 0 or more, got {min_images}")
     if id_field not in zones.columns:
@@ -212,7 +286,10 @@ def zone_embeddings(
             f"zones (zones span {bounds} in EPSG:4326); check that the zones cover the study "
             f"area and their CRS is right"
         )
-    means, counts = _group_means(vectors, point_at, zone_at, len(zones))
+    return point_at, zone_at
+
+
+def _zone_frame(rows, zones, point_at, counts, id_field: str, min_images: int):
     frame = gpd.GeoDataFrame(
         {
             id_field: zones[id_field].to_numpy(),
@@ -232,7 +309,7 @@ def zone_embeddings(
         min_images,
         f"{outside:,}",
     )
-    return frame, means
+    return frame
 
 
 # ---------------------------------------------------------------------- helpers
@@ -248,6 +325,20 @@ def _points_in_zones(points: np.ndarray, zones: gpd.GeoDataFrame) -> tuple[np.nd
             first = np.r_[True, point_at[1:] != point_at[:-1]]
             point_at, zone_at = point_at[first], zone_at[first]
     return point_at, zone_at
+
+
+def _group_sums(
+    vectors: np.ndarray, zone_at: np.ndarray, n_zones: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-zone float64 sums of ``vectors`` (row ``i`` in zone ``zone_at[i]``), and counts."""
+    from scipy import sparse
+
+    counts = np.bincount(zone_at, minlength=n_zones)
+    member = sparse.csr_matrix(
+        (np.ones(len(zone_at), dtype=np.float64), (zone_at, np.arange(len(zone_at)))),
+        shape=(n_zones, len(vectors)),
+    )
+    return member @ vectors.astype(np.float64, copy=False), counts
 
 
 def _group_means(
