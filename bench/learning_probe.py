@@ -35,6 +35,10 @@ TEST_BBOX = "24.950,60.170,24.960,60.175"
 def register_cpu_arch() -> None:
     from urbanvis.engine import encoders
 
+    encoders._ARCHS["cnn_cpu"] = encoders.EncoderInfo(
+        "cnn_cpu", 128, 1, 4, patch_size=16, input_size=64
+    )  # a name for the config's checks; the model is small_cnn(), swapped in by run()
+
     encoders._ARCHS["vit_cpu"] = encoders.EncoderInfo(
         "vit_cpu", 128, 4, 4, patch_size=8, input_size=64
     )
@@ -42,6 +46,53 @@ def register_cpu_arch() -> None:
     encoders._ARCHS["vit_cpu16"] = encoders.EncoderInfo(
         "vit_cpu16", 128, 4, 4, patch_size=16, input_size=64
     )
+
+
+def small_cnn(width: int = 128):
+    """``cnn_cpu``: four stride-2 conv blocks and a global average pool (a probe of the
+    architecture's part: a CNN's locality prior against a ViT's, at the same budget)."""
+    from torch import nn
+
+    class SmallCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            chans = [3, width // 4, width // 2, width, width]
+            self.features = nn.Sequential(*[
+                nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False),
+                              nn.BatchNorm2d(b), nn.ReLU(inplace=True))
+                for a, b in zip(chans[:-1], chans[1:], strict=True)
+            ])  # fmt: skip
+            self.embed_dim = width
+            self.head = nn.Identity()
+
+        def forward(self, x):
+            return self.head(self.features(x).mean(dim=(2, 3)))
+
+    return SmallCNN()
+
+
+def cnn_features(checkpoint, files, size):
+    """[pooled] features of a ``cnn_cpu`` checkpoint (its base encoder, head removed)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from urbanvis.engine.transforms import eval_transform
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    net = small_cnn()
+    prefix = "module.base_encoder."  # as the checkpoint stores it (the reference's keys)
+    net.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                         if k.startswith(prefix) and not k.startswith(prefix + "head.")},
+                        strict=True)  # fmt: skip
+    net.eval()
+    tf = eval_transform(size)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(files), 128):
+            batch = torch.stack([tf(Image.open(f).convert("RGB")) for f in files[i : i + 128]])
+            out.append(net(batch).numpy())
+    return np.concatenate(out)
 
 
 def setup() -> None:
@@ -127,6 +178,12 @@ def patch_pipeline(args) -> None:
         return build(1.0, 0.0), build(0.1, 0.2)
 
     pretrain.view_transforms = views
+    if args.arch == "cnn_cpu":
+
+        def cnn(*a, **kw):
+            return small_cnn()
+
+        pretrain.create_encoder = cnn
     if args.learn_patch:  # train the patch projection (MoCo v3 freezes it for stability)
         made = pretrain.create_encoder
 
@@ -175,6 +232,15 @@ def run(args) -> None:
         save_every=args.save_every or args.epochs,
     )  # fmt: skip
     losses = result.details.epoch_losses
+    if args.arch == "cnn_cpu":  # not an urbanvis encoder: evaluated here
+        database, queries, xy = test_set()
+        for ckpt in sorted(result.files["checkpoint"].parent.glob("checkpoint_*.pth.tar")):
+            got = recall(cnn_features(ckpt, database, args.size),
+                         cnn_features(ckpt, queries, args.size), xy)  # fmt: skip
+            print(json.dumps({"name": args.name, "checkpoint": ckpt.name, **got}), flush=True)
+        print(json.dumps({"name": args.name, "loss0": round(losses[0], 3),
+                          "lossN": round(losses[-1], 3)}), flush=True)  # fmt: skip
+        return
     if args.save_every:  # R@1 after each saved epoch: does place recognition rise with steps?
         database, queries, xy = test_set()
         for ckpt in sorted(result.files["checkpoint"].parent.glob("checkpoint_*.pth.tar")):
