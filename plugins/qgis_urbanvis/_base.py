@@ -192,7 +192,17 @@ class UrbanvisAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgressText(shown)
 
         stage = getattr(stages, self.STAGE)
-        return stage(study, progress=progress, should_stop=feedback.isCanceled, **keywords)
+        return stage(
+            study,
+            progress=progress,
+            should_stop=feedback.isCanceled,
+            **self.stage_callbacks(feedback),
+            **keywords,
+        )
+
+    def stage_callbacks(self, feedback) -> dict[str, Any]:
+        """Further callbacks of this algorithm's stage, wired to ``feedback`` (none here)."""
+        return {}
 
     def load_layers(self, study: str, layers, context) -> dict[str, str]:
         """Hand the study's layers back to QGIS (loaded when the algorithm finishes)."""

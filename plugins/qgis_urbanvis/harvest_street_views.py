@@ -127,6 +127,13 @@ class HarvestStreetViews(UrbanvisAlgorithm):
             parameters, "EXTERNAL", context
         )
 
+    def stage_callbacks(self, feedback) -> dict:
+        # a paid provider's cost line (requests, time, money) before it requests anything:
+        # the same line the command prints, which the external path shows through pushInfo
+        from urbanvis._errors import word_params
+
+        return {"notice": lambda line: feedback.pushInfo(word_params(line, self.label_of))}
+
     def stage_keywords(self, parameters, context, feedback) -> dict:
         out = {
             "provider": _providers()[self.parameterAsEnum(parameters, "PROVIDER", context)],

@@ -270,6 +270,52 @@ def test_cancel_stops_a_harvest_and_keeps_finished_work(sampled, tmp_path):
     assert open_layer(study, "captures").featureCount() == total
 
 
+def test_a_paid_harvest_shows_its_cost_before_it_starts(sampled, tmp_path):
+    """In QGIS's own process the cost line reaches the log panel, worded with the labels."""
+    import sys
+
+    from urbanvis.providers import PROVIDERS
+
+    fake = Path(__file__).resolve().parents[3] / "tests" / "fakes" / "streetview.py"
+    server = subprocess.Popen(
+        [sys.executable, str(fake), "--port", "0", "--keys", "plugin-key"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = server.stdout.readline().strip()
+        assert url.startswith("http"), url
+        key = tmp_path / "gsv.key"
+        key.write_text("plugin-key\n")
+        study = tmp_path / "paid"
+        study.mkdir()
+        for name in ("study.gpkg", "study.toml"):
+            (study / name).write_bytes((sampled / name).read_bytes())
+        feedback = Recorder()
+        run(
+            "harvest_street_views",
+            {
+                "STUDY": str(study),
+                "PROVIDER": list(PROVIDERS).index("gsv"),
+                "HEADINGS": "0",
+                "SIZE": 32,
+                "LIMIT": 3,
+                "KEY_FILE": str(key),
+                "ENDPOINT": url,
+                "PRICE_PER_1000": 7.0,
+            },
+            feedback,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    [line] = [i for i in feedback.infos if "estimated cost" in i]
+    assert "image requests" in line and "USD 7.00 per 1,000" in line
+    assert "`price_per_1000`" not in line and "Price" in line  # the parameter's QGIS label
+    assert key.read_text().strip() not in " ".join(feedback.infos)  # never the key
+    assert open_layer(study, "captures").featureCount() > 0
+
+
 def _running(marker: str) -> list[str]:
     """Command lines of live processes that mention ``marker``."""
     found = []
