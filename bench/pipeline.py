@@ -28,7 +28,6 @@ python bench/pipeline.py --device cpu --arch vit_test_patch8 --image-px 64 --bat
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -39,22 +38,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import torch
-
-
-def render_jpeg(args: tuple[int, int]) -> bytes:
-    """One street view of the synthetic city, JPEG quality 90 (Street View's 640 px)."""
-    import numpy as np
-    from PIL import Image
-
-    from urbanvis.simulate import City, render
-
-    i, size = args
-    rng = np.random.default_rng(i)
-    x, y = rng.uniform(0, 3000, 2)
-    image = render(City(seed=0), x, y, float(rng.uniform(0, 360)), "2020-06-01T12:00", size=size)
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+from embed import render_jpeg  # bench/embed.py: the same JPEG street views
 
 
 def build_pairs(root: Path, distinct: int, size: int, pairs: int) -> Path:

@@ -41,8 +41,8 @@ from .vectors import (
     VECTOR_COLUMN,
     _sql_text,
     _vector_files,
-    embedding_models,
     model_folder,
+    resolve_model,
 )
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def export_embeddings(
     out = check_export_options(format, path)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise InputError(f"`chunk_rows` must be a whole number of at least 1, got {chunk_rows!r}")
-    model = _one_model(study, model)
+    model = resolve_model(study, model)
     folder = model_folder(study, model)
     if out is None:
         out = study.root / "exports" / f"embeddings_{folder.name}.parquet"
@@ -227,22 +227,6 @@ def export_embeddings(
     dim = vector_type.list_size
     log.debug("exported %d %d-d embeddings of %s to %s", written, dim, model, out)
     return {"path": out, "model": model, "rows": written, "dim": dim, "chunks": chunks}
-
-
-def _one_model(study: Study, model: str | None) -> str:
-    models = embedding_models(study)
-    if not models:
-        raise InputError(f"study {study.root} has no embeddings; run 'urbanvis embed' first")
-    if model is None:
-        if len(models) > 1:
-            raise InputError(
-                f"study {study.root} holds embeddings of {len(models)} models "
-                f"({', '.join(models)}); choose one with `model`"
-            )
-        return models[0]
-    if model not in models:
-        raise InputError(f"no embeddings of `model` {model!r}; this study has: {', '.join(models)}")
-    return model
 
 
 def _plan(

@@ -56,6 +56,7 @@ __all__ = [
     "read_embeddings",
     "read_vectors",
     "remove_temporaries",
+    "resolve_model",
     "vector_ids",
     "write_meta",
     "write_part",
@@ -577,6 +578,12 @@ def read_embedding_rows(study: Study, *, model: str | None = None):
     ``model`` as in :func:`read_embeddings`. Pair the rows with :func:`iter_vectors`
     (``model=rows["model"].iloc[0]``) to go through a store too large to hold.
     """
+    model = resolve_model(study, model)
+    return study.read_layer(LAYER, where=f"model = '{_sql_text(model)}'").reset_index(drop=True)
+
+
+def resolve_model(study: Study, model: str | None) -> str:
+    """The model id ``model`` names in the study's embeddings (the only one when None)."""
     models = embedding_models(study)
     if not models:
         raise InputError(f"study {study.root} has no embeddings; run 'urbanvis embed' first")
@@ -584,12 +591,12 @@ def read_embedding_rows(study: Study, *, model: str | None = None):
         if len(models) > 1:
             raise InputError(
                 f"study {study.root} holds embeddings of {len(models)} models "
-                f"({', '.join(models)}); pass `model`=..."
+                f"({', '.join(models)}); choose one with `model`"
             )
-        model = models[0]
+        return models[0]
     if model not in models:
         raise InputError(f"no embeddings of `model` {model!r}; this study has: {', '.join(models)}")
-    return study.read_layer(LAYER, where=f"model = '{_sql_text(model)}'").reset_index(drop=True)
+    return model
 
 
 def _missing_vectors(study: Study, model: str, missing: int) -> InputError:
