@@ -262,9 +262,7 @@ def zone_embeddings_from_blocks(
     counts = np.bincount(zone_at, minlength=len(zones))
     if sums is None:  # no rows at all
         sums = np.zeros((len(zones), 0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = (sums / counts[:, None]).astype(np.float32)
-    return _zone_frame(rows, zones, point_at, counts, id_field, min_images), means
+    return _zone_frame(rows, zones, point_at, counts, id_field, min_images), _means(sums, counts)
 
 
 def _assign(
@@ -328,34 +326,34 @@ def _points_in_zones(points: np.ndarray, zones: gpd.GeoDataFrame) -> tuple[np.nd
 
 
 def _group_sums(
-    vectors: np.ndarray, zone_at: np.ndarray, n_zones: int
+    vectors: np.ndarray, zone_at: np.ndarray, n_zones: int, point_at: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-zone float64 sums of ``vectors`` (row ``i`` in zone ``zone_at[i]``), and counts."""
+    """Per-zone float64 sums of ``vectors[point_at]`` (all rows when None) grouped by
+    ``zone_at`` (one sparse product), and the counts."""
     from scipy import sparse
 
+    if point_at is None:
+        point_at = np.arange(len(zone_at))
     counts = np.bincount(zone_at, minlength=n_zones)
     member = sparse.csr_matrix(
-        (np.ones(len(zone_at), dtype=np.float64), (zone_at, np.arange(len(zone_at)))),
+        (np.ones(len(point_at), dtype=np.float64), (zone_at, point_at)),
         shape=(n_zones, len(vectors)),
     )
     return member @ vectors.astype(np.float64, copy=False), counts
+
+
+def _means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """float32 means from sums and counts (NaN for a zone without captures)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / counts[:, None]).astype(np.float32)
 
 
 def _group_means(
     vectors: np.ndarray, point_at: np.ndarray, zone_at: np.ndarray, n_zones: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-zone means of ``vectors[point_at]`` grouped by ``zone_at`` (sparse product)."""
-    from scipy import sparse
-
-    counts = np.bincount(zone_at, minlength=n_zones)
-    member = sparse.csr_matrix(
-        (np.ones(len(point_at), dtype=np.float64), (zone_at, point_at)),
-        shape=(n_zones, len(vectors)),
-    )
-    sums = member @ vectors.astype(np.float64, copy=False)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = (sums / counts[:, None]).astype(np.float32)
-    return means, counts
+    sums, counts = _group_sums(vectors, zone_at, n_zones, point_at)
+    return _means(sums, counts), counts
 
 
 def _hexagons(x0: float, y0: float, x1: float, y1: float, width: float) -> np.ndarray:
