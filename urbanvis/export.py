@@ -44,6 +44,7 @@ from .vectors import (
     model_folder,
     resolve_model,
 )
+from .vectors import _plan as _store_plan
 
 log = logging.getLogger(__name__)
 
@@ -234,18 +235,15 @@ def _plan(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per vector file: which of its rows to write (the layer's captures, each once, the
     last copy as :func:`urbanvis.vectors.read_vectors` keeps it) and their layer row."""
-    import pyarrow.parquet as pq
 
     if not files:
         raise InputError(f"no vectors of model {model!r} in {folder}; rerun 'urbanvis embed'")
-    ids = [
-        pq.read_table(p, columns=["capture_id"]).column(0).to_numpy(zero_copy_only=False)
-        for p in files
-    ]
-    every = pd.Series(np.concatenate(ids))
-    last = ~every.duplicated(keep="last").to_numpy()
-    row = pd.Index(layer_ids).get_indexer(every)
-    keep = last & (row >= 0)
+    # which copy of a capture counts, as the store's readers decide (vectors._plan)
+    masks, layer_row = _store_plan(files, pd.DataFrame({"capture_id": layer_ids, "point_id": 0}))
+    last = np.concatenate(masks)
+    row = np.full(len(last), -1, dtype=np.int64)
+    row[last] = layer_row
+    keep = row >= 0
     missing = len(layer_ids) - int(keep.sum())
     if missing:
         raise InputError(
@@ -253,7 +251,7 @@ def _plan(
             f"rerun 'urbanvis embed'"
         )
     plan, start = [], 0
-    for part in ids:
+    for part in masks:
         end = start + len(part)
         plan.append((keep[start:end], row[start:end]))
         start = end
