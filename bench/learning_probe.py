@@ -151,46 +151,18 @@ def baselines(args) -> None:
 
 
 def patch_pipeline(args) -> None:
-    """Crop scale and pooling, replaced in the engine for this process only."""
-    from torchvision import transforms as T
-
+    """The CNN and the pooling, replaced in the engine for this process only (the crop
+    scale, photometric strength and patch learning are the engine's own settings)."""
     import urbanvis.engine.inference as inference
     import urbanvis.engine.pretrain as pretrain
     from urbanvis.engine import encoders
 
-    def views(size=224, *, mean=encoders.IMAGENET_MEAN, std=encoders.IMAGENET_STD):
-        kernel = max(3, (size // 10) | 1)
-
-        def build(blur_p, solarize_p):
-            return T.Compose([
-                T.RandomResizedCrop(size, scale=(args.min_scale, 1.0),
-                                    interpolation=T.InterpolationMode.BICUBIC),
-                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8 * args.photometric),
-                T.RandomGrayscale(p=0.2 * args.photometric),
-                T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))],
-                              p=blur_p * args.photometric),
-                T.RandomSolarize(threshold=128, p=solarize_p * args.photometric),
-                T.RandomHorizontalFlip(),
-                T.ToTensor(),
-                T.Normalize(mean, std),
-            ])  # fmt: skip
-
-        return build(1.0, 0.0), build(0.1, 0.2)
-
-    pretrain.view_transforms = views
     if args.arch == "cnn_cpu":
 
         def cnn(*a, **kw):
             return small_cnn()
 
         pretrain.create_encoder = cnn
-    if args.learn_patch:  # train the patch projection (MoCo v3 freezes it for stability)
-        made = pretrain.create_encoder
-
-        def learnable(*a, **kw):
-            return made(*a, **{**kw, "stop_grad_conv1": False})
-
-        pretrain.create_encoder = learnable
     if args.pool == "avg":
         original = encoders.create_encoder
 
@@ -228,7 +200,8 @@ def run(args) -> None:
         train, pairs=args.strategy, name=args.name, arch=args.arch, image_size=args.size,
         epochs=args.epochs, batch_size=args.batch, base_lr=args.lr, warmup_epochs=args.warmup,
         mlp_dim=args.mlp, dim=args.dim, workers=2, device="cpu", augment="cpu",
-        momentum=args.momentum,
+        momentum=args.momentum, crop_min=args.min_scale, photometric=args.photometric,
+        learn_patch=args.learn_patch,
         save_every=args.save_every or args.epochs,
     )  # fmt: skip
     losses = result.details.epoch_losses

@@ -56,6 +56,26 @@ from ._options import ProgressBar, echo_result, study_option
 )
 @click.option("--temperature", type=float, default=0.2, show_default=True)
 @click.option(
+    "--crop-min",
+    type=float,
+    default=0.08,
+    show_default=True,
+    help="Smallest random crop, as a share of the image (MoCo v3's 0.08).",
+)
+@click.option(
+    "--photometric",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Factor on the colour jitter, greyscale, blur and solarize probabilities: 1 is "
+    "MoCo v3's, 0 none (temporal/spatial pairs already differ in light and season).",
+)
+@click.option(
+    "--learn-patch",
+    is_flag=True,
+    help="Train the patch projection (MoCo v3 freezes it at its random init).",
+)
+@click.option(
     "--mlp-dim",
     type=int,
     default=4096,
@@ -136,6 +156,8 @@ def pretrain(study_dir, pairs_name, name, resume, **options):
     Many GPUs / nodes:  torchrun --nproc_per_node 8 -m urbanvis_cli.main pretrain ...
     A CPU trial:        urbanvis pretrain --study S --pairs temporal --arch vit_mini_patch16
                           --epochs 5 --batch-size 64 --mlp-dim 512
+    Eased for CPU budgets (what `urbanvis experiment`'s cpu preset uses):
+                        ... --photometric 0 --crop-min 0.5 --momentum 0.9 --learn-patch
     """
     from urbanvis import stages
 

@@ -197,8 +197,29 @@ def test_resume_refuses_other_settings(city, tmp_path):
     pretrain(city, pairs, tmp_path / "run", config, stop_after_epoch=1)
     with pytest.raises(ValueError, match="batch_size=32, not 16"):
         pretrain(city, pairs, tmp_path / "run", replace(config, batch_size=16), resume=True)
+    with pytest.raises(ValueError, match="photometric=1.0, not 0.0"):
+        pretrain(city, pairs, tmp_path / "run", replace(config, photometric=0.0), resume=True)
     with pytest.raises(ValueError, match="nothing to resume"):
         pretrain(city, pairs, tmp_path / "empty", config, resume=True)
+
+
+def test_the_patch_projection_trains_only_with_learn_patch(city, tmp_path):
+    pairs = small_table(city, "learn_patch", 64)
+    eased = PretrainConfig(**TINY, epochs=1, batch_size=32, base_lr=1e-2, seed=3,
+                           photometric=0.0, crop_min=0.5, momentum=0.9)  # fmt: skip
+    frozen = pretrain(city, pairs, tmp_path / "frozen", eased)
+    learnt = pretrain(city, pairs, tmp_path / "learnt", replace(eased, learn_patch=True))
+    key = "module.base_encoder.patch_embed.proj.weight"
+    torch.manual_seed(3)
+    from urbanvis.engine.encoders import create_encoder
+
+    start = create_encoder("vit_test_patch8", img_size=32).patch_embed.proj.weight
+    assert torch.equal(state_of(frozen.checkpoint)[key], start)  # MoCo v3: frozen at init
+    assert not torch.equal(state_of(learnt.checkpoint)[key], start)
+    saved = read_checkpoint(learnt.checkpoint)["urbanvis"]["config"]
+    assert (saved["photometric"], saved["crop_min"], saved["learn_patch"]) == (0.0, 0.5, True)
+    with pytest.raises(ValueError, match="crop_min must be in"):
+        PretrainConfig(**TINY, crop_min=0.0).validate()
 
 
 def pretrain_args(city: Path, pairs: Path, name: str, *extra: str) -> list[str]:

@@ -145,3 +145,34 @@ def test_prefetch_thread_ends_when_the_caller_stops_early():
     assert threading.active_count() == before  # the thread was joined
     # two batches used, at most two waiting, one in preparation: it stopped reading
     assert len(read) <= 5, read
+
+
+def test_photometric_zero_leaves_colours_alone():
+    # one flat colour per image: crops and flips keep it, colour jitter or grey would not
+    colours = torch.rand(16, 3, 1, 1, generator=torch.Generator().manual_seed(5))
+    x = colours.expand(16, 3, 24, 24).clone()
+    for view in view_pair(24, photometric=0.0):
+        out = view(x, torch.Generator().manual_seed(0)) * view.std + view.mean
+        assert torch.allclose(out, x, atol=1e-5)
+    full = view_pair(24)[0]  # MoCo v3's: jitter with p 0.8 changes most of the 16
+    out = full(x, torch.Generator().manual_seed(0)) * full.std + full.mean
+    changed = (out - x).abs().amax(dim=(1, 2, 3)) > 1e-3
+    assert int(changed.sum()) >= 8
+
+
+def test_crop_min_bounds_the_crop_area(monkeypatch):
+    views = BatchViews(24, blur_p=0.0, solarize_p=0.0, crop_min=0.5)
+    x = torch.rand(1, 3, 48, 48)
+    seen = []
+
+    def roi(images, boxes, **kw):
+        seen.append(boxes)
+        return images[:, :, :24, :24]
+
+    import torchvision.ops
+
+    monkeypatch.setattr(torchvision.ops, "roi_align", roi)
+    draws = iter([0.0, 0.5, 0.0, 0.0])  # the smallest area allowed, square
+    views._crop(x, lambda *s: torch.full(s, next(draws)))
+    _, x0, y0, x1, y1 = seen[0][0].tolist()
+    assert (x1 - x0) * (y1 - y0) == pytest.approx(0.5 * 48 * 48, rel=1e-5)

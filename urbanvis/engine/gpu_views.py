@@ -61,14 +61,27 @@ def decode_batch(data: list, device: torch.device, size: int | None = None):
 
 
 class BatchViews:
-    """One MoCo v3 view (view 1: ``blur_p=1, solarize_p=0``; view 2: ``0.1, 0.2``)."""
+    """One MoCo v3 view (view 1: ``blur_p=1, solarize_p=0``; view 2: ``0.1, 0.2``).
+
+    ``crop_min`` and ``photometric`` as in :func:`.transforms.view_transforms`.
+    """
 
     def __init__(
-        self, size: int, *, blur_p: float, solarize_p: float, mean=IMAGENET_MEAN, std=IMAGENET_STD
+        self,
+        size: int,
+        *,
+        blur_p: float,
+        solarize_p: float,
+        crop_min: float = 0.08,
+        photometric: float = 1.0,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
     ) -> None:
         self.size = size
-        self.blur_p = blur_p
-        self.solarize_p = solarize_p
+        self.crop_min = crop_min
+        self.photometric = photometric
+        self.blur_p = blur_p * photometric
+        self.solarize_p = solarize_p * photometric
         self.kernel = max(3, (size // 10) | 1)
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
@@ -84,9 +97,9 @@ class BatchViews:
         x = self._crop(x, u)
         flip = u(b) < 0.5
         x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
-        jitter = (u(b) < 0.8).view(b, 1, 1, 1)
+        jitter = (u(b) < 0.8 * self.photometric).view(b, 1, 1, 1)
         x = torch.where(jitter, _colour_jitter(x, u), x)
-        grey = (u(b) < 0.2).view(b, 1, 1, 1)
+        grey = (u(b) < 0.2 * self.photometric).view(b, 1, 1, 1)
         x = torch.where(grey, _grey(x).expand_as(x), x)
         if self.blur_p > 0:
             blur = (u(b) < self.blur_p).view(b, 1, 1, 1)
@@ -100,7 +113,7 @@ class BatchViews:
         from torchvision.ops import roi_align
 
         b, _, h, w = x.shape
-        area = h * w * (0.08 + 0.92 * u(b))
+        area = h * w * (self.crop_min + (1.0 - self.crop_min) * u(b))
         log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u(b)
         ratio = torch.exp(log_ratio)
         cw = torch.sqrt(area * ratio).clamp(max=w)
@@ -120,10 +133,12 @@ class BatchViews:
         )
 
 
-def view_pair(size: int):
+def view_pair(size: int, *, crop_min: float = 0.08, photometric: float = 1.0):
     """The two batch view functions of MoCo v3."""
-    return BatchViews(size, blur_p=1.0, solarize_p=0.0), BatchViews(
-        size, blur_p=0.1, solarize_p=0.2
+    ease = {"crop_min": crop_min, "photometric": photometric}
+    return (
+        BatchViews(size, blur_p=1.0, solarize_p=0.0, **ease),
+        BatchViews(size, blur_p=0.1, solarize_p=0.2, **ease),
     )
 
 
@@ -205,12 +220,20 @@ class DeviceViews:
     """
 
     def __init__(
-        self, loader, size: int, device: torch.device, seed_of, *, prefetch: int | None = None
+        self,
+        loader,
+        size: int,
+        device: torch.device,
+        seed_of,
+        *,
+        prefetch: int | None = None,
+        crop_min: float = 0.08,
+        photometric: float = 1.0,
     ) -> None:
         self.loader = loader
         self.device = device
         self.seed_of = seed_of
-        self.view1, self.view2 = view_pair(size)
+        self.view1, self.view2 = view_pair(size, crop_min=crop_min, photometric=photometric)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.prefetch = (2 if device.type == "cuda" else 0) if prefetch is None else prefetch
 

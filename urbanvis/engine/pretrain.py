@@ -46,6 +46,12 @@ class PretrainConfig:
     (summed over ranks); ``warmup_epochs`` defaults to 40/300 of ``epochs``. ``compile``
     (auto, on, off) runs the encoders and predictor through ``torch.compile``, auto on CUDA
     only (:mod:`.compiling`); checkpoints have the same keys either way.
+
+    Three settings ease the task for short runs, off by default (the paper's recipe):
+    ``crop_min`` (smallest crop's share of the image, MoCo v3's 0.08), ``photometric``
+    (factor on the colour jitter, greyscale, blur and solarize probabilities; 0 = none;
+    see :mod:`.transforms`) and ``learn_patch`` (train the patch projection, which MoCo v3
+    freezes at its random init for stability at scale).
     """
 
     arch: str = "vit_base_patch16_224"
@@ -68,6 +74,9 @@ class PretrainConfig:
     on_missing: str = "stop"
     augment: str = "auto"
     compile: str = "auto"
+    crop_min: float = 0.08
+    photometric: float = 1.0
+    learn_patch: bool = False
 
     def validate(self) -> None:
         """Refuse any setting a run could not use, before anything is read or written."""
@@ -91,6 +100,12 @@ class PretrainConfig:
                 raise InputError(f"`{name}` must be {word}, got {value!r}")
         if not _finite(self.momentum) or not 0 <= self.momentum < 1:
             raise InputError(f"`momentum` must be in [0, 1), got {self.momentum!r}")
+        if not _finite(self.crop_min) or not 0 < self.crop_min <= 1:
+            raise InputError(f"`crop_min` must be in (0, 1], got {self.crop_min!r}")
+        if not _finite(self.photometric) or not 0 <= self.photometric <= 1:
+            raise InputError(f"`photometric` must be in [0, 1], got {self.photometric!r}")
+        if not isinstance(self.learn_patch, bool):
+            raise InputError(f"`learn_patch` must be true or false, got {self.learn_patch!r}")
         if self.warmup_epochs is not None and (
             not _finite(self.warmup_epochs) or not 0 <= self.warmup_epochs <= self.epochs
         ):
@@ -206,7 +221,7 @@ def pretrain(
     size = int(config.image_size or encoder_info(config.arch).input_size)
     _seed_everything(config.seed)  # the same initial weights on every rank
     model = MoCo(
-        create_encoder(config.arch, img_size=size),
+        create_encoder(config.arch, img_size=size, stop_grad_conv1=not config.learn_patch),
         dim=config.dim,
         mlp_dim=config.mlp_dim,
         temperature=config.temperature,
@@ -245,7 +260,9 @@ def pretrain(
         dataset: torch.utils.data.Dataset = PairBytesDataset(root, table)
         collate = collate_bytes
     else:
-        view1, view2 = view_transforms(size)
+        view1, view2 = view_transforms(
+            size, crop_min=config.crop_min, photometric=config.photometric
+        )
         dataset = PairDataset(root, table, view1, view2)
         collate = None
     iterations = len(table) // config.batch_size
@@ -275,7 +292,8 @@ def pretrain(
             def seed_of(k: int, epoch: int = epoch) -> int:
                 return config.seed * 1_000_003 + epoch * 7919 + k * 31 + rank
 
-            feed = DeviceViews(loader, size, device, seed_of)
+            feed = DeviceViews(loader, size, device, seed_of, crop_min=config.crop_min,
+                               photometric=config.photometric)  # fmt: skip
         model.train()
         total, seen, started = 0.0, 0, time.perf_counter()
         for i, (x1, x2) in enumerate(feed):
@@ -455,8 +473,11 @@ def _resume(run_dir: Path, config: PretrainConfig, model: MoCo, optimizer, scale
     if not isinstance(meta, dict) or "state_dict" not in ckpt:
         raise InputError(f"{path.name} is not an urbanvis training checkpoint; cannot resume it")
     saved = meta.get("config", {})
-    for key in ("arch", "batch_size", "epochs", "dim", "mlp_dim", "seed", "base_lr"):
-        if saved.get(key) != getattr(config, key):
+    fields = PretrainConfig.__dataclass_fields__
+    keys = ("arch", "batch_size", "epochs", "dim", "mlp_dim", "seed", "base_lr", "crop_min",
+            "photometric", "learn_patch")  # fmt: skip
+    for key in keys:  # runs from before a setting existed had its default
+        if saved.get(key, fields[key].default) != getattr(config, key):
             raise InputError(
                 f"{path.name} was trained with `{key}`={saved.get(key)!r}, not "
                 f"{getattr(config, key)!r}; resume with the same settings or use another run folder"
