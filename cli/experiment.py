@@ -80,7 +80,10 @@ def experiment(study_dir, preset, baselines, epochs, max_pairs, batch_size, base
     Pretrains one encoder per pair strategy with the same recipe, pairs and steps; embeds
     the study with each, with a random-init ViT and with 16x16 colour thumbnails (two
     baselines that learned nothing), plus any --baseline checkpoint; then runs place
-    recognition on unseen places, safety perception, zone indicator R² and attention.
+    recognition on unseen places (queries by day and after sunset; [CLS] and patch-token
+    descriptors), safety perception, zone indicator R² and attention. The cpu preset
+    eases the augmentation for its short run (no colour jitter, crops of half the image
+    or more; see urbanvis pretrain --help); the paper preset is MoCo v3's recipe.
     The report (reports/experiment/report.md and report.html) says whether each of the
     paper's hypotheses held (temporal best at place recognition, spatial at zone
     indicators, self at safety), with the numbers, and whether each encoder learned at

@@ -56,6 +56,14 @@ from ._options import echo_result, study_option
     "--places", type=int, default=200, show_default=True, help="--vpr-set: places along a street."
 )
 @click.option(
+    "--queries",
+    type=click.Choice(["evening", "day"]),
+    default="evening",
+    show_default=True,
+    help="--vpr-set: when the queries are taken: an overcast autumn evening after sunset "
+    "(day to night), or an overcast spring afternoon (another day's light and season).",
+)
+@click.option(
     "--safety-set",
     type=click.Path(file_okay=False, path_type=str),
     metavar="DIR",
@@ -76,8 +84,8 @@ from ._options import echo_result, study_option
     show_default=True,
     help="--safety-set: votes drawn per image (each vote shows two).",
 )
-def simulate(study_dir, sheet, truth, seed, points_per_zone, size, vpr_set, places, safety_set,
-             images, votes_per_image):  # fmt: skip
+def simulate(study_dir, sheet, truth, seed, points_per_zone, size, vpr_set, places, queries,
+             safety_set, images, votes_per_image):  # fmt: skip
     """The synthetic street-view city: look at it, or export its ground truth.
 
     \b
@@ -92,6 +100,7 @@ def simulate(study_dir, sheet, truth, seed, points_per_zone, size, vpr_set, plac
       urbanvis simulate --study hel --truth --seed 0
       urbanvis simulate --safety-set pp --images 1000 --seed 0
       urbanvis simulate --vpr-set vpr --places 200
+      urbanvis simulate --vpr-set vpr-day --places 200 --queries day
     """
     from urbanvis import stages
 
@@ -107,5 +116,6 @@ def simulate(study_dir, sheet, truth, seed, points_per_zone, size, vpr_set, plac
         votes_per_image=votes_per_image,
         vpr_set=vpr_set,
         places=places,
+        queries=queries,
     )
     echo_result(result)

@@ -320,3 +320,81 @@ def test_simulated_vpr_set_is_parsable_and_thumbnails_beat_chance(tmp_path):
     assert row["R@1"] > 3 * chance
     again = invoke("simulate", "--vpr-set", str(folder), "--places", "40")
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_day_queries_are_another_afternoon_of_the_same_places(tmp_path):
+    evening, day = tmp_path / "evening", tmp_path / "day"
+    assert invoke("simulate", "--vpr-set", str(evening), "--places", "12",
+                  "--size", "32").returncode == 0  # fmt: skip
+    made = invoke("simulate", "--vpr-set", str(day), "--places", "12", "--size", "32",
+                  "--queries", "day")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+
+    def names(folder, part):
+        return sorted(p.name for p in (folder / part).iterdir())
+
+    assert names(day, "database") == names(evening, "database")  # the same summer noon
+    assert all("@2022-04-12@" in n for n in names(day, "queries"))
+    assert all("@2022-10-20@" in n for n in names(evening, "queries"))
+
+    # by day the queries are brighter than after sunset
+    def mean(folder):
+        return np.mean([np.asarray(Image.open(p)) for p in (folder / "queries").iterdir()])
+
+    assert mean(day) > 1.5 * mean(evening)
+
+
+def test_token_descriptor_is_the_centred_patch_tokens(tmp_path):
+    import torch
+
+    from urbanvis.engine.encoders import create_encoder
+    from urbanvis.engine.features import image_features
+    from urbanvis.engine.transforms import eval_transform
+    from urbanvis.evaluate.encoders import features_from_files, thumbnail_features
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(files[-1])
+    got, meta = image_features(files, model="vit_test_patch8", random_init=True, seed=0,
+                               device="cpu", descriptor="tokens")  # fmt: skip
+    cls, _ = image_features(files, model="vit_test_patch8", random_init=True, seed=0,
+                            device="cpu")  # fmt: skip
+    torch.manual_seed(0)
+    net = create_encoder("vit_test_patch8").eval()
+    size = meta["image_size"]
+    x = torch.stack([eval_transform(size)(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        tokens = net.forward_features(x)
+    grid = size // 8
+    assert meta["descriptor"] == "tokens" and meta["dim"] == grid * grid * tokens.shape[-1]
+    patches = tokens[:, 1:]
+    want = (patches - patches.mean(dim=1, keepdim=True)).flatten(1).numpy()
+    assert got.shape == want.shape and np.allclose(got, want, atol=1e-5)
+    assert np.allclose(cls, tokens[:, 0].numpy(), atol=1e-5)  # the paper's [CLS] as before
+    # the thumbnail's tokens: its pixels minus the image's mean colour, channel by channel
+    [thumb] = encoder_specs(thumbnail=True)
+    centred, info = features_from_files(files, thumb, descriptor="tokens")
+    raw = thumbnail_features(files)
+    rgb = raw.reshape(3, -1, 3)
+    assert info["descriptor"] == "tokens"
+    assert np.allclose(centred, (rgb - rgb.mean(axis=1, keepdims=True)).reshape(3, -1))
+    assert np.allclose(centred.reshape(3, -1, 3).mean(axis=1), 0, atol=1e-6)
+    with pytest.raises(InputError, match="descriptor must be cls or tokens"):
+        features_from_files(files, thumb, descriptor="patches")
+
+
+def test_cli_names_the_token_rows(tmp_path):
+    folder = tmp_path / "vpr"
+    assert invoke("simulate", "--vpr-set", str(folder), "--places", "16",
+                  "--size", "32").returncode == 0  # fmt: skip
+    out = tmp_path / "t.csv"
+    result = invoke("eval", "vpr", "--dataset", str(folder), "--thumbnail", "--model",
+                    "vit_test_patch8", "--random-init", "--descriptor", "tokens", "--device",
+                    "cpu", "--workers", "0", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out)
+    assert list(table["model"]) == ["vit_test_patch8 (random init) (tokens)",
+                                    "thumbnail 16x16 (tokens)"]  # fmt: skip
+    assert list(table.columns) == list(vpr.COLUMNS)  # the columns, unchanged

@@ -17,6 +17,8 @@ from urbanvis.experiment import (
     STRATEGIES,
     _verdicts,
     chance_loss,
+    curve_split,
+    learning_text,
     preset,
     spread,
     verdict_text,
@@ -59,10 +61,26 @@ def test_presets_and_their_checks():
         preset("cpu", epochs=0)
     with pytest.raises(InputError, match="temporal pairs need 2 dates"):
         preset("cpu", captures_per_point=1)
+    with pytest.raises(InputError, match="vpr_queries must name one or more of evening, day"):
+        preset("cpu", vpr_queries=("noon",))
+    with pytest.raises(InputError, match="vpr_descriptors must name"):
+        preset("cpu", vpr_descriptors=("cls", "cls"))
+    with pytest.raises(InputError, match="photometric must be in"):
+        preset("cpu", photometric=2.0)
+    # the cpu preset's eased recipe reaches the training config; the paper's is MoCo v3's
+    eased = preset("cpu").pretrain_config()
+    assert (eased["photometric"], eased["crop_min"], eased["learn_patch"]) == (0.0, 0.5, True)
+    paper = preset("paper").pretrain_config()
+    assert (paper["photometric"], paper["crop_min"], paper["learn_patch"]) == (1.0, 0.08, False)
+    assert preset("cpu").vpr_splits[0] == ("day", "cls") and len(preset("cpu").vpr_splits) == 4
+
+
+ONE_SPLIT = preset("cpu", vpr_queries=("day",), vpr_descriptors=("cls",))
 
 
 def _tables(r1, r2, acc):
-    vpr = pd.DataFrame({"model": list(STRATEGIES), "R@1": r1})
+    vpr = pd.DataFrame({"model": list(STRATEGIES), "queries": "day", "descriptor": "cls",
+                        "R@1": r1})  # fmt: skip
     socio = pd.DataFrame(
         [{"topic": "Overall", "indicator": "(mean)", **dict(zip(STRATEGIES, r2, strict=True))}]
     )
@@ -71,10 +89,10 @@ def _tables(r1, r2, acc):
 
 
 def test_verdicts_name_the_winner_and_say_held_only_for_a_strict_win():
-    held = _verdicts(*_tables([10, 30, 20], [0.1, 0.2, 0.3], [70, 60, 65]))
+    held = _verdicts(*_tables([10, 30, 20], [0.1, 0.2, 0.3], [70, 60, 65]), ONE_SPLIT)
     assert [v["held"] for v in held] == [True, True, True]
     assert held[0]["numbers"] == "self 10, temporal 30, spatial 20"
-    not_held = _verdicts(*_tables([30, 30, 20], [0.4, 0.2, 0.3], [60, 70, 65]))
+    not_held = _verdicts(*_tables([30, 30, 20], [0.4, 0.2, 0.3], [60, 70, 65]), ONE_SPLIT)
     assert [v["held"] for v in not_held] == [False, False, False]
     assert not_held[0]["best"] == "self and temporal"  # a tie is not a win
     assert not_held[1]["best"] == "self"
@@ -82,10 +100,11 @@ def test_verdicts_name_the_winner_and_say_held_only_for_a_strict_win():
 
 def test_a_win_below_the_baselines_is_not_evidence():
     vpr, socio, safety = _tables([10, 30, 20], [0.1, 0.2, 0.3], [70, 60, 65])
-    vpr = pd.concat([vpr, pd.DataFrame({"model": BASELINES, "R@1": [5.0, 40.0]})])
+    vpr = pd.concat([vpr, pd.DataFrame({"model": BASELINES, "queries": "day",
+                                        "descriptor": "cls", "R@1": [5.0, 40.0]})])  # fmt: skip
     socio = socio.assign(**{BASELINES[0]: 0.25, BASELINES[1]: 0.1})
     safety = pd.concat([safety, pd.DataFrame({"model": BASELINES, "accuracy": [50.0, 60.0]})])
-    temporal, spatial, self_ = _verdicts(vpr, socio, safety)
+    temporal, spatial, self_ = _verdicts(vpr, socio, safety, ONE_SPLIT)
     assert temporal["held"] and not temporal["beats_baselines"]  # the thumbnail has 40
     assert spatial["held"] and spatial["beats_baselines"]  # 0.3 > 0.25 and 0.1
     assert self_["held"] and self_["beats_baselines"]
@@ -93,6 +112,19 @@ def test_a_win_below_the_baselines_is_not_evidence():
         "held (temporal is NOT above the baselines: random init 5, thumbnail 16x16 40)"
     )
     assert verdict_text(spatial).startswith("held (spatial is above the baselines")
+
+
+def test_place_recognition_is_judged_in_every_split():
+    vpr, socio, safety = _tables([10, 30, 20], [0.1, 0.2, 0.3], [70, 60, 65])
+    tokens = vpr.assign(descriptor="tokens", **{"R@1": [50.0, 40.0, 45.0]})
+    two = preset("cpu", vpr_queries=("day",), vpr_descriptors=("cls", "tokens"))
+    verdicts = _verdicts(pd.concat([vpr, tokens]), socio, safety, two)
+    assert [v["measure"] for v in verdicts[:2]] == [
+        "R@1 on unseen places, day queries, cls descriptor",
+        "R@1 on unseen places, day queries, tokens descriptor",
+    ]
+    assert verdicts[0]["held"] and not verdicts[1]["held"] and verdicts[1]["best"] == "self"
+    assert len(verdicts) == 4
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +139,13 @@ def test_experiment_end_to_end(experiment_study):
     root, result = experiment_study
     res = result.details
     labels = ["self", "temporal", "spatial", "random init", "thumbnail 16x16"]
-    assert list(res.vpr["model"]) == labels
+    splits = res.preset.vpr_splits
+    assert len(splits) == 4  # day and evening queries, cls and tokens descriptors
+    assert list(res.vpr["model"]) == labels * len(splits)
+    assert list(zip(res.vpr["queries"], res.vpr["descriptor"], strict=True)) == [
+        split for split in splits for _ in labels
+    ]
+    assert {"vpr-set", "vpr-set-day"} <= {p.name for p in (root / "experiment").iterdir()}
     assert list(res.safety["model"]) == labels
     assert list(res.socioeconomic.columns[2:]) == labels
     assert res.vpr["n_queries"].iloc[0] + res.vpr["n_excluded"].iloc[0] == TINY["vpr_places"]
@@ -120,12 +158,21 @@ def test_experiment_end_to_end(experiment_study):
         assert len(run.losses) == steps and all(np.isfinite(run.losses))
     for row in res.learning:
         assert 0 < row["spread"] <= 1.5 and row["chance_loss"] == pytest.approx(chance_loss(32))
-        assert row["beats_both"] == (row["R@1"] > max(row["R@1 random init"], row["R@1 thumbnail"]))
-    assert len(res.verdicts) == 3
-    assert res.verdicts[1]["spread"].startswith("self ±")  # R² over several fold splits
+        beats = [
+            f"{q}/{d}" for q, d in splits
+            if row[f"R@1 {q}/{d}"] > max(row[f"R@1 {q}/{d} random init"],
+                                         row[f"R@1 {q}/{d} thumbnail"])
+        ]  # fmt: skip
+        assert row["beats_both"] == (" ".join(beats) or "none")
+        assert learning_text(row, res.preset).count("thumbnail") == len(splits)
+    assert len(res.verdicts) == len(splits) + 2  # place recognition judged in every split
+    assert res.verdicts[len(splits)]["spread"].startswith("self ±")  # R² over fold splits
     assert "mean of 5 splits" in (root / "reports" / "experiment" / "report.md").read_text()
     # R@1 after each saved epoch (one epoch here), the last equal to the table's
-    r1 = dict(zip(res.vpr["model"], res.vpr["R@1"], strict=True))
+    queries, descriptor = curve_split(res.preset)
+    assert (queries, descriptor) == ("day", "tokens")
+    part = res.vpr[(res.vpr["queries"] == queries) & (res.vpr["descriptor"] == descriptor)]
+    r1 = dict(zip(part["model"], part["R@1"], strict=True))
     for run in res.encoders[:3]:
         assert list(run.curve) == [1] and run.curve[1] == pytest.approx(r1[run.label])
     # the report: Markdown, HTML, CSV tables, the loss plot, attention PNGs
@@ -137,9 +184,9 @@ def test_experiment_end_to_end(experiment_study):
     html = (out / "report.html").read_text()
     assert html.count("<table>") == 4 and "loss.png" in html
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert list(pd.read_csv(out / "vpr.csv")["model"]) == labels
+    assert list(pd.read_csv(out / "vpr.csv")["model"]) == labels * len(splits)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["pairs"] == res.pairs and len(summary["verdicts"]) == 3
+    assert summary["pairs"] == res.pairs and len(summary["verdicts"]) == len(splits) + 2
     assert any(p.name.startswith("attention_maps_") for p in (out / "attention").iterdir())
     # the thumbnail baseline's vectors live in the study like any embedding model
     models = set(stages.open_study(root).read_layer("embeddings")["model"])

@@ -1177,6 +1177,7 @@ def simulate(
     votes_per_image: int = 6,
     vpr_set: str | os.PathLike[str] | None = None,
     places: int = 200,
+    queries: str = "evening",
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
 ) -> StageResult:
@@ -1185,7 +1186,8 @@ def simulate(
     ``truth`` writes the zones_sim layer, truth/indicators.csv and (with simulator
     captures) the per-image safety scores and Place Pulse-style votes. ``vpr_set`` is a
     new folder for ``places`` unseen places as database/ and queries/ images of ``size``
-    pixels (see :mod:`urbanvis.simulate.vprset`). ``safety_set``
+    pixels, the queries on an autumn ``evening`` or a spring ``day`` (``queries``; see
+    :mod:`urbanvis.simulate.vprset`). ``safety_set``
     renders a standalone Place Pulse 2.0-shaped set into a new folder: ``images`` views
     at random places and times, ``votes_per_image`` votes each (see
     :mod:`urbanvis.simulate.safetyset`).
@@ -1232,7 +1234,10 @@ def simulate(
             )
         check_out_path(contact_sheet, param="contact_sheet")
     if vpr_set:
+        from .simulate.vprset import check_queries
+
         _check_int("places", places, low=2, allow_none=False)
+        check_queries(queries)
         target = Path(vpr_set).expanduser()
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise InputError(f"`vpr_set` {target} exists and is not empty; name a new folder")
@@ -1251,7 +1256,7 @@ def simulate(
         from .simulate.vprset import write_vpr_set
 
         made = write_vpr_set(
-            vpr_set, places=places, seed=seed, size=size, progress=progress,
+            vpr_set, places=places, seed=seed, size=size, queries=queries, progress=progress,
             should_stop=should_stop,
         )  # fmt: skip
         files["vpr_set"] = Path(vpr_set).expanduser()
@@ -1467,6 +1472,7 @@ def eval_vpr(
     random_init: bool = False,
     thumbnail: bool = False,
     threshold: float = 25.0,
+    descriptor: str = "cls",
     seed: int = 0,
     image_size: int | None = None,
     batch_size: int = 64,
@@ -1482,10 +1488,12 @@ def eval_vpr(
     names; positives within ``threshold`` metres) or gsv-cities ``<ds>_dbImages.npy``,
     ``<ds>_qImages.npy`` and ``<ds>_gt.npy`` files (see :mod:`urbanvis.evaluate.vpr`). The
     table goes to ``out``, or with a study to reports/eval_vpr.csv (and .md beside it);
-    with neither it is only returned.
+    with neither it is only returned. ``descriptor`` is ``cls`` (the paper's [CLS]
+    vector) or ``tokens`` (each image's patch tokens minus their mean, which keeps the
+    layout a small ViT's [CLS] loses; the thumbnail's pixels minus their mean colour).
     """
     from ._errors import Stopped
-    from .evaluate.encoders import encoder_specs
+    from .evaluate.encoders import check_descriptor, encoder_specs
     from .evaluate.tables import markdown_table, write_table
     from .evaluate.vpr import evaluate_vpr, read_dataset
 
@@ -1493,6 +1501,7 @@ def eval_vpr(
                            device=device, seed=seed)  # fmt: skip
     if not (isinstance(threshold, int | float) and 0 < threshold < float("inf")):
         raise InputError(f"`threshold` must be a positive number of metres, got {threshold!r}")
+    check_descriptor(descriptor)
     st = _study(study, create=False) if study is not None else None
     specs = encoder_specs(
         checkpoints, models=models, random_init=random_init, thumbnail=thumbnail, seed=seed
@@ -1512,6 +1521,7 @@ def eval_vpr(
         "random_init": random_init,
         "thumbnail": thumbnail,
         "threshold": threshold if data.threshold is not None else None,
+        "descriptor": descriptor,
         "seed": seed,
         "image_size": image_size,
         "batch_size": batch_size,
@@ -1527,6 +1537,7 @@ def eval_vpr(
             batch_size=batch_size,
             workers=workers,
             device=device,
+            descriptor=descriptor,
             progress=progress,
             should_stop=should_stop,
         )
@@ -1698,18 +1709,13 @@ def experiment(
     except Stopped as exc:
         return _finish(st, "experiment", params, str(exc), stopped=True)
     lines = [f"experiment ({chosen.name} preset), this run {res.seconds / 60:.1f} min:"]
-    from .experiment import verdict_text
+    from .experiment import learning_text, verdict_text
 
     for v in res.verdicts:
         lines.append(f"  {v['hypothesis']} ({v['measure']}: {v['numbers']}): "
                      f"{verdict_text(v)}")  # fmt: skip
     for row in res.learning:
-        lines.append(
-            f"  {row['encoder']} R@1 {row['R@1']:.1f} vs random init "
-            f"{row['R@1 random init']:.1f}, thumbnail {row['R@1 thumbnail']:.1f}; loss "
-            f"{row['loss_first_epoch']:.2f} -> {row['loss_last_epoch']:.2f} (chance "
-            f"{row['chance_loss']:.2f}), spread {row['spread']:.2f}"
-        )
+        lines.append(f"  {row['encoder']}: {learning_text(row, res.preset)}")
     lines.append(f"report {res.files['markdown']} and {res.files['html'].name} beside it")
     outputs = {
         "pairs": res.pairs,

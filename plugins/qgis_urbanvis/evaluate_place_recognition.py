@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterNumber
+from qgis.core import (
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+)
 
-from ._base import cli_param, with_help
+from ._base import cli_param, enum_value, with_help
 from ._evaluate import EvaluateAlgorithm
+
+DESCRIPTORS = ["cls", "tokens"]
 
 
 class EvaluatePlaceRecognition(EvaluateAlgorithm):
@@ -17,8 +23,9 @@ class EvaluatePlaceRecognition(EvaluateAlgorithm):
     TABLE_LABEL = "Recall table (CSV)"
     HELP = (
         "Recall@1, 5, 10, 15, 20 and 25 of frozen encoders on a place-recognition set: each "
-        "query's nearest database images by [CLS] descriptor (or 16x16 thumbnail), a hit when "
-        "one lies within the threshold. One row per encoder: checkpoints, model names with "
+        "query's nearest database images by [CLS] descriptor (or 16x16 thumbnail; or by patch "
+        "tokens, which keep the picture's layout), a hit when one lies within the threshold. "
+        "One row per encoder: checkpoints, model names with "
         "random weights, the thumbnail baseline. Runs in QGIS when its Python has torch, "
         "otherwise as the urbanvis command set in the plugin's settings."
     )
@@ -45,6 +52,16 @@ class EvaluatePlaceRecognition(EvaluateAlgorithm):
                 text,
             )
         )
+        default, text = cli_param(self.COMMAND, "descriptor")
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterEnum(
+                    "DESCRIPTOR", "Descriptor", DESCRIPTORS,
+                    defaultValue=DESCRIPTORS.index(default),
+                ),
+                text,
+            )
+        )  # fmt: skip
         self.encoder_parameters()
         self.run_parameters()
         self.table_parameter()
@@ -53,6 +70,7 @@ class EvaluatePlaceRecognition(EvaluateAlgorithm):
         return {
             "dataset": self.parameterAsFile(parameters, "DATASET", context),
             "threshold": self.parameterAsDouble(parameters, "THRESHOLD", context),
+            "descriptor": enum_value(self, parameters, "DESCRIPTOR", DESCRIPTORS, context),
             **self.encoder_keywords(parameters, context),
             **self.run_keywords(parameters, context),
             **self.table_keywords(parameters, context),

@@ -1,10 +1,22 @@
-"""[CLS] features of arbitrary image files, for the evaluations.
+"""[CLS] (or patch-token) features of arbitrary image files, for the evaluations.
 
 The embed stage (:mod:`.inference`) embeds a study's captures into its vector store; the
 evaluations need the same descriptor for images that belong to no study (a VPR database
 and its queries, Place Pulse images), kept in memory. Both use one model builder
 (:func:`.inference.build_model`) and one eval transform, so a checkpoint's descriptor of an
 image is the same number wherever it is computed.
+
+Two descriptors (``descriptor``):
+
+- ``cls``, the paper's: the [CLS] token after the final LayerNorm, ``width`` values.
+- ``tokens``: the patch tokens after the final LayerNorm, each minus the image's mean patch
+  token, flattened in grid order (``patches x width`` values). It keeps *where* things are
+  in the picture, which a pooled [CLS] of a small or briefly trained ViT loses; subtracting
+  the mean token removes what every patch shares (the light of the day, mostly). Measured
+  on the synthetic city (README, "The paper's experiment"): a random-init ViT's tokens
+  already match the colour thumbnail at place recognition while its [CLS] is at chance.
+  It grows with the image (196 x 768 = 150,528 values for ViT-B/16 at 224 px), so it is
+  meant for small models and images, or small sets.
 """
 
 from __future__ import annotations
@@ -19,8 +31,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from .._errors import InputError, InputFileError, Stopped
+from ..evaluate.encoders import check_descriptor
 from .distributed import pick_device
 from .inference import _collate, _FileImages, _forward, build_model
+
+
+def token_descriptor(net, images):
+    """Patch tokens after the final LayerNorm, minus their mean per image, flattened."""
+    tokens = net.forward_features(images)[:, int(getattr(net, "num_prefix_tokens", 1)) :]
+    return (tokens - tokens.mean(dim=1, keepdim=True)).flatten(1)
 
 
 def image_features(
@@ -35,10 +54,12 @@ def image_features(
     workers: int = 0,
     device: str = "auto",
     precision: str = "auto",
+    descriptor: str = "cls",
     progress: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The [CLS] vector (after the final LayerNorm, not normalised) of every image file.
+    """The [CLS] vector (after the final LayerNorm, not normalised) of every image file,
+    or with ``descriptor="tokens"`` its centred patch tokens (module docstring).
 
     Give ``checkpoint`` (urbanvis/MoCo v3 or timm/DeiT) or ``model`` with ``random_init``.
     Images are resized (bicubic) and centre-cropped to ``image_size`` (default: the
@@ -48,7 +69,7 @@ def image_features(
     -------
     (numpy.ndarray, dict)
         float32 ``(len(paths), dim)`` in the order of ``paths``, and the model's metadata
-        (``model`` id, ``arch``, ``image_size``, ``dim``...).
+        (``model`` id, ``arch``, ``image_size``, ``dim`` of the descriptor, ``descriptor``).
 
     Raises
     ------
@@ -61,6 +82,7 @@ def image_features(
         raise InputError(f"`precision` must be auto, fp32 or bf16, not {precision!r}")
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, got {batch_size}")
+    check_descriptor(descriptor)
     net, meta = build_model(
         model=model,
         checkpoint=checkpoint,
@@ -75,6 +97,12 @@ def image_features(
         if precision == "bf16" or (precision == "auto" and dev.type == "cuda")
         else None
     )
+    forward = _forward
+    if descriptor == "tokens":
+        grid = net.patch_embed.grid_size
+        meta = {**meta, "dim": int(grid[0] * grid[1] * int(meta["dim"]))}
+        forward = token_descriptor
+    meta = {**meta, "descriptor": descriptor}
     out = np.empty((len(paths), int(meta["dim"])), dtype=np.float32)
     done = 0
     if progress is not None:
@@ -85,7 +113,7 @@ def image_features(
             doing="computing features",
         ):  # fmt: skip
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                vectors = _forward(net, images.to(dev, non_blocking=True))
+                vectors = forward(net, images.to(dev, non_blocking=True))
             out[ids] = vectors.float().cpu().numpy()
             done += len(ids)
             if progress is not None:

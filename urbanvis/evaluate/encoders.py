@@ -7,6 +7,11 @@ An :class:`EncoderSpec` is one of
 - the colour thumbnail (``thumbnail``): each image shrunk to ``side x side`` RGB pixels and
   flattened, the classic non-learned place-recognition baseline. It needs no torch, and a
   learned encoder that does not beat it has not learned places.
+
+Each gives one of two descriptors (``descriptor``; :mod:`urbanvis.engine.features`):
+``cls``, the paper's [CLS] vector, or ``tokens``, the patch tokens minus the image's mean
+token. For the thumbnail, ``tokens`` means its pixels minus the image's mean colour: the
+same per-image centring, so neither side of a comparison gets a correction the other lacks.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import numpy as np
 from .._errors import InputError, InputFileError, Stopped
 
 THUMBNAIL_SIDE = 16
+DESCRIPTORS = ("cls", "tokens")
+"""The descriptors an encoder can give (see the module docstring)."""
 """Side of the colour-thumbnail baseline (16 x 16 x 3 = 768 values, a ViT-B's width)."""
 
 
@@ -41,6 +48,12 @@ class EncoderSpec:
         if self.thumbnail:
             return "thumbnail"
         return "checkpoint" if self.checkpoint else "random-init"
+
+
+def check_descriptor(descriptor: str) -> None:
+    """Refuse a descriptor name that is not one of :data:`DESCRIPTORS`."""
+    if descriptor not in DESCRIPTORS:
+        raise InputError(f"`descriptor` must be {' or '.join(DESCRIPTORS)}, not {descriptor!r}")
 
 
 def encoder_specs(
@@ -106,19 +119,26 @@ def features_from_files(
     batch_size: int = 64,
     workers: int = 0,
     device: str = "auto",
+    descriptor: str = "cls",
     progress: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One descriptor per image file (float32 rows, in the order of ``paths``).
 
-    Learned encoders give their [CLS] vector (see
-    :func:`urbanvis.engine.features.image_features`); the thumbnail gives the image's
-    ``side x side`` RGB pixels in [0, 1], flattened. Descriptors are not normalised.
+    Learned encoders give their [CLS] vector, or their centred patch tokens with
+    ``descriptor="tokens"`` (see :func:`urbanvis.engine.features.image_features`); the
+    thumbnail gives the image's ``side x side`` RGB pixels in [0, 1], flattened (minus the
+    image's mean colour with ``descriptor="tokens"``). Descriptors are not normalised.
     """
+    check_descriptor(descriptor)
     if spec.thumbnail:
-        return thumbnail_features(
+        pixels = thumbnail_features(
             paths, side=spec.thumbnail, progress=progress, should_stop=should_stop
-        ), {"model": spec.label, "dim": 3 * spec.thumbnail**2}
+        )
+        if descriptor == "tokens":
+            pixels = centre_colours(pixels)
+        return pixels, {"model": spec.label, "dim": 3 * spec.thumbnail**2,
+                        "descriptor": descriptor}  # fmt: skip
     from ..engine.features import image_features
 
     return image_features(
@@ -131,9 +151,17 @@ def features_from_files(
         batch_size=batch_size,
         workers=workers,
         device=device,
+        descriptor=descriptor,
         progress=progress,
         should_stop=should_stop,
     )
+
+
+def centre_colours(pixels: np.ndarray) -> np.ndarray:
+    """Flattened RGB thumbnails minus each image's mean colour (per channel), in place."""
+    rgb = pixels.reshape(len(pixels), -1, 3)
+    rgb -= rgb.mean(axis=1, keepdims=True)
+    return pixels
 
 
 def thumbnail_features(

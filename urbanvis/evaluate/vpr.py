@@ -491,6 +491,7 @@ def evaluate_vpr(
     workers: int = 0,
     device: str = "auto",
     backend: str = "auto",
+    descriptor: str = "cls",
     progress: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Any:
@@ -503,6 +504,10 @@ def evaluate_vpr(
         :class:`VPRDataset`.
     specs
         :class:`~urbanvis.evaluate.encoders.EncoderSpec` from ``encoder_specs``.
+    descriptor
+        ``cls`` (the paper's [CLS] vector) or ``tokens`` (centred patch tokens; see
+        :mod:`urbanvis.evaluate.encoders`). With ``tokens`` each model's label ends in
+        " (tokens)".
 
     Returns
     -------
@@ -512,8 +517,9 @@ def evaluate_vpr(
     """
     import pandas as pd
 
-    from .encoders import features_from_files
+    from .encoders import check_descriptor, features_from_files
 
+    check_descriptor(descriptor)
     data = dataset
     if not isinstance(data, VPRDataset):
         data = read_dataset(data, threshold=threshold)
@@ -530,6 +536,7 @@ def evaluate_vpr(
             batch_size=batch_size,
             workers=workers,
             device=device,
+            descriptor=descriptor,
             progress=progress,
             should_stop=should_stop,
         )
@@ -543,7 +550,7 @@ def evaluate_vpr(
         recall = recall_at_k(ids, positives)
         rows.append(
             {
-                "model": spec.label,
+                "model": spec.label if descriptor == "cls" else f"{spec.label} ({descriptor})",
                 "dataset": data.name,
                 "n_queries": len(scored),
                 "n_excluded": data.n_excluded,

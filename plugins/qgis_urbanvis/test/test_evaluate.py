@@ -92,6 +92,20 @@ def test_place_recognition_compares_several_encoders(command, vpr_set, checkpoin
     assert "R@1" in out["MESSAGE"]
 
 
+def test_place_recognition_by_patch_tokens(command, vpr_set, tmp_path):
+    table = tmp_path / "vpr.csv"
+    feedback = Recorder()
+    run(
+        "evaluate_place_recognition",
+        {"DATASET": str(vpr_set), **TINY, "THUMBNAIL": True, "DESCRIPTOR": 1, "OUT": str(table)},
+        feedback,
+    )
+    models = [r["model"] for r in _rows(table)]
+    assert models == ["vit_test_patch8 (random init) (tokens)", "thumbnail 16x16 (tokens)"]
+    (line,) = feedback.commands
+    assert "--descriptor tokens" in line
+
+
 def test_safety_perception_writes_its_table(command, safety_set, tmp_path):
     table = tmp_path / "safety.csv"
     out = run(
