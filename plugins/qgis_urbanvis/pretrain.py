@@ -19,6 +19,8 @@ _NUMBERS = (  # keyword, label, integer?, advanced?
     ("weight_decay", "Weight decay", False, True),
     ("momentum", "Momentum", False, True),
     ("temperature", "Temperature", False, True),
+    ("crop_min", "Smallest crop (share of the image)", False, True),
+    ("photometric", "Photometric augmentation (0-1)", False, True),
     ("image_size", "Image size (px)", True, True),
     ("workers", "Loader workers", True, True),
     ("save_every", "Save every N epochs", True, True),
@@ -95,6 +97,13 @@ class Pretrain(UrbanvisAlgorithm):
             )
         self.addParameter(
             with_help(
+                QgsProcessingParameterBoolean("LEARN_PATCH", "Train the patch projection", False),
+                cli_param("pretrain", "learn_patch")[1],
+                advanced=True,
+            )
+        )
+        self.addParameter(
+            with_help(
                 QgsProcessingParameterString("NAME", "Run name", optional=True),
                 cli_param("pretrain", "name")[1],
             )
@@ -113,6 +122,7 @@ class Pretrain(UrbanvisAlgorithm):
             "arch": self.parameterAsString(parameters, "ARCH", context),
             "device": self.parameterAsString(parameters, "DEVICE", context),
             "resume": self.parameterAsBool(parameters, "RESUME", context),
+            "learn_patch": self.parameterAsBool(parameters, "LEARN_PATCH", context),
         }
         for key, _, integer, _ in _NUMBERS:
             if parameters.get(key.upper()) in (None, ""):

@@ -525,11 +525,16 @@ def test_pairs_pretrain_and_map(embedded, urbanvis_exe, tmp_path):
             "DIM": 16,
             "MLP_DIM": 64,
             "SAVE_EVERY": 1,
+            "PHOTOMETRIC": 0.0,
+            "CROP_MIN": 0.5,
+            "LEARN_PATCH": True,
         },
         feedback,
     )
     assert list((embedded / "checkpoints").rglob("checkpoint_*.pth.tar"))
     assert feedback.progress and max(feedback.progress) == 100
+    (line,) = feedback.commands  # the eased recipe reaches the command
+    assert "--photometric 0.0" in line and "--crop-min 0.5" in line and "--learn-patch" in line
     html, tif = tmp_path / "map.html", tmp_path / "pc1.tif"
     out = run(
         "web_map",
