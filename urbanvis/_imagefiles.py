@@ -42,7 +42,11 @@ class ImageFiles:
         ids = _arrow_strings(ids)
         raw = _arrow_strings(image_paths)
         keys = pa.chunked_array(
-            [_normalised(raw.slice(s, _STEP)) for s in range(0, len(raw), _STEP)],
+            [
+                _normalised(chunk.slice(s, _STEP))
+                for chunk in (raw.chunks if isinstance(raw, pa.ChunkedArray) else [raw])
+                for s in range(0, len(chunk), _STEP)
+            ],
             type=pa.string(),
         )
         del raw
@@ -50,22 +54,26 @@ class ImageFiles:
         if n == 0:
             return cls(pa.array([], type=pa.string()), ids, np.zeros(1, dtype=np.int64))
         (codes,), n_files = _codes([keys])
+        index = np.int32 if n < 2**31 else np.int64
+        if n_files == n:  # every capture its own file: files in capture order, no copies
+            return cls(keys, ids, np.arange(n + 1, dtype=index))
         first = np.full(n_files, n, dtype=codes.dtype)
         np.minimum.at(first, codes, np.arange(n, dtype=codes.dtype))
         by_first = np.argsort(first, kind="stable")  # codes in order of first appearance
+        paths = keys.take(pa.array(first[by_first]))
+        del first, keys
         number = np.empty(n_files, dtype=codes.dtype)
         number[by_first] = np.arange(n_files, dtype=codes.dtype)
-        file_of = number[codes]
-        del codes, number
-        order = np.argsort(file_of, kind="stable")  # a file's captures keep their order
-        starts = np.searchsorted(file_of[order], np.arange(n_files + 1))
-        firsts = first[by_first]
-        del first, by_first
-        # one file per capture, in order (no file shared): no copies
-        paths = keys if n_files == n else keys.take(pa.array(firsts))
+        del by_first
+        codes = number[codes]  # each capture's file number
+        del number
+        order = np.argsort(codes, kind="stable")  # a file's captures keep their order
+        starts = np.zeros(n_files + 1, dtype=index)
+        np.cumsum(np.bincount(codes, minlength=n_files), out=starts[1:])
+        del codes
         if not _increasing(order):
             ids = ids.take(pa.array(order))
-        return cls(paths, ids, starts.astype(np.int64))
+        return cls(paths, ids, starts)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -22,7 +22,7 @@ Nothing here holds all of a model's vectors unless asked to (:func:`read_vectors
 the merge, the PCA fit (mean and scatter matrix summed in float64, :class:`_Scatter`) and
 the layer write, and :func:`iter_vectors` reads a store block by block, so their memory is
 flat in the number of vectors. What grows is small: capture ids are read as Arrow strings
-(a few bytes each) and coded to integers (:func:`_codes`, in hash buckets of a million ids,
+(a few bytes each) and coded to integers (:func:`_codes`, in hash buckets of 262,144 ids,
 so the hash table stays bounded); across the blocks :func:`finalise` holds 5 bytes a
 vector and reads each block's captures (point id, point) from the captures layer by
 feature id. :func:`pending_captures` gives ``embed`` the captures still to do in the same
@@ -73,8 +73,8 @@ LAYER = "embeddings"
 VECTOR_COLUMN = "vector"
 DEFAULT_CHUNK_ROWS = 16_384
 """Vectors per block when merging, fitting and writing: 16,384 x 768 float64 is 100 MB."""
-_BUCKET_IDS = 1 << 20
-"""Ids coded together by :func:`_codes` (one hash table of about 60 MB)."""
+_BUCKET_IDS = 1 << 18
+"""Ids coded together by :func:`_codes` (a hash table of some 15 MB)."""
 
 
 def model_folder(study: Study, model_id: str) -> Path:
@@ -256,7 +256,7 @@ def _codes(columns: list) -> tuple[list[np.ndarray], int]:
     Only the ids are held (as Arrow strings, a few bytes each), never a Python object per
     id. Up to :data:`_BUCKET_IDS` ids, one hash pass (Arrow's ``dictionary_encode`` shares
     one dictionary across chunks); beyond, the ids are split by a hash of their text
-    (pandas' ``hash_array``) into buckets of about that many, each coded on its own (codes
+    (pandas' ``hash_array``) into buckets of about that many (262,144), each coded on its own (codes
     offset by the earlier buckets' counts), so the hash table's memory, some 60 bytes an
     id, stays bounded. The second value is the number of distinct ids.
     """
@@ -270,12 +270,13 @@ def _codes(columns: list) -> tuple[list[np.ndarray], int]:
     total = sum(len(c) for c in chunks)
     codes = np.empty(total, dtype=np.int64 if total >= 2**31 else np.int32)
     n_buckets = -(-total // _BUCKET_IDS)
-    buckets = [_bucket(c, n_buckets) for c in chunks] if n_buckets > 1 else []  # []: one
-    where = np.concatenate(buckets) if buckets else None
+    where = np.concatenate([_bucket(c, n_buckets) for c in chunks]) if n_buckets > 1 else None
+    ends = np.cumsum([len(c) for c in chunks])
     n_codes = 0
     for b in range(max(n_buckets, 1)):
-        pieces = chunks if not buckets else [
-            c.filter(pa.array(k == b)) for c, k in zip(chunks, buckets, strict=True)
+        pieces = chunks if where is None else [
+            c.filter(pa.array(where[end - len(c) : end] == b))
+            for c, end in zip(chunks, ends, strict=True)
         ]  # fmt: skip
         encoded = pa.chunked_array(pieces, type=pa.string()).dictionary_encode()
         parts = [c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks]
@@ -286,7 +287,7 @@ def _codes(columns: list) -> tuple[list[np.ndarray], int]:
             codes[where == b] = found + n_codes
         n_codes += len(encoded.chunks[0].dictionary) if encoded.num_chunks else 0
         del encoded, pieces, parts, found
-    del chunks, buckets, where
+    del chunks, where
     pa.default_memory_pool().release_unused()  # before the blocks: peaks do not add up
     return np.split(codes, np.cumsum([len(c) for c in columns])[:-1]), n_codes
 
@@ -315,40 +316,49 @@ def _keep_masks(files: list[Path]) -> list[np.ndarray]:
     return _plan(files)[0]
 
 
-def _plan(files: list[Path], study: Study | None = None):
-    """Which rows of ``files`` to keep (per file), and each kept row's capture.
+def _plan(files: list[Path], ids=None, *, values: np.ndarray | None = None):
+    """Which rows of ``files`` to keep (per file), and what each kept row maps to in ``ids``.
 
     A capture in several files keeps its last vector (later files win: a merge killed
-    halfway leaves the merged file and the parts). The second value, with ``study``,
-    gives for each kept row in order the feature id (fid) of its row in the captures
-    layer, an ok capture with a point id (-1: none): 4 bytes a vector, read with only
-    the ids, so nothing per capture but this is held afterwards.
+    halfway leaves the merged file and the parts). The second value, with ``ids`` (capture
+    ids: Arrow strings, or any sequence of them), gives for each kept row in order its
+    position in ``ids``, or ``values`` at that position (-1: not in ``ids``), as the
+    smallest integer type that holds them.
     """
-    import pyogrio
+    import pyarrow as pa
 
     columns = [_id_column(p) for p in files]
     lengths = [len(c) for c in columns]
-    cap_ids, fids = [], np.zeros(0, dtype=np.int64)
-    if study is not None:
-        _check_captures(study, ok=False)
-        _, table = pyogrio.read_arrow(
-            study.gpkg, layer="captures", columns=["capture_id"], read_geometry=False,
-            where="status = 'ok' AND point_id IS NOT NULL", return_fids=True,
-        )  # fmt: skip
-        cap_ids = [table.column("capture_id")]
-        fids = table.column("fid").to_numpy()
-        del table
-    codes, n_codes = _codes([*cap_ids, *columns])
-    del columns, cap_ids
+    given = []
+    if ids is not None:
+        if not isinstance(ids, pa.Array | pa.ChunkedArray):
+            ids = pa.array(np.asarray(ids, dtype=object).astype(str), type=pa.string())
+        given = [ids]
+    codes, n_codes = _codes([*given, *columns])
+    del columns, given
     file_codes = np.concatenate(codes[-len(files) :]) if files else np.zeros(0, np.int32)
     keep = _last_occurrences(file_codes, n_codes)
     masks = np.split(keep, np.cumsum(lengths)[:-1])
-    if study is None:
+    if ids is None:
         return masks, None
-    dtype = np.int32 if len(fids) == 0 or fids.max() < 2**31 else np.int64
-    cap_at = np.full(n_codes, -1, dtype=dtype)
-    cap_at[codes[0]] = fids
-    return masks, cap_at[file_codes[keep]]
+    if values is None:
+        values = np.arange(len(ids))
+    wide = len(values) and (values.max() >= 2**31 or values.min() < -(2**31))
+    at = np.full(n_codes, -1, dtype=np.int64 if wide else np.int32)
+    at[codes[0]] = values
+    return masks, at[file_codes[keep]]
+
+
+def _usable_captures(study: Study):
+    """The ok captures with a point id: their ids (Arrow strings) and feature ids."""
+    import pyogrio
+
+    _check_captures(study, ok=False)
+    _, table = pyogrio.read_arrow(
+        study.gpkg, layer="captures", columns=["capture_id"], read_geometry=False,
+        where="status = 'ok' AND point_id IS NOT NULL", return_fids=True,
+    )  # fmt: skip
+    return table.column("capture_id"), table.column("fid").to_numpy()
 
 
 def _tables(files: list[Path], keep: list[np.ndarray], chunk_rows: int):
@@ -614,7 +624,9 @@ def finalise(
     if not files:
         raise _no_vectors(study, model_id)
     has_parts = bool(_parts(folder))
-    keep, cap_fid = _plan(files, study)
+    cap_ids, fids = _usable_captures(study)
+    keep, cap_fid = _plan(files, cap_ids, values=fids)
+    del cap_ids, fids
     known = cap_fid >= 0  # vectors of captures no longer ok are left out of the layer
     dim = pq.read_schema(files[0]).field(VECTOR_COLUMN).type.list_size
     fit = _Scatter(dim)
