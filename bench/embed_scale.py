@@ -3,10 +3,14 @@
 For each ``--n``, builds a study under ``--root`` (not measured): a captures layer of ``n``
 points and ``n`` random ``--dim`` float32 vectors in part files of ``--part-rows``, as
 ``urbanvis embed`` leaves them before its final step. Then runs, in a child process, what
-``embed`` does at the end: :func:`urbanvis.vectors.ok_captures` and
-:func:`urbanvis.vectors.finalise`. The child reports its resident memory after reading the
-captures, the peak during ``finalise`` (``VmHWM``, reset in between through
-``/proc/self/clear_refs``) and the time. Each size's folder is deleted before the next.
+``embed`` (:func:`urbanvis.engine.inference.embed_captures`) runs besides the model, with
+the same functions: at the start of a fresh run, :func:`urbanvis.vectors.pending_captures`
+(no vector done yet) and the distinct image files of the pending captures
+(:class:`urbanvis._imagefiles.ImageFiles`), which it holds through inference and drops
+before :func:`urbanvis.vectors.finalise`. The child reports its resident memory while
+holding the files, its peak before ``finalise``, the peak during ``finalise`` (``VmHWM``,
+reset through ``/proc/self/clear_refs``) and the time; the whole process's peak is the
+larger of the two peaks. Each size's folder is deleted before the next.
 
 ``--check`` first compares ``finalise`` with the in-memory path (every vector read at once,
 :func:`urbanvis.vectors.principal_components`) on that many vectors: merged vectors equal,
@@ -80,19 +84,28 @@ def build(root: Path, n: int, dim: int, part_rows: int, seed: int = 0) -> Path:
 
 
 def child(root: Path) -> None:
-    """In a fresh process: what ``embed`` runs at the end, with its memory and time."""
+    """In a fresh process: what ``embed`` runs besides the model, with its memory and time."""
+    from urbanvis._imagefiles import ImageFiles
     from urbanvis.study import open_study
-    from urbanvis.vectors import finalise, model_folder, ok_captures
+    from urbanvis.vectors import finalise, model_folder, pending_captures
 
     study = open_study(root, create=False)
-    captures = ok_captures(study)
-    entry = status_kb("VmRSS")
+    start = status_kb("VmRSS")
+    # a fresh run's start: no vector yet (a model folder not written), every capture pending
+    ids, paths, total, _ = pending_captures(study, model_folder(study, "fresh@000000000000"))
+    files = ImageFiles.of(ids, paths).shard(0, 1)
+    del ids, paths
+    held = status_kb("VmRSS")
+    assert len(files) == total
+    del files  # as embed_captures does before finalise
+    before = status_kb("VmHWM")
     with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
         fh.write("5")
     t0 = time.perf_counter()
-    finalise(study, model_folder(study, MODEL), MODEL, captures)
+    finalise(study, model_folder(study, MODEL), MODEL)
     seconds = time.perf_counter() - t0
-    print(json.dumps({"entry_kb": entry, "peak_kb": status_kb("VmHWM"), "seconds": seconds}))
+    print(json.dumps({"start_kb": start, "held_kb": held, "before_kb": before,
+                      "peak_kb": status_kb("VmHWM"), "seconds": seconds}))  # fmt: skip
 
 
 def status_kb(key: str) -> int:
@@ -121,7 +134,6 @@ def check(root: Path, n: int, dim: int, part_rows: int) -> dict:
     from urbanvis.vectors import (
         finalise,
         model_folder,
-        ok_captures,
         principal_components,
         read_embedding_rows,
     )
@@ -135,7 +147,7 @@ def check(root: Path, n: int, dim: int, part_rows: int) -> dict:
     matrix = np.stack(frame["vector"].to_numpy()).astype(np.float32)
     del frame
     reference = principal_components(matrix)
-    finalise(study, folder, MODEL, ok_captures(study), chunk_rows=4096)
+    finalise(study, folder, MODEL, chunk_rows=4096)
     merged = pq.read_table(folder / "vectors.parquet")
     same_vectors = merged.column("capture_id").to_pylist() == list(ids) and np.array_equal(
         np.stack(merged.column("vector").to_numpy(False)), matrix
@@ -182,11 +194,14 @@ def main(args: argparse.Namespace) -> int:
             setup = time.perf_counter() - t0
             got = run_child(where)
             gb = 1024**2
+            whole = max(got["before_kb"], got["peak_kb"])
             print(
                 f"n={n:,} dim={args.dim}: vectors {n * args.dim * 4 / 1e9:.2f} GB; setup "
-                f"{setup:.0f} s; finalise {got['seconds']:.0f} s; RSS after reading captures "
-                f"{got['entry_kb'] / gb:.3f} GiB, peak in finalise {got['peak_kb'] / gb:.3f} GiB "
-                f"(+{(got['peak_kb'] - got['entry_kb']) / gb:.3f} GiB); load average "
+                f"{setup:.0f} s; finalise {got['seconds']:.0f} s; RSS at start "
+                f"{got['start_kb'] / gb:.3f} GiB, holding the image files "
+                f"{got['held_kb'] / gb:.3f} GiB, peak before finalise "
+                f"{got['before_kb'] / gb:.3f} GiB, peak in finalise {got['peak_kb'] / gb:.3f} "
+                f"GiB; whole-process peak {whole / gb:.3f} GiB; load average "
                 f"{load:.2f} -> {os.getloadavg()[0]:.2f}",
                 flush=True,
             )

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from urbanvis import stages
+from urbanvis import stages, vectors
 from urbanvis.study import open_study
 from urbanvis.vectors import model_folder, read_embeddings, read_vectors, vector_ids
 
@@ -206,8 +206,12 @@ def test_resume_embeds_the_rest_of_a_partly_done_file_once(shared, through_model
             np.testing.assert_allclose(vectors[other], vectors[k[0]], rtol=1e-5, atol=1e-6)
 
 
-def test_shards_split_distinct_files_disjointly():
-    """torchrun ranks take every world-th distinct file, each with all of its captures."""
+@pytest.mark.parametrize("bucket_ids", [None, 3])
+def test_shards_split_distinct_files_disjointly(bucket_ids, monkeypatch):
+    """torchrun ranks take every world-th distinct file, each with all of its captures
+    (also with the paths coded in hash buckets of 3, as beyond a million captures)."""
+    if bucket_ids is not None:
+        monkeypatch.setattr(vectors, "_BUCKET_IDS", bucket_ids)
     caps = pd.DataFrame(
         {
             "capture_id": [f"c{i}" for i in range(11)],
@@ -215,17 +219,18 @@ def test_shards_split_distinct_files_disjointly():
                            "x/../c.jpg", "f.jpg", "a.jpg", "g.jpg"],
         }
     )  # fmt: skip
-    files = _ImageFiles.of(caps)
-    assert list(files.paths) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg", "g.jpg"]
+    files = _ImageFiles.of(caps["capture_id"], caps["image_path"])
+    paths = files.paths.to_pylist()
+    assert paths == ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg", "g.jpg"]
     assert files.ids_of(0) == ["c0", "c2", "c9"] and files.ids_of(2) == ["c3", "c7"]
     for world in (1, 2, 3, 8):
         shards = [files.shard(rank, world) for rank in range(world)]
-        seen = [p for s in shards for p in s.paths]
-        assert sorted(seen) == sorted(files.paths)  # each file on exactly one rank
+        seen = [p for s in shards for p in s.paths.to_pylist()]
+        assert sorted(seen) == sorted(paths)  # each file on exactly one rank
         for rank, s in enumerate(shards):
-            assert list(s.paths) == list(files.paths[rank::world])
-            for j, path in enumerate(s.paths):
-                assert s.ids_of(j) == files.ids_of(list(files.paths).index(path))
+            assert s.paths.to_pylist() == paths[rank::world]
+            for j, path in enumerate(s.paths.to_pylist()):
+                assert s.path(j) == path and s.ids_of(j) == files.ids_of(paths.index(path))
         ids, rows = shards[0].expand(list(range(len(shards[0]))))
         assert sorted(ids) == sorted(c for j in range(len(shards[0])) for c in shards[0].ids_of(j))
         assert list(rows) == [j for j in range(len(shards[0])) for _ in shards[0].ids_of(j)]

@@ -9,12 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
+from urbanvis import vectors
+from urbanvis._errors import InputError
 from urbanvis.study import open_study
 from urbanvis.vectors import (
     LAYER,
     finalise,
     iter_vectors,
     model_folder,
+    pending_captures,
     read_embedding_rows,
     read_embeddings,
     read_vectors,
@@ -84,10 +87,14 @@ def reference_scores(matrix: np.ndarray) -> np.ndarray:
     return PCA(n_components=3, svd_solver="full").fit_transform(matrix.astype(np.float64))
 
 
-def test_finalise_in_blocks_equals_the_in_memory_path(store):
+@pytest.mark.parametrize("bucket_ids", [None, 997])
+def test_finalise_in_blocks_equals_the_in_memory_path(store, bucket_ids, monkeypatch):
+    """Also with the ids coded in hash buckets of 997 (as beyond a million ids)."""
+    if bucket_ids is not None:
+        monkeypatch.setattr(vectors, "_BUCKET_IDS", bucket_ids)
     study, folder, ok = store
     ids, matrix = naive(folder)
-    assert finalise(study, folder, MODEL, ok, chunk_rows=CHUNK)
+    assert finalise(study, folder, MODEL, chunk_rows=CHUNK)
     # merged: one row per capture, in the order today's merge gives, the parts deleted
     merged = pq.read_table(folder / "vectors.parquet")
     assert merged.column("capture_id").to_pylist() == list(ids)
@@ -127,13 +134,13 @@ def test_a_partial_layer_is_noticed_and_rewritten(store):
     write_meta(other_folder, {"model": other, "dim": 3})
     few = ok["capture_id"].to_numpy()[:50]
     write_part(other_folder, 0, 0, list(few), np.ones((50, 3), np.float32))
-    assert finalise(study, other_folder, other, ok, chunk_rows=CHUNK)
-    assert finalise(study, folder, MODEL, ok, chunk_rows=CHUNK)
+    assert finalise(study, other_folder, other, chunk_rows=CHUNK)
+    assert finalise(study, folder, MODEL, chunk_rows=CHUNK)
     full = read_embedding_rows(study, model=MODEL)
-    assert not finalise(study, folder, MODEL, ok, chunk_rows=CHUNK)  # current: nothing written
+    assert not finalise(study, folder, MODEL, chunk_rows=CHUNK)  # current: nothing written
     # a kill mid-write leaves some of this model's rows: the next call writes them all
     study.delete_rows(LAYER, "model = ? AND fid % 3 = 0", [MODEL])
-    assert finalise(study, folder, MODEL, ok, chunk_rows=CHUNK)
+    assert finalise(study, folder, MODEL, chunk_rows=CHUNK)
     again = read_embedding_rows(study, model=MODEL)
     assert again["capture_id"].tolist() == full["capture_id"].tolist()
     np.testing.assert_allclose(again[["pc1", "pc2"]].to_numpy(), full[["pc1", "pc2"]], rtol=1e-9)
@@ -154,7 +161,7 @@ def test_iter_and_read_vectors_equal_the_naive_reading(store):
 
 def test_zone_means_in_blocks_equal_zone_embeddings(store):
     study, folder, ok = store
-    finalise(study, folder, MODEL, ok, chunk_rows=CHUNK)
+    finalise(study, folder, MODEL, chunk_rows=CHUNK)
     rows, vectors = read_embeddings(study)
     grid = zones_from_grid(rows, kind="hex", cell_size=400.0).rename(columns={"zone_id": "Z"})
     frame, means = zone_embeddings(rows, vectors, grid, id_field="Z", min_images=40)
@@ -176,3 +183,34 @@ def test_zone_means_in_blocks_equal_zone_embeddings(store):
     short = (b for b in iter_vectors(study, MODEL, chunk_rows=CHUNK) if first not in set(b[0]))
     with pytest.raises(ValueError, match="have no vector"):
         zone_embeddings_from_blocks(rows_only, short, grid, id_field="Z")
+
+
+@pytest.mark.parametrize("bucket_ids", [None, 997])
+def test_pending_captures_are_the_ok_ones_without_a_vector(store, bucket_ids, monkeypatch):
+    """What embed still has to do, in layer order, against a naive set difference."""
+    if bucket_ids is not None:
+        monkeypatch.setattr(vectors, "_BUCKET_IDS", bucket_ids)
+    study, folder, ok = store
+    done = set(naive(folder)[0])
+    todo = ok[~ok["capture_id"].isin(done)]
+    ids, paths, total, done_before = pending_captures(study, folder)
+    assert (total, done_before) == (len(ok), len(ok) - len(todo))
+    assert ids.to_pylist() == todo["capture_id"].tolist()
+    assert paths.to_pylist() == todo["image_path"].tolist()
+    ids, paths, *_ = pending_captures(study, folder, limit=7)
+    assert ids.to_pylist() == todo["capture_id"].tolist()[:7]
+    fresh = pending_captures(study, model_folder(study, "none@000000000000"))
+    assert fresh[0].to_pylist() == ok["capture_id"].tolist() and fresh[2:] == (len(ok), 0)
+    assert fresh[1].to_pylist() == ok["image_path"].tolist()
+
+
+def test_pending_captures_refuses_repeated_capture_ids(tmp_path):
+    study = open_study(tmp_path / "study")
+    captures = gpd.GeoDataFrame(
+        {"capture_id": ["a", "b", "a"], "point_id": [0, 1, 2], "image_path": ["x", "y", "z"],
+         "status": "ok"},
+        geometry=shapely.points([0, 1, 2], [0, 1, 2]), crs="EPSG:32635",
+    )  # fmt: skip
+    study.write_layer("captures", captures)
+    with pytest.raises(InputError, match="repeats capture ids"):
+        pending_captures(study, model_folder(study, MODEL))

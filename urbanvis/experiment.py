@@ -592,8 +592,6 @@ def _thumbnail_embeddings(study, should_stop) -> str:
         write_part,
     )
 
-    captures = study.read_layer("captures")
-    captures = captures[captures["status"] == "ok"]
     ok = ok_captures(study)
     folder = model_folder(study, THUMBNAIL_MODEL)
     done = set(vector_ids(folder)) if folder.exists() else set()
@@ -607,7 +605,7 @@ def _thumbnail_embeddings(study, should_stop) -> str:
                                      should_stop=should_stop)  # fmt: skip
         write_part(folder, 0, next_part_number(folder, 0),
                    chunk["capture_id"].astype(str).tolist(), vectors)  # fmt: skip
-    finalise(study, folder, THUMBNAIL_MODEL, captures)
+    finalise(study, folder, THUMBNAIL_MODEL)
     return THUMBNAIL_MODEL
 
 

@@ -239,7 +239,7 @@ def _plan(
     if not files:
         raise InputError(f"no vectors of model {model!r} in {folder}; rerun 'urbanvis embed'")
     # which copy of a capture counts, as the store's readers decide (vectors._plan)
-    masks, layer_row = _store_plan(files, pd.DataFrame({"capture_id": layer_ids, "point_id": 0}))
+    masks, layer_row = _store_plan(files, layer_ids)
     last = np.concatenate(masks)
     row = np.full(len(last), -1, dtype=np.int64)
     row[last] = layer_row

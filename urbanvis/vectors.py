@@ -21,9 +21,13 @@ Nothing here holds all of a model's vectors unless asked to (:func:`read_vectors
 :func:`read_embeddings`): :func:`finalise` streams blocks of ``chunk_rows`` vectors through
 the merge, the PCA fit (mean and scatter matrix summed in float64, :class:`_Scatter`) and
 the layer write, and :func:`iter_vectors` reads a store block by block, so their memory is
-flat in the number of vectors (what grows is a few bytes per capture id, held as Arrow
-strings). Read the result with :func:`read_embeddings`, or :func:`read_embedding_rows` and
-:func:`iter_vectors` for a store too large to hold.
+flat in the number of vectors. What grows is small: capture ids are read as Arrow strings
+(a few bytes each) and coded to integers (:func:`_codes`, in hash buckets of 262,144 ids,
+so the hash table stays bounded); across the blocks :func:`finalise` holds 5 bytes a
+vector and reads each block's captures (point id, point) from the captures layer by
+feature id. :func:`pending_captures` gives ``embed`` the captures still to do in the same
+compact form. Read the result with :func:`read_embeddings`, or :func:`read_embedding_rows`
+and :func:`iter_vectors` for a store too large to hold.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ __all__ = [
     "model_folder",
     "next_part_number",
     "ok_captures",
+    "pending_captures",
     "principal_components",
     "read_embedding_rows",
     "read_embeddings",
@@ -68,6 +73,8 @@ LAYER = "embeddings"
 VECTOR_COLUMN = "vector"
 DEFAULT_CHUNK_ROWS = 16_384
 """Vectors per block when merging, fitting and writing: 16,384 x 768 float64 is 100 MB."""
+_BUCKET_IDS = 1 << 18
+"""Ids coded together by :func:`_codes` (a hash table of some 15 MB)."""
 
 
 def model_folder(study: Study, model_id: str) -> Path:
@@ -75,21 +82,94 @@ def model_folder(study: Study, model_id: str) -> Path:
     return study.root / "embeddings" / re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)
 
 
-def ok_captures(study: Study) -> pd.DataFrame:
-    """The ``ok`` rows of the captures layer (capture_id, point_id, image_path, status)."""
+def _check_captures(study: Study, *, ok: bool = True) -> None:
+    """Raise unless ``study`` has a captures layer (with an ``ok`` row, if ``ok``)."""
+    import pyogrio
+
     if not study.has_layer("captures"):
         raise InputError(
             f"study {study.root} has no 'captures' layer; run 'urbanvis harvest' first"
         )
-    caps = study.read_layer("captures", columns=["capture_id", "point_id", "image_path", "status"])
-    caps = caps[caps["status"] == "ok"]
+    if ok:
+        _, one = pyogrio.read_arrow(
+            study.gpkg, layer="captures", columns=["capture_id"], where="status = 'ok'",
+            read_geometry=False, max_features=1,
+        )  # fmt: skip
+        if one.num_rows == 0:
+            raise _no_ok_captures(study)
+
+
+def _no_ok_captures(study: Study) -> InputError:
+    return InputError(
+        f"study {study.root} has no ok captures to embed; run 'urbanvis harvest' first"
+    )
+
+
+def _repeated_ids() -> InputError:
+    return InputError("the captures layer repeats capture ids; it was not written by urbanvis")
+
+
+def ok_captures(study: Study) -> pd.DataFrame:
+    """The ``ok`` rows of the captures layer (capture_id, point_id, image_path, status).
+
+    A frame of Python objects, about half a kilobyte a capture: for a few images, or a
+    sample; ``embed`` reads what it needs with :func:`pending_captures` instead.
+    """
+    _check_captures(study, ok=False)
+    caps = study.read_layer(
+        "captures", columns=["capture_id", "point_id", "image_path", "status"],
+        where="status = 'ok'", read_geometry=False,
+    )  # fmt: skip
     if len(caps) == 0:
-        raise InputError(
-            f"study {study.root} has no ok captures to embed; run 'urbanvis harvest' first"
-        )
+        raise _no_ok_captures(study)
     if not caps["capture_id"].is_unique:
-        raise InputError("the captures layer repeats capture ids; it was not written by urbanvis")
+        raise _repeated_ids()
     return caps.reset_index(drop=True)
+
+
+def pending_captures(study: Study, folder: Path, *, limit: int | None = None):
+    """The ``ok`` captures that have no vector in ``folder`` yet, as Arrow arrays.
+
+    Returns ``(capture ids, image paths, ok captures, ok captures already done)``: the
+    first two in the captures layer's order (at most ``limit`` of them). Reads only those
+    two columns of the ok rows and holds them as Arrow strings (a few bytes each, not a
+    Python object per capture); ids are compared through :func:`_codes`, whose memory is
+    bounded whatever the number of captures.
+    """
+    import pyarrow as pa
+    import pyogrio
+
+    _check_captures(study, ok=False)
+    _, table = pyogrio.read_arrow(
+        study.gpkg, layer="captures", columns=["capture_id", "image_path"],
+        where="status = 'ok'", read_geometry=False,
+    )  # fmt: skip
+    ids = table.column("capture_id").cast(pa.string())
+    if len(ids) == 0:
+        raise _no_ok_captures(study)
+    done_columns = [_id_column(p) for p in _vector_files(folder)]
+    codes, n_codes = _codes([ids, *done_columns])
+    del done_columns
+    seen = np.zeros(n_codes, dtype=bool)
+    seen[codes[0]] = True
+    if int(seen.sum()) != len(ids):
+        raise _repeated_ids()
+    seen[:] = False
+    for done in codes[1:]:
+        seen[done] = True
+    is_done = seen[codes[0]]
+    del codes, seen
+    total, done_before = len(ids), int(is_done.sum())
+    paths = table.column("image_path").cast(pa.string())
+    del table
+    rows = np.flatnonzero(~is_done) if done_before else None  # None: all of them, no copy
+    del is_done
+    if limit is not None and max(int(limit), 0) < total - done_before:
+        rows = (np.arange(total) if rows is None else rows)[: max(int(limit), 0)]
+    if rows is not None:
+        take = pa.array(rows)
+        ids, paths = ids.take(take), paths.take(take)
+    return ids, paths, total, done_before
 
 
 # -------------------------------------------------------------------------- storage
@@ -173,9 +253,12 @@ def _id_column(path: Path):
 def _codes(columns: list) -> tuple[list[np.ndarray], int]:
     """Integer codes of the ids in ``columns`` (Arrow arrays): equal ids, equal codes.
 
-    One hash pass (Arrow's ``dictionary_encode`` shares one dictionary across chunks);
-    only the ids are held (as Arrow strings, a few bytes each), never a Python object per
-    id. The second value is the number of distinct ids.
+    Only the ids are held (as Arrow strings, a few bytes each), never a Python object per
+    id. Up to :data:`_BUCKET_IDS` ids, one hash pass (Arrow's ``dictionary_encode`` shares
+    one dictionary across chunks); beyond, the ids are split by a hash of their text
+    (pandas' ``hash_array``) into buckets of about that many (262,144), each coded on its own (codes
+    offset by the earlier buckets' counts), so the hash table's memory, some 60 bytes an
+    id, stays bounded. The second value is the number of distinct ids.
     """
     import pyarrow as pa
 
@@ -184,22 +267,46 @@ def _codes(columns: list) -> tuple[list[np.ndarray], int]:
         for col in columns
         for c in (col.chunks if isinstance(col, pa.ChunkedArray) else [col])
     ]
-    encoded = pa.chunked_array(chunks, type=pa.string()).dictionary_encode()
-    n_codes = len(encoded.chunks[0].dictionary) if encoded.num_chunks else 0
-    codes = np.empty(len(encoded), dtype=np.int32 if n_codes < 2**31 else np.int64)
-    at = 0
-    for chunk in encoded.chunks:
-        codes[at : at + len(chunk)] = chunk.indices.to_numpy(zero_copy_only=False)
-        at += len(chunk)
-    del encoded, chunks
+    total = sum(len(c) for c in chunks)
+    codes = np.empty(total, dtype=np.int64 if total >= 2**31 else np.int32)
+    n_buckets = -(-total // _BUCKET_IDS)
+    where = np.concatenate([_bucket(c, n_buckets) for c in chunks]) if n_buckets > 1 else None
+    ends = np.cumsum([len(c) for c in chunks])
+    n_codes = 0
+    for b in range(max(n_buckets, 1)):
+        pieces = chunks if where is None else [
+            c.filter(pa.array(where[end - len(c) : end] == b))
+            for c, end in zip(chunks, ends, strict=True)
+        ]  # fmt: skip
+        encoded = pa.chunked_array(pieces, type=pa.string()).dictionary_encode()
+        parts = [c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks]
+        found = np.concatenate(parts) if parts else np.zeros(0, dtype=codes.dtype)
+        if where is None:
+            codes[:] = found
+        else:
+            codes[where == b] = found + n_codes
+        n_codes += len(encoded.chunks[0].dictionary) if encoded.num_chunks else 0
+        del encoded, pieces, parts, found
+    del chunks, where
     pa.default_memory_pool().release_unused()  # before the blocks: peaks do not add up
     return np.split(codes, np.cumsum([len(c) for c in columns])[:-1]), n_codes
 
 
+def _bucket(ids, n_buckets: int) -> np.ndarray:
+    """A bucket number in ``[0, n_buckets)`` for each id of an Arrow array, from its text."""
+    out = np.empty(len(ids), dtype=np.uint16 if n_buckets <= 2**16 else np.uint32)
+    step = 1 << 18  # Python strings for this many ids at a time
+    for start in range(0, len(ids), step):
+        text = ids.slice(start, step).to_numpy(zero_copy_only=False)
+        out[start : start + len(text)] = pd.util.hash_array(text, categorize=False) % n_buckets
+    return out
+
+
 def _last_occurrences(codes: np.ndarray, n_codes: int) -> np.ndarray:
     """True where a row holds the last occurrence of its id (later files win)."""
-    last = np.full(n_codes, -1, dtype=np.int64)
-    order = np.arange(len(codes), dtype=np.int64)
+    dtype = np.int32 if len(codes) < 2**31 else np.int64
+    last = np.full(n_codes, -1, dtype=dtype)
+    order = np.arange(len(codes), dtype=dtype)
     np.maximum.at(last, codes, order)
     return last[codes] == order
 
@@ -209,35 +316,49 @@ def _keep_masks(files: list[Path]) -> list[np.ndarray]:
     return _plan(files)[0]
 
 
-def _plan(files: list[Path], captures: pd.DataFrame | None = None):
-    """Which rows of ``files`` to keep (per file), and each kept row's row in ``captures``.
+def _plan(files: list[Path], ids=None, *, values: np.ndarray | None = None):
+    """Which rows of ``files`` to keep (per file), and what each kept row maps to in ``ids``.
 
     A capture in several files keeps its last vector (later files win: a merge killed
-    halfway leaves the merged file and the parts). The second value, with ``captures``,
-    gives for each kept row in order its row in ``captures`` (-1: not there, or without
-    a point id).
+    halfway leaves the merged file and the parts). The second value, with ``ids`` (capture
+    ids: Arrow strings, or any sequence of them), gives for each kept row in order its
+    position in ``ids``, or ``values`` at that position (-1: not in ``ids``), as the
+    smallest integer type that holds them.
     """
     import pyarrow as pa
 
     columns = [_id_column(p) for p in files]
     lengths = [len(c) for c in columns]
-    cap_ids = []
-    if captures is not None:
-        ids = captures["capture_id"].astype(str).to_numpy()
-        cap_ids = [pa.array(ids, type=pa.string())]
-        del ids
-    codes, n_codes = _codes([*cap_ids, *columns])
-    del columns, cap_ids
+    given = []
+    if ids is not None:
+        if not isinstance(ids, pa.Array | pa.ChunkedArray):
+            ids = pa.array(np.asarray(ids, dtype=object).astype(str), type=pa.string())
+        given = [ids]
+    codes, n_codes = _codes([*given, *columns])
+    del columns, given
     file_codes = np.concatenate(codes[-len(files) :]) if files else np.zeros(0, np.int32)
     keep = _last_occurrences(file_codes, n_codes)
     masks = np.split(keep, np.cumsum(lengths)[:-1])
-    if captures is None:
+    if ids is None:
         return masks, None
-    usable = captures["point_id"].notna().to_numpy()
-    dtype = np.int32 if len(captures) < 2**31 else np.int64
-    cap_at = np.full(n_codes, -1, dtype=dtype)
-    cap_at[codes[0][usable]] = np.flatnonzero(usable)
-    return masks, cap_at[file_codes[keep]]
+    if values is None:
+        values = np.arange(len(ids))
+    wide = len(values) and (values.max() >= 2**31 or values.min() < -(2**31))
+    at = np.full(n_codes, -1, dtype=np.int64 if wide else np.int32)
+    at[codes[0]] = values
+    return masks, at[file_codes[keep]]
+
+
+def _usable_captures(study: Study):
+    """The ok captures with a point id: their ids (Arrow strings) and feature ids."""
+    import pyogrio
+
+    _check_captures(study, ok=False)
+    _, table = pyogrio.read_arrow(
+        study.gpkg, layer="captures", columns=["capture_id"], read_geometry=False,
+        where="status = 'ok' AND point_id IS NOT NULL", return_fids=True,
+    )  # fmt: skip
+    return table.column("capture_id"), table.column("fid").to_numpy()
 
 
 def _tables(files: list[Path], keep: list[np.ndarray], chunk_rows: int):
@@ -468,9 +589,8 @@ def finalise(
     study: Study,
     folder: Path,
     model_id: str,
-    captures: pd.DataFrame,
-    failed: int = 0,
     *,
+    failed: int = 0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> bool:
     """Merge the parts, fit the PCA and replace this model's rows of the layer.
@@ -478,9 +598,13 @@ def finalise(
     Works through the vectors ``chunk_rows`` at a time: one pass merges the parts into
     ``vectors.parquet`` (each capture once, its last vector) while adding up the mean and
     scatter matrix of the ok captures' vectors; a second pass writes their principal
-    component scores to the ``embeddings`` layer, one transaction per block. Memory holds
-    the blocks, a ``dim`` x ``dim`` matrix and a few bytes per capture id, whatever the
-    number of vectors. Returns False when the layer was already current (nothing written).
+    component scores to the ``embeddings`` layer, one transaction per block, each with the
+    point ids and points of its captures read from the captures layer by feature id.
+    Memory holds the blocks, a ``dim`` x ``dim`` matrix and 5 bytes per vector (whether
+    kept, its capture's feature id), whatever the number of vectors; the captures are read
+    from ``study`` (the ok ones with a point id), never held whole. ``failed``: captures
+    whose image could not be read (for the message when no vector was written). Returns
+    False when the layer was already current (nothing written).
 
     A kill leaves something the next call completes: during the merge, the parts and the
     old ``vectors.parquet`` (written atomically; parts are deleted only once the merged
@@ -500,8 +624,10 @@ def finalise(
     if not files:
         raise _no_vectors(study, model_id)
     has_parts = bool(_parts(folder))
-    keep, cap_row = _plan(files, captures)
-    known = cap_row >= 0  # vectors of captures no longer ok are left out of the layer
+    cap_ids, fids = _usable_captures(study)
+    keep, cap_fid = _plan(files, cap_ids, values=fids)
+    del cap_ids, fids
+    known = cap_fid >= 0  # vectors of captures no longer ok are left out of the layer
     dim = pq.read_schema(files[0]).field(VECTOR_COLUMN).type.list_size
     fit = _Scatter(dim)
 
@@ -519,8 +645,6 @@ def finalise(
 
     comps = _components(fit.scatter(), 3) if fit.n >= 2 else np.zeros((dim, 0))
     mean = fit.mean() if fit.n else np.zeros(dim)
-    point_ids = captures["point_id"].to_numpy()
-    geometry = captures.geometry.to_numpy()
     if study.has_layer(LAYER):
         study.delete_rows(LAYER, "model = ?", [model_id])
     wrote = False
@@ -534,22 +658,36 @@ def finalise(
         x -= mean
         pcs = np.full((len(x), 3), np.nan)
         pcs[:, : comps.shape[1]] = x @ comps
-        at_caps = cap_row[at : at + table.num_rows][rows]
         ids = table.column("capture_id").filter(pa.array(rows)).to_pylist()
+        caps = _captures_at(study, cap_fid[at : at + table.num_rows][rows])
         frame = _layer_frame(
-            model_id, ids, point_ids[at_caps], pcs, geometry[at_caps], captures.crs
+            model_id, ids, caps["point_id"].to_numpy(), pcs, caps.geometry.to_numpy(), caps.crs
         )
         study.write_layer(LAYER, frame, append=True)
         wrote = True
 
     _each_block(merged, chunk_rows, write)
     if not wrote:  # no ok capture has a vector: the layer still exists, empty of this model
+        caps = _captures_at(study, np.zeros(0, dtype=np.int64))
         empty = np.zeros(0, dtype=np.int64)
-        frame = _layer_frame(model_id, [], empty, np.zeros((0, 3)), geometry[empty], captures.crs)
+        frame = _layer_frame(model_id, [], empty, np.zeros((0, 3)), caps.geometry.to_numpy(),
+                             caps.crs)  # fmt: skip
         study.write_layer(LAYER, frame, append=True)
     log.info("%s: %s vectors in %s, %s rows in the layer", model_id, f"{len(known):,}",
              merged.name, f"{int(known.sum()):,}")  # fmt: skip
     return True
+
+
+def _captures_at(study: Study, fids: np.ndarray):
+    """The point id and point of the captures with feature ids ``fids``, in that order."""
+    import geopandas as gpd
+    import pyogrio
+
+    if len(fids):
+        return pyogrio.read_dataframe(study.gpkg, layer="captures", columns=["point_id"], fids=fids)
+    crs = pyogrio.read_info(study.gpkg, layer="captures")["crs"]
+    return gpd.GeoDataFrame({"point_id": np.zeros(0, dtype=np.int64)},
+                            geometry=gpd.GeoSeries([], crs=crs), crs=crs)  # fmt: skip
 
 
 def _each_block(path: Path, chunk_rows: int, each) -> None:

@@ -48,21 +48,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from .._errors import InputError, InputFileError, first_line
+from .._imagefiles import ImageFiles as _ImageFiles
 from ..study import Study
 from ..vectors import (
+    _check_captures,
     finalise,
     model_folder,
     next_part_number,
-    ok_captures,
+    pending_captures,
     remove_temporaries,
-    vector_ids,
     write_meta,
     write_part,
 )
@@ -197,7 +197,7 @@ def embed_captures(
     check_compile(compile)
     if checkpoint is not None:
         _check_checkpoint_file(Path(checkpoint))
-    captures = ok_captures(study)  # before the model: a study without captures fails fast
+    _check_captures(study)  # before the model: a study without captures fails fast
 
     net, meta = build_model(
         model=model,
@@ -212,20 +212,18 @@ def embed_captures(
     amp = torch.bfloat16 if bf16 else None
     on_device = decode == "gpu" or (decode == "auto" and dev.type == "cuda")
     folder = model_folder(study, meta["model"])
-    summary = EmbedSummary(model=meta["model"], captures_total=len(captures), done_before=0)
-    summary.dim = int(meta["dim"])
-    summary.vectors = folder / "vectors.parquet"
 
     # Every rank reads the same files (nothing is written before the barrier below), so
     # every rank sees the same pending list, groups it into the same distinct files, and
-    # the shards of files rank::world are disjoint.
-    done = set(vector_ids(folder))
-    summary.done_before = len(done & set(captures["capture_id"]))
-    pending = captures[~captures["capture_id"].isin(done)]
-    if limit is not None:
-        pending = pending.iloc[: max(int(limit), 0)]
-    files = _ImageFiles.of(pending)
-    mine = files.shard(rank, world)
+    # the shards of files rank::world are disjoint. Only ids and paths are held, as Arrow
+    # strings (see urbanvis._imagefiles), and dropped before finalise.
+    ids, paths, total, done_before = pending_captures(study, folder, limit=limit)
+    summary = EmbedSummary(model=meta["model"], captures_total=total, done_before=done_before)
+    summary.dim = int(meta["dim"])
+    summary.vectors = folder / "vectors.parquet"
+    pending = len(ids)
+    mine = _ImageFiles.of(ids, paths).shard(rank, world)
+    del ids, paths
     if rank == 0:
         write_meta(folder, meta)
         remove_temporaries(folder)  # left by a killed run
@@ -280,7 +278,8 @@ def embed_captures(
         summary.compile_seconds = compile_seconds(*forward.durations)
     summary.embedded, summary.images = counts["ok"], counts["images"]
     summary.failed, summary.failed_images = counts["failed"], failed_images
-    if limit is not None and len(pending) < len(captures) - summary.done_before:
+    del mine, loader  # what embed holds per capture, not needed by finalise
+    if limit is not None and pending < summary.captures_total - summary.done_before:
         summary.stopped = True
     if world > 1:  # every rank has written its parts once it joins the sum
         totals = [summary.embedded, summary.images, summary.failed, summary.failed_images]
@@ -289,9 +288,7 @@ def embed_captures(
         summary.stopped = totals[4] > 0
         dist.barrier()
     if rank == 0 and not summary.stopped:
-        summary.layer_written = finalise(
-            study, folder, meta["model"], captures, failed=summary.failed
-        )
+        summary.layer_written = finalise(study, folder, meta["model"], failed=summary.failed)
     if owned:
         dist.destroy_process_group()
     log.log(logging.INFO if rank == 0 else logging.DEBUG, "%s", summary.line())
@@ -435,54 +432,6 @@ class _PartWriter:
         self.seq += 1
 
 
-# ----------------------------------------------------------------- distinct files
-class _ImageFiles:
-    """Distinct image files of a list of captures, in order of first appearance.
-
-    File ``j`` is ``paths[j]`` (its normalised ``image_path``, relative to the study) and
-    its captures are ``ids_of(j)``. Held as flat numpy arrays (captures sorted by file,
-    and each file's start in them), so tens of millions of captures stay cheap.
-    """
-
-    def __init__(self, paths: np.ndarray, ids: np.ndarray, starts: np.ndarray) -> None:
-        self.paths = paths
-        self._ids = ids
-        self._starts = starts
-
-    @classmethod
-    def of(cls, captures: pd.DataFrame) -> _ImageFiles:
-        keys = [os.path.normpath(str(p)) for p in captures["image_path"]]
-        codes, paths = pd.factorize(pd.Series(keys, dtype=object), sort=False)
-        order = np.argsort(codes, kind="stable")  # a file's captures keep their order
-        ids = captures["capture_id"].astype(str).to_numpy()[order]
-        starts = np.searchsorted(codes[order], np.arange(len(paths) + 1))
-        return cls(np.asarray(paths, dtype=object), ids, starts)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def shard(self, rank: int, world: int) -> _ImageFiles:
-        """Every ``world``-th file from ``rank`` on, with all of its captures."""
-        if world == 1:
-            return self
-        take = np.arange(rank, len(self), world)
-        sizes = self._starts[take + 1] - self._starts[take]
-        ids = [self._ids[self._starts[j] : self._starts[j + 1]] for j in take]
-        flat = np.concatenate(ids) if ids else self._ids[:0]
-        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        return _ImageFiles(self.paths[take], flat, starts)
-
-    def ids_of(self, j: int) -> list[str]:
-        return self._ids[self._starts[j] : self._starts[j + 1]].tolist()
-
-    def expand(self, files: list[int]) -> tuple[list[str], np.ndarray]:
-        """The capture ids of ``files`` and, for each, its file's row in the batch."""
-        index = np.asarray(files, dtype=np.int64)
-        sizes = self._starts[index + 1] - self._starts[index]
-        ids = [cid for j in files for cid in self.ids_of(j)]
-        return ids, np.repeat(np.arange(len(files)), sizes)
-
-
 def _name_captures(ids: list[str], shown: int = 5) -> str:
     if len(ids) == 1:
         return f"capture {ids[0]}"
@@ -499,9 +448,7 @@ class _FileImages:
     the device.
     """
 
-    def __init__(
-        self, root: Path, paths: np.ndarray, meta: dict[str, Any], *, raw: bool = False
-    ) -> None:
+    def __init__(self, root: Path, paths, meta: dict[str, Any], *, raw: bool = False) -> None:
         self.root = root
         self.paths = paths
         self.meta = meta
@@ -510,6 +457,10 @@ class _FileImages:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def _path(self, i: int) -> str:
+        path = self.paths[i]
+        return path if isinstance(path, str) else str(path.as_py())  # an Arrow string
 
     def __getitem__(self, i: int):
         if self.raw:
@@ -521,22 +472,24 @@ class _FileImages:
 
             m = self.meta
             self.transform = eval_transform(m["image_size"], mean=m["mean"], std=m["std"])
+        path = self._path(i)
         try:
-            with Image.open(self.root / self.paths[i]) as im:
+            with Image.open(self.root / path) as im:
                 return i, self.transform(im.convert("RGB")), None
         except Exception as exc:  # missing or undecodable (PIL raises more than OSError)
             reason = getattr(exc, "strerror", None) or first_line(exc)
-            return i, None, f"{self.paths[i]}: {reason}"
+            return i, None, f"{path}: {reason}"
 
     def _bytes(self, i: int):
+        path = self._path(i)
         try:
-            data = (self.root / self.paths[i]).read_bytes()
+            data = (self.root / path).read_bytes()
         except OSError as exc:
-            return i, None, f"{self.paths[i]}: {exc.strerror or exc}"
+            return i, None, f"{path}: {exc.strerror or exc}"
         if not data:
-            return i, None, f"{self.paths[i]}: empty file"
+            return i, None, f"{path}: empty file"
         # plain bytes: a tensor per image would cost one shared-memory file descriptor each
-        return i, (self.paths[i], data), None
+        return i, (path, data), None
 
 
 def _collate(items, *, stack: bool = True):
@@ -548,7 +501,7 @@ def _collate(items, *, stack: bool = True):
     return [int(i) for i, _ in good], images, failed
 
 
-def _loader(root: Path, paths: np.ndarray, meta, *, batch_size, workers, device, raw):
+def _loader(root: Path, paths, meta, *, batch_size, workers, device, raw):
     return DataLoader(
         _FileImages(root, paths, meta, raw=raw),  # type: ignore[arg-type]
         batch_size=batch_size,
