@@ -398,3 +398,17 @@ def test_cli_names_the_token_rows(tmp_path):
     assert list(table["model"]) == ["vit_test_patch8 (random init) (tokens)",
                                     "thumbnail 16x16 (tokens)"]  # fmt: skip
     assert list(table.columns) == list(vpr.COLUMNS)  # the columns, unchanged
+
+
+def test_descriptors_larger_than_memory_are_refused_before_any_image(tmp_path, monkeypatch):
+    from urbanvis.engine import features
+
+    folder = tmp_path / "vpr"
+    assert invoke("simulate", "--vpr-set", str(folder), "--places", "8",
+                  "--size", "32").returncode == 0  # fmt: skip
+    monkeypatch.setattr(features, "_available_memory", lambda: 2**10)  # 1 KiB free
+    [spec] = encoder_specs(models=["vit_test_patch8"], random_init=True)
+    with pytest.raises(InputError, match="more than half the 0.0 GiB of memory free; use"):
+        evaluate_vpr(folder, [spec], descriptor="tokens", device="cpu")
+    monkeypatch.undo()
+    assert features._available_memory() > 2**20  # this machine has more than 1 MiB free

@@ -103,6 +103,14 @@ def image_features(
         meta = {**meta, "dim": int(grid[0] * grid[1] * int(meta["dim"]))}
         forward = token_descriptor
     meta = {**meta, "descriptor": descriptor}
+    need = len(paths) * int(meta["dim"]) * 4
+    free = _available_memory()
+    if free is not None and need > free // 2:
+        raise InputError(
+            f"{len(paths):,} {descriptor} descriptors of {int(meta['dim']):,} values need "
+            f"{need / 2**30:.1f} GiB, more than half the {free / 2**30:.1f} GiB of memory "
+            f"free; use `descriptor` cls, a smaller `image_size` or fewer images"
+        )
     out = np.empty((len(paths), int(meta["dim"])), dtype=np.float32)
     done = 0
     if progress is not None:
@@ -119,6 +127,18 @@ def image_features(
             if progress is not None:
                 progress(done, len(paths), {})
     return out, meta
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory the system has free for a new allocation (Linux's MemAvailable)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def file_batches(
