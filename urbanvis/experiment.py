@@ -586,25 +586,21 @@ def _thumbnail_embeddings(study, should_stop) -> str:
         finalise,
         model_folder,
         next_part_number,
-        ok_captures,
-        vector_ids,
+        pending_captures,
         write_meta,
         write_part,
     )
 
-    ok = ok_captures(study)
     folder = model_folder(study, THUMBNAIL_MODEL)
-    done = set(vector_ids(folder)) if folder.exists() else set()
-    pending = ok[~ok["capture_id"].isin(done)]
+    ids, paths, _, _ = pending_captures(study, folder)  # what embed would still do
     dim = 3 * THUMBNAIL_SIDE**2
     write_meta(folder, {"model": THUMBNAIL_MODEL, "arch": "thumbnail", "dim": dim,
                         "image_size": THUMBNAIL_SIDE})  # fmt: skip
-    for start in range(0, len(pending), 4096):  # a part per chunk: a stop loses one chunk
-        chunk = pending.iloc[start : start + 4096]
-        vectors = thumbnail_features([study.root / f for f in chunk["image_path"]],
-                                     should_stop=should_stop)  # fmt: skip
+    for start in range(0, len(ids), 4096):  # a part per chunk: a stop loses one chunk
+        chunk = paths.slice(start, 4096).to_pylist()
+        vectors = thumbnail_features([study.root / f for f in chunk], should_stop=should_stop)
         write_part(folder, 0, next_part_number(folder, 0),
-                   chunk["capture_id"].astype(str).tolist(), vectors)  # fmt: skip
+                   ids.slice(start, 4096).to_pylist(), vectors)  # fmt: skip
     finalise(study, folder, THUMBNAIL_MODEL)
     return THUMBNAIL_MODEL
 
