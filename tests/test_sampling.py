@@ -11,6 +11,8 @@ from scipy.spatial import cKDTree
 from urbanvis._errors import InputError
 from urbanvis.network import edges_from_osm_file, normalize_edges
 from urbanvis.sampling import (
+    _LERP_TOLERANCE_M,
+    _lerp_limit,
     merge_close_points,
     points_from_grid,
     points_from_network,
@@ -336,8 +338,13 @@ def test_points_from_network_matches_a_plain_reference(helsinki_edges, twin_offs
     points = points_from_network(edges, spacing=15.0, merge_distance=1.0)
     assert len(points) == len(xy)
     got = shapely.get_coordinates(points.to_crs(utm).geometry.values)
-    assert np.hypot(*(got - xy).T).max() < 1e-6
-    assert np.abs((points["bearing"].to_numpy() - bearing + 180) % 360 - 180).max() < 1e-6
+    # points between vertices sit on the input's lon/lat segments: within the tolerance of
+    # projecting them back (0.6 mm here, segments up to 120 m at 60 degrees north)
+    assert np.hypot(*(got - xy).T).max() < _LERP_TOLERANCE_M
+    # a shift under a millimetre moves the convergence by ~1e-8 degrees: at most a 0.001
+    # step where the rounding to 3 decimals falls the other way
+    turn = np.abs((points["bearing"].to_numpy() - bearing + 180) % 360 - 180)
+    assert turn.max() <= 1e-3 + 1e-9 and (turn > 1e-6).mean() < 0.001
     assert np.array_equal(points["edge_id"].to_numpy(), edge_id)
     assert np.array_equal(points["point_id"].to_numpy(), np.arange(len(points)))
 
@@ -351,5 +358,84 @@ def test_projected_input_gives_the_same_points_as_lonlat_input(helsinki_edges):
     assert len(a) == len(b)
     xa = shapely.get_coordinates(a.to_crs(utm).geometry.values)
     xb = shapely.get_coordinates(b.to_crs(utm).geometry.values)
-    assert np.hypot(*(xa - xb).T).max() < 1e-6
+    assert np.hypot(*(xa - xb).T).max() < _LERP_TOLERANCE_M
     assert np.abs((a["bearing"] - b["bearing"] + 180) % 360 - 180).max() <= 1e-3
+
+
+@pytest.mark.parametrize("lat", [0.0, 20.0, 34.0, 52.0, 60.0, 70.0, 80.0])
+def test_lonlat_interpolation_stays_within_tolerance_of_projecting_back(lat):
+    # the bound _lerp_limit relies on, checked against PROJ's exact inverse: segments of the
+    # longest length allowed, every direction, 0 to 3 degrees from the central meridian
+    from pyproj import CRS, Transformer
+
+    limit = _lerp_limit((3.0, 3.0 + 3.0, lat - 0.01, lat))
+    assert 50 < limit < 400
+    utm = CRS.from_epsg(32631)  # central meridian 3 E
+    ahead = Transformer.from_crs(4326, utm, always_xy=True)
+    back = Transformer.from_crs(utm, 4326, always_xy=True)
+    theta = np.radians(np.arange(0.0, 180.0, 5.0))
+    worst = 0.0
+    for lon in (3.0, 4.5, 6.0):
+        x0, y0 = ahead.transform(lon, lat)
+        xa, ya = x0 - limit / 2 * np.sin(theta), y0 - limit / 2 * np.cos(theta)
+        xb, yb = x0 + limit / 2 * np.sin(theta), y0 + limit / 2 * np.cos(theta)
+        (lon_a, lat_a), (lon_b, lat_b) = back.transform(xa, ya), back.transform(xb, yb)
+        for t in (0.1, 0.25, 0.5, 0.75, 0.9):
+            x, y = xa + t * (xb - xa), ya + t * (yb - ya)
+            gx, gy = ahead.transform(lon_a + t * (lon_b - lon_a), lat_a + t * (lat_b - lat_a))
+            worst = max(worst, float(np.hypot(gx - x, gy - y).max()))
+    assert worst < _LERP_TOLERANCE_M
+    assert worst > _LERP_TOLERANCE_M / 20 or lat < 10  # the bound is not loose: ~2/3 of it
+
+
+def test_lerp_is_refused_across_the_antimeridian_and_near_the_poles():
+    assert _lerp_limit((-179.9, 179.9, 60.0, 61.0)) == 0.0
+    assert _lerp_limit((10.0, 11.0, 84.5, 85.0)) == 0.0
+    assert _lerp_limit((10.0, 11.0, float("nan"), 60.0)) == 0.0
+    assert _lerp_limit(None) == 0.0
+    assert _lerp_limit((10.0, 11.0, -61.0, -60.0)) == _lerp_limit((10.0, 11.0, 60.0, 61.0))
+
+
+def test_long_segments_are_projected_back_and_short_ones_interpolated():
+    # one edge 3 km straight (no vertex between) and one of 100 m, at 60 N: samples on the
+    # long one must be where PROJ's exact inverse puts them, the short one's within tolerance
+    import geopandas as gpd
+    from pyproj import CRS, Transformer
+
+    utm = CRS.from_epsg(32635)
+    to_lonlat = Transformer.from_crs(utm, 4326, always_xy=True)
+    lines = [shapely.LineString([(380000, 6650000), (382400, 6651800)])]  # 3,000 m
+    lines.append(shapely.LineString([(390000, 6650000), (390060, 6650080)]))  # 100 m
+    projected = gpd.GeoDataFrame({"edge_id": [0, 1]}, geometry=lines, crs=utm)
+    points = points_from_network(projected.to_crs(4326), spacing=15.0)
+    assert _lerp_limit((24.0, 25.0, 59.0, 60.0)) < 3000
+    for edge, tolerance in ((0, 1e-6), (1, _LERP_TOLERANCE_M)):
+        line = lines[edge]
+        along = np.arange(1, int((line.length - 1.0) // 15.0) + 1) * 15.0
+        xy = shapely.get_coordinates(shapely.line_interpolate_point(line, along))
+        expected = np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1]))
+        mine = points[points["edge_id"] == edge]
+        got = shapely.get_coordinates(mine.geometry.values)[2:]  # after the two ends
+        assert len(got) == len(expected)
+        gx, gy = Transformer.from_crs(4326, utm, always_xy=True).transform(got[:, 0], got[:, 1])
+        miss = np.hypot(gx - xy[:, 0], gy - xy[:, 1])
+        assert miss.max() < tolerance, (edge, miss.max())
+
+
+def test_measuring_crs_is_the_same_zone_and_other_crs_are_kept():
+    from pyproj import CRS, Transformer
+
+    from urbanvis.sampling import _measuring_crs
+
+    for code in (32635, 32611, 32755):
+        fast = _measuring_crs(CRS.from_epsg(code))
+        assert "algo=auto" in fast.srs and fast.utm_zone == CRS.from_epsg(code).utm_zone
+        exact = Transformer.from_crs(4326, code, always_xy=True)
+        quick = Transformer.from_crs(4326, fast, always_xy=True)
+        lon0 = -183 + 6 * (code % 100)
+        lon = lon0 + np.linspace(-3, 3, 61)
+        lat = np.full_like(lon, 34.0 if code < 32700 else -34.0)
+        a, b = np.array(exact.transform(lon, lat)), np.array(quick.transform(lon, lat))
+        assert np.abs(a - b).max() < 1e-5  # PROJ 9.5: 4.3 micrometres just inside 3 degrees
+    other = CRS.from_epsg(3067)  # ETRS-TM35FIN: a Transverse Mercator, but not WGS 84 UTM
+    assert _measuring_crs(other) is other
