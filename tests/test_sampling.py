@@ -439,3 +439,25 @@ def test_measuring_crs_is_the_same_zone_and_other_crs_are_kept():
         assert np.abs(a - b).max() < 1e-5  # PROJ 9.5: 4.3 micrometres just inside 3 degrees
     other = CRS.from_epsg(3067)  # ETRS-TM35FIN: a Transverse Mercator, but not WGS 84 UTM
     assert _measuring_crs(other) is other
+
+
+def test_repeated_vertices_change_nothing_on_the_lonlat_path(helsinki_edges):
+    # a vertex written twice in a row is dropped before sampling; the points between
+    # vertices must still be placed on the right input segment (indices map back)
+    import geopandas as gpd
+
+    coords, index = shapely.get_coordinates(helsinki_edges.geometry.values, return_index=True)
+    twice = np.repeat(np.arange(len(coords)), np.where(np.arange(len(coords)) % 3 == 1, 2, 1))
+    doubled = gpd.GeoDataFrame(
+        helsinki_edges.drop(columns="geometry"),
+        geometry=shapely.linestrings(coords[twice], indices=index[twice]),
+        crs=helsinki_edges.crs,
+    )
+    assert len(shapely.get_coordinates(doubled.geometry.values)) > len(coords)
+    a = points_from_network(helsinki_edges)
+    b = points_from_network(doubled)
+    assert len(a) == len(b)
+    assert np.array_equal(a["edge_id"].to_numpy(), b["edge_id"].to_numpy())
+    xa, xb = (shapely.get_coordinates(p.geometry.values) for p in (a, b))
+    assert np.abs(xa - xb).max() < 1e-12  # degrees: the same arithmetic on the same vertices
+    assert np.array_equal(a["bearing"].to_numpy(), b["bearing"].to_numpy())
