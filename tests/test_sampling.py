@@ -461,3 +461,32 @@ def test_repeated_vertices_change_nothing_on_the_lonlat_path(helsinki_edges):
     xa, xb = (shapely.get_coordinates(p.geometry.values) for p in (a, b))
     assert np.abs(xa - xb).max() < 1e-12  # degrees: the same arithmetic on the same vertices
     assert np.array_equal(a["bearing"].to_numpy(), b["bearing"].to_numpy())
+
+
+@pytest.mark.parametrize(
+    ("epsg", "origin"),
+    [(32756, (334000.0, 6250000.0)), (32611, (240000.0, 3770000.0)), (32633, (500000.0, 0.0))],
+)
+def test_fast_path_matches_exact_proj_south_north_and_zone_edge(epsg, origin):
+    # Sydney (south), Los Angeles 2.7 degrees from its zone's central meridian, and the
+    # equator: the fast projection and the lon/lat placement against PROJ's exact series
+    import geopandas as gpd
+    from pyproj import Transformer
+
+    rng = np.random.default_rng(epsg)
+    starts = np.asarray(origin) + rng.uniform(0, 5000, (300, 2))
+    ends = starts + rng.uniform(-400, 400, (300, 2))
+    middles = (starts + ends) / 2 + rng.uniform(-30, 30, (300, 2))
+    lines = shapely.linestrings(np.stack([starts, middles, ends], axis=1))
+    projected = gpd.GeoDataFrame({"edge_id": np.arange(300)}, geometry=lines, crs=epsg)
+    lonlat = projected.to_crs(4326)
+    assert lonlat.estimate_utm_crs().to_epsg() == epsg  # the zone the reference measures in
+    points = points_from_network(lonlat, spacing=15.0, merge_distance=1.0)
+    assert points.crs.to_epsg() == 4326
+    expected = sample_lines(lines, 15.0, merge_distance=1.0)  # exact metres, same order
+    assert len(points) == len(expected)
+    ahead = Transformer.from_crs(4326, epsg, always_xy=True)
+    xy = shapely.get_coordinates(points.geometry.values)
+    gx, gy = ahead.transform(xy[:, 0], xy[:, 1])
+    assert np.hypot(gx - expected.x, gy - expected.y).max() < 1e-3  # the documented 1 mm
+    assert np.array_equal(points["edge_id"].to_numpy(), expected.line)
