@@ -490,3 +490,11 @@ def test_fast_path_matches_exact_proj_south_north_and_zone_edge(epsg, origin):
     gx, gy = ahead.transform(xy[:, 0], xy[:, 1])
     assert np.hypot(gx - expected.x, gy - expected.y).max() < 1e-3  # the documented 1 mm
     assert np.array_equal(points["edge_id"].to_numpy(), expected.line)
+
+
+def test_bearings_are_rounded_into_0_to_360():
+    from urbanvis.sampling import _compass
+
+    got = _compass(np.array([359.9996, 359.9994, -0.0004, -0.0006, 0.0004, 360.0, 720.25, 180.0]))
+    assert got.tolist() == [0.0, 359.999, 0.0, 359.999, 0.0, 0.0, 0.25, 180.0]
+    assert not np.signbit(got).any()  # no -0.0 either

@@ -493,8 +493,7 @@ def points_from_network(
             far += n_ends
             lon[far], lat[far] = to_lonlat.transform(samples.x[far], samples.y[far])
     # Grid bearing -> true bearing: add the meridian convergence of the projection there.
-    bearing = samples.bearing + meridian_convergence(lon, lat, crs)
-    bearing %= 360.0
+    bearing = _compass(samples.bearing + meridian_convergence(lon, lat, crs))
 
     def edge_values(name: str, default):
         if name not in edges:
@@ -509,7 +508,7 @@ def points_from_network(
     points = gpd.GeoDataFrame(
         {
             "point_id": np.arange(len(samples), dtype=np.int64),
-            "bearing": np.round(bearing, 3),
+            "bearing": bearing,
             "edge_id": edge_values("edge_id", -1).astype(np.int64),
             "osmid": edge_values("osmid", -1).astype(np.int64),
             "highway": edge_labels("highway"),
@@ -747,6 +746,14 @@ def _measuring_crs(crs: CRS) -> CRS:
     return CRS.from_proj4(
         f"+proj=utm +zone={zone}{south} +datum=WGS84 +units=m +algo=auto +type=crs"
     )
+
+
+def _compass(bearing: np.ndarray) -> np.ndarray:
+    """Bearings (degrees, in place) to 0.001 degree in [0, 360): 359.9996 is 0, not 360."""
+    bearing %= 360.0
+    np.round(bearing, 3, out=bearing)
+    bearing[bearing >= 360.0] = 0.0
+    return bearing
 
 
 _LERP_TOLERANCE_M = 1e-3
