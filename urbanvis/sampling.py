@@ -436,8 +436,15 @@ def points_from_network(
     -------
     geopandas.GeoDataFrame
         ``point_id``, ``bearing`` (degrees clockwise from true north, along the edge's
-        direction), ``edge_id``, ``osmid``, ``highway``, ``source`` and Point geometry in
-        EPSG:4326.
+        direction, to 0.001 in [0, 360)), ``edge_id``, ``osmid``, ``highway``, ``source``
+        and Point geometry in EPSG:4326.
+
+    Notes
+    -----
+    Line ends keep their input coordinates. A point between two vertices of EPSG:4326
+    input is placed on the input segment at the fraction of its length measured in the
+    UTM zone, which is within 1 mm of projecting the point back (see ``_lerp_limit``);
+    longer segments, and other input CRSs, are projected back by PROJ.
     """
     _check_spacing(spacing, merge_distance)
     if edges.crs is None:
