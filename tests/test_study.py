@@ -232,3 +232,44 @@ def test_appending_a_frame_with_new_columns_adds_them(tmp_path):
     assert back["attribution"][1] == "© x" and back["n"][1] == 4
     study.write_layer("captures", old, append=True)  # and a frame without them still appends
     assert len(study.read_layer("captures")) == 3
+
+
+def test_layers_go_through_arrow_and_fall_back_when_arrow_cannot_convert(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from urbanvis import study as study_module
+
+    if not study_module._arrow_io():
+        pytest.skip("this pyogrio/GDAL cannot write Arrow batches (GDAL < 3.8)")
+    calls = []
+    real = pyogrio.write_dataframe
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("use_arrow", False))
+        return real(*args, **kwargs)
+
+    study = open_study(tmp_path)
+    monkeypatch.setattr(pyogrio, "write_dataframe", spy)
+    points = shapely.points([(0, 0), (1, 1), (2, 2)])
+    plain = gpd.GeoDataFrame({"value": [1, 2, 3]}, geometry=points, crs=4326)
+    study.write_layer("plain", plain)
+    assert calls == [True]
+    text = pd.Series(["a", None, "c"], dtype=object)
+    labels = pd.Categorical(["x", "y", "x"])
+    plain_text = gpd.GeoDataFrame({"t": text, "c": labels}, geometry=points, crs=4326)
+    study.write_layer("text", plain_text)
+    assert calls == [True, True]
+    # Arrow would split a column of dicts into a column per key: written the other way
+    dicts = pd.Series([{"a": 1}, {"b": 2}, {"c": 3}], dtype=object)
+    study.write_layer("dicts", gpd.GeoDataFrame({"d": dicts}, geometry=points, crs=4326))
+    assert calls == [True, True, False]
+    assert study.read_layer("dicts")["d"].tolist() == ["{'a': 1}", "{'b': 2}", "{'c': 3}"]
+    mixed = pd.Series([1, "a", 2.5], dtype=object)
+    study.write_layer("mixed", gpd.GeoDataFrame({"m": mixed}, geometry=points, crs=4326))
+    assert calls == [True, True, False, False]
+    assert study.read_layer("mixed")["m"].tolist() == ["1", "a", "2.5"]
+    back = study.read_layer("text")
+    assert back["t"].tolist()[::2] == ["a", "c"] and pd.isna(back["t"][1])
+    assert back["c"].tolist() == ["x", "y", "x"]
+    back = study.read_layer("plain")
+    assert back["value"].tolist() == [1, 2, 3] and back.crs.to_epsg() == 4326
