@@ -27,9 +27,9 @@ import numpy as np
 from .._errors import InputError, InputFileError, Stopped
 
 THUMBNAIL_SIDE = 16
+"""Side of the colour-thumbnail baseline (16 x 16 x 3 = 768 values, a ViT-B's width)."""
 DESCRIPTORS = ("cls", "tokens")
 """The descriptors an encoder can give (see the module docstring)."""
-"""Side of the colour-thumbnail baseline (16 x 16 x 3 = 768 values, a ViT-B's width)."""
 
 
 @dataclass(frozen=True)
