@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import logging
 import os
 import platform
@@ -351,8 +352,9 @@ def _check_schema(gpkg: Path) -> None:
 _MARKER = "writing:"
 
 
+@functools.cache
 def _arrow_io() -> bool:
-    """Whether pyogrio and its GDAL read and write layers as Arrow batches."""
+    """Whether pyogrio and its GDAL read and write layers as Arrow batches (asked once)."""
     import pyogrio
 
     try:
