@@ -340,7 +340,7 @@ def _near_candidates(
     grids has no such neighbour. Each grid is one ``np.sort`` of integer keys that pack the
     cell and the point's index, no hash table and no tree. A point identical to the point
     sorted just before it (an earlier one in the same cell) is a duplicate: it always merges
-    into that point and links nothing that point does not, so it is dropped first.
+    into that point and links nothing that point does not, so it is never a candidate.
 
     Returns (sorted duplicate indices, sorted candidate indices), or None when the keys do
     not fit in 63 bits (a huge extent for ``distance``) or a coordinate is not finite.
