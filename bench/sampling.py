@@ -215,11 +215,12 @@ def floor(edges_wgs84, n: int):
     import shapely
     from pyproj import Transformer
 
-    from urbanvis.sampling import _measuring_crs
+    from urbanvis.sampling import _measuring_crs, _utm_crs
 
     coords = shapely.get_coordinates(edges_wgs84.geometry.values)
     lon, lat = coords[:, 0], coords[:, 1]
-    zone = _measuring_crs(edges_wgs84.estimate_utm_crs())
+    bounds = (lon.min(), lon.max(), lat.min(), lat.max())  # the zone as the full path finds it
+    zone = _measuring_crs(_utm_crs(edges_wgs84, lon, lat, bounds))
     Transformer.from_crs(edges_wgs84.crs, zone, always_xy=True).transform(lon, lat)
     return gpd.GeoDataFrame(geometry=shapely.points(lon[:n], lat[:n]), crs=edges_wgs84.crs)
 
