@@ -27,9 +27,16 @@ sample_lines, merge 1 m
     The same with ``merge_distance=1.0`` (KD-tree merge of points closer than 1 m).
 points_from_network
     The full path on an equivalent edges GeoDataFrame in EPSG:4326 (the tiled lines
-    transformed back, with tiled ``edge_id``/``osmid``/``highway`` columns): projection
-    to UTM, sampling, merge, true-north bearings, transformation back to EPSG:4326 and the
-    output GeoDataFrame. Building its input is not timed.
+    transformed back, with tiled ``edge_id``/``osmid``/``highway`` columns): segment
+    lengths and azimuths on the WGS 84 ellipsoid, sampling, merge, true-north bearings,
+    the points' lon/lat and the output GeoDataFrame. Building its input is not timed.
+points_from_network, measured in UTM
+    The same with ``crs=`` the UTM zone: projection to UTM with PROJ, sampling, merge,
+    bearings plus the meridian convergence, lon/lat back from the zone (the path before
+    the ellipsoid one, and the one for edges in other CRSs).
+floor
+    Read every vertex and make the GeoDataFrame of as many shapely points: what no
+    sampling code avoids.
 
 Every figure is the best of ``--repeat`` runs timed with ``time.perf_counter`` (wall) and
 ``time.process_time`` (CPU time of this process, which a busy machine inflates less), with
@@ -197,31 +204,25 @@ def vectorised(lines, merge_distance: float):
     return sample_lines(lines, SPACING, merge_distance=merge_distance)
 
 
-def full(edges_wgs84):
+def full(edges_wgs84, crs=None):
     from urbanvis.sampling import points_from_network
 
-    return points_from_network(edges_wgs84, spacing=SPACING, merge_distance=MERGE)
+    return points_from_network(edges_wgs84, spacing=SPACING, merge_distance=MERGE, crs=crs)
 
 
 def floor(edges_wgs84, n: int):
     """The part of points_from_network no sampling code can avoid, for ``n`` points.
 
-    Read every vertex, project them all to the UTM zone (PROJ, the fast algorithm
-    points_from_network uses: lengths need metres) and make a GeoDataFrame of ``n`` shapely
-    points in EPSG:4326 (the vertices' own coordinates stand in for the samples). What
-    points_from_network costs beyond this is sampling, the merge, bearings and columns.
+    Read every vertex and make a GeoDataFrame of ``n`` shapely points in EPSG:4326 (the
+    vertices' own coordinates stand in for the samples). What points_from_network costs
+    beyond this is measuring the segments (on the ellipsoid), sampling, the merge, bearings
+    and columns.
     """
     import geopandas as gpd
     import shapely
-    from pyproj import Transformer
-
-    from urbanvis.sampling import _measuring_crs, _utm_crs
 
     coords = shapely.get_coordinates(edges_wgs84.geometry.values)
     lon, lat = coords[:, 0], coords[:, 1]
-    bounds = (lon.min(), lon.max(), lat.min(), lat.max())  # the zone as the full path finds it
-    zone = _measuring_crs(_utm_crs(edges_wgs84, lon, lat, bounds))
-    Transformer.from_crs(edges_wgs84.crs, zone, always_xy=True).transform(lon, lat)
     return gpd.GeoDataFrame(geometry=shapely.points(lon[:n], lat[:n]), crs=edges_wgs84.crs)
 
 
@@ -398,10 +399,17 @@ def main(args: argparse.Namespace) -> int:
         rows.append(
             ("points_from_network (EPSG:4326 in and out)", *best_of(args.repeat, full, wgs84))
         )
+        n_full = rows[-1][1]
         rows.append(
             (
-                "floor: read and project the vertices, make the points (no sampling)",
-                *best_of(args.repeat, floor, wgs84, rows[-1][1]),
+                "points_from_network, measured in UTM (crs=)",
+                *best_of(args.repeat, full, wgs84, zone),
+            )
+        )
+        rows.append(
+            (
+                "floor: read the vertices, make the points (no sampling)",
+                *best_of(args.repeat, floor, wgs84, n_full),
             )
         )
         del wgs84

@@ -28,6 +28,13 @@ def _utm(frame):
     return frame.to_crs(frame.estimate_utm_crs())
 
 
+def _utm_scale(lon: float, lat: float) -> float:
+    """UTM zone 35's scale factor at a point: UTM metres per ground metre."""
+    from pyproj import Proj
+
+    return float(Proj(UTM).get_factors(lon, lat).meridional_scale)
+
+
 def test_helsinki_spacing_is_15m_along_every_edge(helsinki_edges, helsinki_points):
     edges = _utm(helsinki_edges)
     points = helsinki_points.to_crs(edges.crs)
@@ -115,8 +122,14 @@ def test_two_way_street_sampled_once_one_way_carriageways_each(town_osm):
     x = points.geometry.x.to_numpy() - ORIGIN_UTM[0]
     y = points.geometry.y.to_numpy() - ORIGIN_UTM[1]
     on_main = np.abs(y) < 0.01
-    assert on_main.sum() == 300 // 15 + 1  # 0, 15, ..., 300: no doubled points
-    assert np.allclose(np.sort(x[on_main]), np.arange(0, 301, 15), atol=0.01)
+    assert on_main.sum() == 300 // 15 + 1  # no doubled points
+    # each part (0-150 m, 150-300 m) from its start every 15 ground metres: 15 m times the
+    # zone's scale factor here in UTM metres, and the part's end
+    scale = _utm_scale(*lonlat(150, 0))
+    assert 0.9996 < scale < 0.9999
+    part = np.arange(0, 136, 15) * scale
+    expected = np.concatenate((part, 150 + part, [300.0]))
+    assert np.allclose(np.sort(x[on_main]), expected, atol=0.001)
     east = np.abs(y - 200) < 0.01
     west = np.abs(y - 220) < 0.01
     assert east.sum() == west.sum() == 150 // 15 + 1
@@ -322,7 +335,7 @@ def _reference_points(edges, spacing=15.0, merge=1.0):
 
 
 @pytest.mark.parametrize("twin_offset", [None, 0.6])
-def test_points_from_network_matches_a_plain_reference(helsinki_edges, twin_offset):
+def test_measured_in_utm_points_match_a_plain_reference(helsinki_edges, twin_offset):
     import geopandas as gpd
     import pandas as pd
 
@@ -335,7 +348,7 @@ def test_points_from_network_matches_a_plain_reference(helsinki_edges, twin_offs
         both = pd.concat([utm, twin], ignore_index=True).to_crs(4326)
         edges = gpd.GeoDataFrame(both.assign(edge_id=np.arange(len(both))), crs=4326)
     utm, xy, bearing, edge_id = _reference_points(edges)
-    points = points_from_network(edges, spacing=15.0, merge_distance=1.0)
+    points = points_from_network(edges, spacing=15.0, merge_distance=1.0, crs=utm)
     assert len(points) == len(xy)
     got = shapely.get_coordinates(points.to_crs(utm).geometry.values)
     # points between vertices sit on the input's lon/lat segments: within the tolerance of
@@ -350,10 +363,10 @@ def test_points_from_network_matches_a_plain_reference(helsinki_edges, twin_offs
 
 
 def test_projected_input_gives_the_same_points_as_lonlat_input(helsinki_edges):
-    # with EPSG:4326 input the line ends keep their input coordinates; otherwise every point
-    # is projected back: both ways must agree
+    # measured in one CRS, EPSG:4326 input keeps its line ends' input coordinates; projected
+    # input has every point projected back: both ways must agree
     utm = helsinki_edges.estimate_utm_crs()
-    a = points_from_network(helsinki_edges)
+    a = points_from_network(helsinki_edges, crs=utm)
     b = points_from_network(helsinki_edges.to_crs(utm), crs=utm)
     assert len(a) == len(b)
     xa = shapely.get_coordinates(a.to_crs(utm).geometry.values)
@@ -396,9 +409,10 @@ def test_lerp_is_refused_across_the_antimeridian_and_near_the_poles():
     assert _lerp_limit((10.0, 11.0, -61.0, -60.0)) == _lerp_limit((10.0, 11.0, 60.0, 61.0))
 
 
-def test_long_segments_are_projected_back_and_short_ones_interpolated():
-    # one edge 3 km straight (no vertex between) and one of 100 m, at 60 N: samples on the
-    # long one must be where PROJ's exact inverse puts them, the short one's within tolerance
+def test_measured_in_utm_long_segments_are_projected_back_and_short_ones_interpolated():
+    # one edge 3 km straight (no vertex between) and one of 100 m, at 60 N, measured in UTM:
+    # samples on the long one must be where PROJ's exact inverse puts them, the short one's
+    # within tolerance
     import geopandas as gpd
     from pyproj import CRS, Transformer
 
@@ -407,7 +421,7 @@ def test_long_segments_are_projected_back_and_short_ones_interpolated():
     lines = [shapely.LineString([(380000, 6650000), (382400, 6651800)])]  # 3,000 m
     lines.append(shapely.LineString([(390000, 6650000), (390060, 6650080)]))  # 100 m
     projected = gpd.GeoDataFrame({"edge_id": [0, 1]}, geometry=lines, crs=utm)
-    points = points_from_network(projected.to_crs(4326), spacing=15.0)
+    points = points_from_network(projected.to_crs(4326), spacing=15.0, crs=utm)
     assert _lerp_limit((24.0, 25.0, 59.0, 60.0)) < 3000
     for edge, tolerance in ((0, 1e-6), (1, _LERP_TOLERANCE_M)):
         line = lines[edge]
@@ -467,9 +481,10 @@ def test_repeated_vertices_change_nothing_on_the_lonlat_path(helsinki_edges):
     ("epsg", "origin"),
     [(32756, (334000.0, 6250000.0)), (32611, (240000.0, 3770000.0)), (32633, (500000.0, 0.0))],
 )
-def test_fast_path_matches_exact_proj_south_north_and_zone_edge(epsg, origin):
+def test_measured_in_utm_fast_path_matches_exact_proj_south_north_and_zone_edge(epsg, origin):
     # Sydney (south), Los Angeles 2.7 degrees from its zone's central meridian, and the
-    # equator: the fast projection and the lon/lat placement against PROJ's exact series
+    # equator, measured in the UTM zone: the fast projection and the lon/lat placement
+    # against PROJ's exact series
     import geopandas as gpd
     from pyproj import Transformer
 
@@ -481,7 +496,7 @@ def test_fast_path_matches_exact_proj_south_north_and_zone_edge(epsg, origin):
     projected = gpd.GeoDataFrame({"edge_id": np.arange(300)}, geometry=lines, crs=epsg)
     lonlat = projected.to_crs(4326)
     assert lonlat.estimate_utm_crs().to_epsg() == epsg  # the zone the reference measures in
-    points = points_from_network(lonlat, spacing=15.0, merge_distance=1.0)
+    points = points_from_network(lonlat, spacing=15.0, merge_distance=1.0, crs=epsg)
     assert points.crs.to_epsg() == 4326
     expected = sample_lines(lines, 15.0, merge_distance=1.0)  # exact metres, same order
     assert len(points) == len(expected)
@@ -498,3 +513,149 @@ def test_bearings_are_rounded_into_0_to_360():
     got = _compass(np.array([359.9996, 359.9994, -0.0004, -0.0006, 0.0004, 360.0, 720.25, 180.0]))
     assert got.tolist() == [0.0, 359.999, 0.0, 359.999, 0.0, 0.0, 0.25, 180.0]
     assert not np.signbit(got).any()  # no -0.0 either
+
+
+# ------------------------------------------------------------------ on the ellipsoid
+def _lonlat_line_reference(edges, spacing=15.0, merge=1.0, pieces=64):
+    """points_from_network on the ellipsoid written plainly, from its definition.
+
+    Each segment is the straight line in lon/lat, cut into ``pieces`` pieces short enough
+    that each is its geodesic (pyproj.Geod measures them); points every ``spacing`` ground
+    metres from each line's start, placed within their piece; a full KD-tree merge (in the
+    UTM zone, whose metres are the ground's to 0.05%). Returns lon/lat, bearings, edge ids.
+    """
+    from pyproj import Transformer
+
+    u = np.linspace(0.0, 1.0, pieces + 1)
+    starts, ends, inner = [], [], []
+    for i, line in enumerate(edges.geometry.values):
+        xy = shapely.get_coordinates(line)
+        a, b = xy[:-1], xy[1:]
+        dense = (a[:, None, :] + u[None, :-1, None] * (b - a)[:, None, :]).reshape(-1, 2)
+        dense = np.vstack((dense, xy[-1:]))
+        azimuth, back, length = (
+            np.asarray(v)
+            for v in GEOD.inv(dense[:-1, 0], dense[:-1, 1], dense[1:, 0], dense[1:, 1])
+        )
+        cum = np.concatenate(([0.0], np.cumsum(length)))
+        starts.append((*xy[0], azimuth[0], i))
+        ends.append((*xy[-1], back[-1] + 180.0, i))
+        along = np.arange(1, int((cum[-1] - merge) // spacing) + 1) * spacing
+        q = np.minimum(np.searchsorted(cum, along, side="right") - 1, len(length) - 1)
+        f = ((along - cum[q]) / length[q])[:, None]
+        placed = dense[q] + f * (dense[q + 1] - dense[q])
+        inner += [(*p, az, i) for p, az in zip(placed, azimuth[q], strict=True)]
+    table = np.array(starts + ends + inner)
+    utm = edges.estimate_utm_crs()
+    x, y = Transformer.from_crs(4326, utm, always_xy=True).transform(table[:, 0], table[:, 1])
+    table = table[_reference_merge(x, y, merge)]
+    bearing = np.round(table[:, 2] % 360, 3) % 360
+    return table[:, :2], bearing, edges["edge_id"].to_numpy()[table[:, 3].astype(int)]
+
+
+def _assert_like_reference(points, lonlat, bearing, edge_id, *, within_m=1e-3):
+    assert len(points) == len(lonlat)
+    assert np.array_equal(points["edge_id"].to_numpy(), edge_id)
+    got = shapely.get_coordinates(points.geometry.values)
+    miss = np.asarray(GEOD.inv(got[:, 0], got[:, 1], lonlat[:, 0], lonlat[:, 1])[2])
+    assert miss.max() < within_m, miss.max()
+    # the azimuth at a segment's middle, not at the point: up to 0.0006 degrees here, and a
+    # 0.001 rounding step either way
+    turn = np.abs((points["bearing"].to_numpy() - bearing + 180) % 360 - 180)
+    assert turn.max() <= 2e-3 + 1e-9 and (turn > 1e-3 + 1e-9).mean() < 0.01
+
+
+@pytest.mark.parametrize("twin_offset", [None, 0.6])
+def test_points_on_the_ellipsoid_match_a_plain_reference(helsinki_edges, twin_offset):
+    import geopandas as gpd
+    import pandas as pd
+
+    edges = helsinki_edges
+    if twin_offset is not None:  # a copy 0.6 m east: every point has a neighbour to merge with
+        utm = edges.to_crs(edges.estimate_utm_crs())
+        twin = utm.assign(
+            geometry=shapely.transform(utm.geometry.values, lambda c: c + [twin_offset, 0])
+        )
+        both = pd.concat([utm, twin], ignore_index=True).to_crs(4326)
+        edges = gpd.GeoDataFrame(both.assign(edge_id=np.arange(len(both))), crs=4326)
+    points = points_from_network(edges, spacing=15.0, merge_distance=1.0)
+    _assert_like_reference(points, *_lonlat_line_reference(edges))
+    assert np.array_equal(points["point_id"].to_numpy(), np.arange(len(points)))
+
+
+@pytest.mark.parametrize(
+    ("epsg", "origin"),
+    [
+        (32756, (334000.0, 6250000.0)),  # Sydney: south
+        (32611, (240000.0, 3770000.0)),  # Los Angeles, 2.7 degrees from the central meridian
+        (32633, (500000.0, 0.0)),  # across the equator
+        (32633, (500000.0, 7800000.0)),  # 70 north
+    ],
+)
+def test_points_on_the_ellipsoid_match_the_reference_anywhere(epsg, origin):
+    # segments up to 570 m: many longer than the lon/lat interpolation's limit
+    import geopandas as gpd
+
+    rng = np.random.default_rng(epsg + int(origin[1]))
+    starts = np.asarray(origin) + rng.uniform(0, 5000, (300, 2))
+    ends = starts + rng.uniform(-400, 400, (300, 2))
+    middles = (starts + ends) / 2 + rng.uniform(-30, 30, (300, 2))
+    lines = shapely.linestrings(np.stack([starts, middles, ends], axis=1))
+    edges = gpd.GeoDataFrame({"edge_id": np.arange(300)}, geometry=lines, crs=epsg).to_crs(4326)
+    points = points_from_network(edges, spacing=15.0, merge_distance=1.0)
+    assert points.crs.to_epsg() == 4326
+    _assert_like_reference(points, *_lonlat_line_reference(edges))
+
+
+def test_long_segments_on_the_ellipsoid_are_measured_along_the_lonlat_line():
+    # one segment of 3 km and one of 30 km at 60 N, diagonal: every point lies on the
+    # straight lon/lat line at k * 15 ground metres from its start (numerically integrated),
+    # within 1 mm on 3 km; the error grows as the cube of a segment's length (1.6 mm at 30 km)
+    import geopandas as gpd
+
+    lines = [shapely.LineString([(24.0, 60.0), (24.04, 60.017)])]  # 3.0 km
+    lines.append(shapely.LineString([(25.0, 60.0), (25.4, 60.17)]))  # 30 km
+    edges = gpd.GeoDataFrame({"edge_id": [0, 1]}, geometry=lines, crs=4326)
+    points = points_from_network(edges, spacing=15.0)
+    for edge, line in enumerate(lines):
+        (lon_a, lat_a), (lon_b, lat_b) = line.coords
+        u = np.linspace(0.0, 1.0, 200_001)
+        lon, lat = lon_a + u * (lon_b - lon_a), lat_a + u * (lat_b - lat_a)
+        azimuth, _, piece = GEOD.inv(lon[:-1], lat[:-1], lon[1:], lat[1:])
+        cum = np.concatenate(([0.0], np.cumsum(piece)))
+        mine = points[points["edge_id"] == edge]
+        got = shapely.get_coordinates(mine.geometry.values)[2:]  # after the two ends
+        assert len(got) == int((cum[-1] - 1.0) // 15.0)
+        v = (got[:, 0] - lon_a) / (lon_b - lon_a)  # where along the line, in lon/lat
+        off_line = np.abs(lat_a + v * (lat_b - lat_a) - got[:, 1]) * 111_000  # metres
+        assert off_line.max() < 1e-6
+        travelled = np.interp(v, u, cum)
+        expected = np.arange(1, len(got) + 1) * 15.0
+        tolerance = 1e-3 if edge == 0 else 2e-3
+        assert np.abs(travelled - expected).max() < tolerance
+        local = np.asarray(azimuth)[np.minimum(np.searchsorted(u, v) - 1, len(piece) - 1)]
+        bearing = mine["bearing"].to_numpy()[2:]
+        assert np.abs((bearing - local % 360 + 180) % 360 - 180).max() <= 1e-3
+        # and a 30 km line's azimuth turns by far more than that along it
+        assert edge == 0 or np.ptp(bearing) > 0.05
+
+
+def test_merge_on_the_ellipsoid_uses_ground_distances():
+    # pairs 0.97-1.03 m apart over 4 degrees of latitude, where the plate stretches 6%:
+    # merged exactly where the ground distance (pyproj.Geod) is under 1 m
+    from urbanvis.sampling import _Plate
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    lon = rng.uniform(24.0, 26.0, n)
+    lat = rng.uniform(58.0, 62.0, n)
+    gap = rng.uniform(0.97, 1.03, n)
+    lon2, lat2, _ = GEOD.fwd(lon, lat, rng.uniform(0, 360, n), gap)
+    all_lon, all_lat = np.concatenate((lon, lon2)), np.concatenate((lat, lat2))
+    plate = _Plate.over((all_lon.min(), all_lon.max(), all_lat.min(), all_lat.max()))
+    assert plate.stretch > 1.05
+    keep = plate.merge(*plate.forward(all_lon, all_lat), 1.0)
+    true = np.asarray(GEOD.inv(lon, lat, lon2, lat2)[2])
+    expected = np.concatenate((np.arange(n), n + np.flatnonzero(true >= 1.0)))
+    assert np.array_equal(keep, expected)
+    assert 0.3 * n < (true < 1.0).sum() < 0.7 * n

@@ -9,8 +9,15 @@ point or per edge.
 The merge is written here rather than left to scipy alone: a KD-tree over millions of points
 costs seconds, yet almost every point has no neighbour within a metre. Four sorted grids
 (:func:`_near_candidates`, plain numpy) set those points aside, and the tree holds only the
-rest. Line ends are vertices, so their EPSG:4326 coordinates are taken from the input, and
-only the points between vertices are projected back.
+rest.
+
+EPSG:4326 edges (OSM's) are measured on the WGS 84 ellipsoid without a projection: each
+segment's ground length and azimuth come from the ellipsoid's metres per degree at its middle
+(:func:`_ground_steps`), a dozen numpy passes, where pyproj's geodesics would cost a
+microsecond a segment and projecting to UTM and back with PROJ (the path for other CRSs, or
+when a ``crs`` is given) costs twice as long and a meridian convergence for every bearing.
+Line ends are vertices, so their coordinates are taken from the input, and the points
+between vertices are placed on the input's segments.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -114,8 +122,16 @@ def _sample_xy(
     merge_distance: float,
     *,
     segments: bool = False,
+    steps: tuple[np.ndarray, np.ndarray] | None = None,
+    merge: Callable[[np.ndarray, np.ndarray, float], np.ndarray] | None = None,
 ) -> _Sampled:
-    """:func:`sample_coords` on separate x and y arrays; ``segments`` fills ``inner``."""
+    """:func:`sample_coords` on separate x and y arrays; ``segments`` fills ``inner``.
+
+    ``steps``, when given, are each segment's east and north extent in metres (vertex i to
+    i+1, ``len(x) - 1`` of each): lengths and bearings come from them, while ``x`` and ``y``
+    (any near-metric plane) place the samples and are what ``merge`` (by default
+    :func:`merge_close_points`) is called on.
+    """
     _check_spacing(spacing, merge_distance)
     if len(x) == 0:
         empty = np.empty(0)
@@ -127,21 +143,26 @@ def _sample_xy(
     # Drop repeated consecutive vertices so that every segment has a length and a direction.
     same_line = vertex_line[1:] == vertex_line[:-1]
     dx, dy = np.diff(x), np.diff(y)
-    repeated = same_line & (dx == 0) & (dy == 0)
+    east, north = steps if steps is not None else (dx, dy)
+    repeated = same_line & (east == 0) & (north == 0)
     vertex_of: np.ndarray | None = None  # position in the caller's arrays, when some dropped
     if repeated.any():
         vertex_of = np.flatnonzero(np.concatenate(([True], ~repeated)))
         x, y, vertex_line = x[vertex_of], y[vertex_of], vertex_line[vertex_of]
         same_line = vertex_line[1:] == vertex_line[:-1]
         dx, dy = np.diff(x), np.diff(y)
+        # the segment into each kept vertex: the dropped ones repeat the vertex before it
+        into = vertex_of[1:] - 1
+        east, north = (east[into], north[into]) if steps is not None else (dx, dy)
 
     # Segment i runs from vertex i to vertex i+1; segments that join two lines get length 0.
     # Here and below, results go into existing arrays wherever the formula allows: on
     # millions of vertices a fresh array costs page faults as well as a pass over memory.
     n_vertices = len(x)
-    seg_len = np.hypot(dx, dy)
+    seg_len = np.hypot(east, north)
     seg_len[~same_line] = 0.0
-    seg_bearing = np.arctan2(dx, dy)
+    seg_bearing = np.arctan2(east, north)
+    del east, north
     np.degrees(seg_bearing, out=seg_bearing)
     np.add(seg_bearing, 360.0, out=seg_bearing, where=seg_bearing < 0)  # into [0, 360)
     cum = np.empty(n_vertices)  # distance travelled at each vertex
@@ -215,7 +236,7 @@ def _sample_xy(
     del owner, travelled
 
     samples = LineSamples(sx, sy, s_bearing, s_line, s_along)
-    keep = merge_close_points(sx, sy, merge_distance)
+    keep = (merge or merge_close_points)(sx, sy, merge_distance)
     kept_ends = n_ends
     if len(keep) < n_total:
         samples = samples.take(keep)
@@ -284,7 +305,14 @@ def _exact_repeats(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return repeat
 
 
-def merge_close_points(x: np.ndarray, y: np.ndarray, distance: float) -> np.ndarray:
+def merge_close_points(
+    x: np.ndarray,
+    y: np.ndarray,
+    distance: float,
+    *,
+    stretch: float = 1.0,
+    closer: Callable[[np.ndarray, np.ndarray, float], np.ndarray] | None = None,
+) -> np.ndarray:
     """Indices of the points to keep so that no two kept points are closer than ``distance``.
 
     Points linked by chains of neighbours closer than ``distance`` form one group; the first
@@ -292,17 +320,22 @@ def merge_close_points(x: np.ndarray, y: np.ndarray, distance: float) -> np.ndar
 
     Most points have no neighbour that close, so they are set aside first (see
     :func:`_near_candidates`) and the KD-tree holds only the few that may.
+
+    When ``x``, ``y`` only approximate the metric (a plane that shrinks no distance by more
+    than ``stretch``), pairs are looked for within ``distance * stretch`` and then kept only
+    where ``closer(i, j, distance)`` (index arrays) says they are truly that close.
     """
     n = len(x)
     if n < 2 or distance <= 0:
         return np.arange(n)
+    reach = distance * stretch if closer is not None else distance
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
-    found = _near_candidates(x, y, distance)
+    found = _near_candidates(x, y, reach)
     if found is None:
         duplicate, candidates = np.zeros(0, dtype=np.int64), np.arange(n)
     else:
@@ -315,7 +348,9 @@ def merge_close_points(x: np.ndarray, y: np.ndarray, distance: float) -> np.ndar
             balanced_tree=False,
             compact_nodes=False,
         )
-        pairs = tree.query_pairs(distance * (1 - 1e-12), output_type="ndarray")
+        pairs = tree.query_pairs(reach * (1 - 1e-12), output_type="ndarray")
+        if closer is not None and len(pairs):
+            pairs = pairs[closer(candidates[pairs[:, 0]], candidates[pairs[:, 1]], distance)]
         if len(pairs):
             involved = np.unique(pairs)
             local = np.searchsorted(involved, pairs)
@@ -430,7 +465,8 @@ def points_from_network(
     merge_distance
         Points closer than this (where edges meet) are merged into one.
     crs
-        Projected CRS to measure in; by default the local UTM zone.
+        Projected CRS to measure in. By default EPSG:4326 edges are measured on the WGS 84
+        ellipsoid (ground metres), and edges in any other CRS in the local UTM zone.
 
     Returns
     -------
@@ -441,66 +477,35 @@ def points_from_network(
 
     Notes
     -----
-    Line ends keep their input coordinates. A point between two vertices of EPSG:4326
-    input is placed on the input segment at the fraction of its length measured in the
-    UTM zone, which is within 1 mm of projecting the point back (see ``_lerp_limit``);
-    longer segments, and other input CRSs, are projected back by PROJ.
+    Line ends keep their input coordinates. On EPSG:4326 edges (no ``crs``) a segment
+    between two vertices is the straight line in lon/lat, as GIS draws it, and a point
+    ``k * spacing`` ground metres along the edge is placed on it within 1 mm (see
+    ``_ground_steps`` and ``_lerp_limit``; segments of several km included); its bearing is
+    the segment's azimuth there to about 0.0005 degrees. The ground metres differ from a UTM
+    zone's by its scale, under 0.1% inside the zone. With a ``crs``, a segment is straight in
+    that CRS; points between vertices of EPSG:4326 edges are placed on the input segment at
+    the fraction of its length measured in ``crs`` when that is within 1 mm of projecting
+    them back, and projected back otherwise.
     """
     _check_spacing(spacing, merge_distance)
     if edges.crs is None:
         raise InputError("the edges have no CRS; set one (EPSG:4326 for OSM data)")
     if len(edges) == 0:
         return _empty_points()
-    # Project the vertex arrays, not geometries: no shapely object per vertex or per point.
+    # Work on the vertex arrays, not geometries: no shapely object per vertex or per point.
     coords, vertex_line = shapely.get_coordinates(edges.geometry.values, return_index=True)
     lon_v, lat_v = coords[:, 0], coords[:, 1]
     bounds = (lon_v.min(), lon_v.max(), lat_v.min(), lat_v.max()) if len(coords) else None
-    if crs is None:
-        crs = _utm_crs(edges, lon_v, lat_v, bounds)
-    else:
-        crs = CRS.from_user_input(crs)
-        if not crs.is_projected:
-            raise InputError(
-                f"{crs.name} is not a projected CRS; give one in metres, e.g. a UTM zone"
-            )
-    # The UTM zones of WGS 84 are measured in with PROJ's faster algorithm near the central
-    # meridian: the same metres to 5 micrometres, in half the time (see _measuring_crs).
-    measure = _measuring_crs(crs)
-    px, py = Transformer.from_crs(edges.crs, measure, always_xy=True).transform(lon_v, lat_v)
     to_wgs84 = CRS.from_user_input(WGS84)
     geographic = CRS.from_user_input(edges.crs) == to_wgs84
-    # Between vertices, in a UTM zone, the input's own segments give the points' lon/lat.
-    lerp_limit = _lerp_limit(bounds) if geographic and measure is not crs else 0.0
-    sampled = _sample_xy(px, py, vertex_line, spacing, merge_distance, segments=lerp_limit > 0)
-    samples, end_vertex, road_m = sampled.samples, sampled.end_vertex, sampled.road_m
-    del px, py
-    # Line ends are vertices: their input coordinates are already known (exactly, when the
-    # input is EPSG:4326); only the points between vertices are projected back, or, on
-    # segments short enough, placed on the input segment at the same fraction of its length.
-    n_ends = len(end_vertex)
-    lon, lat = np.empty(len(samples)), np.empty(len(samples))
-    back_from = n_ends if geographic else 0
-    if geographic:
-        lon[:n_ends], lat[:n_ends] = lon_v[end_vertex], lat_v[end_vertex]
-    to_lonlat = Transformer.from_crs(measure, to_wgs84, always_xy=True)
-    if sampled.inner is None:
-        lon[back_from:], lat[back_from:] = samples.x[back_from:], samples.y[back_from:]
-        to_lonlat.transform(lon[back_from:], lat[back_from:], inplace=True)
+    if crs is None and geographic and bounds is not None and _lerp_limit(bounds) > 0:
+        lon, lat, bearing, samples, road_m = _sample_on_ellipsoid(
+            lon_v, lat_v, vertex_line, bounds, spacing, merge_distance
+        )
     else:
-        first, last, t, seg_length = sampled.inner
-        for out, values in ((lon[n_ends:], lon_v), (lat[n_ends:], lat_v)):
-            start = values[first]  # start + t * (end - start)
-            np.take(values, last, out=out)
-            out -= start
-            out *= t
-            out += start
-        del start, first, last, t
-        far = np.flatnonzero(seg_length > lerp_limit)
-        if len(far):
-            far += n_ends
-            lon[far], lat[far] = to_lonlat.transform(samples.x[far], samples.y[far])
-    # Grid bearing -> true bearing: add the meridian convergence of the projection there.
-    bearing = _compass(samples.bearing + meridian_convergence(lon, lat, crs))
+        lon, lat, bearing, samples, road_m = _sample_projected(
+            edges, lon_v, lat_v, vertex_line, bounds, crs, spacing, merge_distance
+        )
 
     def edge_values(name: str, default):
         if name not in edges:
@@ -528,6 +533,147 @@ def points_from_network(
     km = road_m / 1000
     log.info("sampled %s points every %g m along %.1f km of road", f"{len(points):,}", spacing, km)
     return points
+
+
+def _sample_on_ellipsoid(
+    lon_v: np.ndarray,
+    lat_v: np.ndarray,
+    vertex_line: np.ndarray,
+    bounds: tuple[float, float, float, float],
+    spacing: float,
+    merge_distance: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, LineSamples, float]:
+    """Samples of EPSG:4326 vertex arrays in ground metres: lon, lat, bearing, samples, road m.
+
+    No projection: segment lengths and azimuths come from the ellipsoid's metres per degree
+    (:func:`_ground_steps`), the merge works in a plate around the network checked on the
+    ellipsoid (:class:`_Plate`), and points between vertices are placed on the input's
+    lon/lat segments. Half the time of projecting to UTM and back with PROJ, which is what
+    the projected path costs (and adds a meridian convergence for every bearing).
+    """
+    plate = _Plate.over(bounds)
+    x, y = plate.forward(lon_v, lat_v)
+    steps = _ground_steps(lon_v, lat_v)
+    sampled = _sample_xy(
+        x, y, vertex_line, spacing, merge_distance, segments=True, steps=steps, merge=plate.merge
+    )
+    del x, y, steps
+    samples, end_vertex = sampled.samples, sampled.end_vertex
+    assert sampled.inner is not None
+    first, last, t, seg_length = sampled.inner
+    n_ends = len(end_vertex)
+    lon, lat = np.empty(len(samples)), np.empty(len(samples))
+    lon[:n_ends], lat[:n_ends] = lon_v[end_vertex], lat_v[end_vertex]
+    # On a long segment the ground metres per degree change along it: a point's fraction
+    # of the segment's length is not quite its fraction in lon/lat (see _lerp_limit).
+    far = np.flatnonzero(seg_length > _lerp_limit(bounds))
+    if len(far):
+        a, b = first[far], last[far]
+        dlon, dlat = lon_v[b] - lon_v[a], lat_v[b] - lat_v[a]
+        t[far] = _lonlat_fraction(t[far], dlon, dlat, lat_v[a], lat_v[b])
+    _place_between(lon[n_ends:], lat[n_ends:], lon_v, lat_v, first, last, t)
+    del first, last, t
+    bearing = samples.bearing  # true bearings already: the steps point east and north
+    if len(far):  # the azimuth at the point itself, not at the segment's middle
+        east, north = _metres_per_degree(lat[n_ends + far])
+        east *= dlon
+        north *= dlat
+        bearing[n_ends + far] = np.degrees(np.arctan2(east, north))
+    return lon, lat, _compass(bearing), samples, sampled.road_m
+
+
+def _lonlat_fraction(
+    fraction: np.ndarray, dlon: np.ndarray, dlat: np.ndarray, lat_a: np.ndarray, lat_b: np.ndarray
+) -> np.ndarray:
+    """Where along a lon/lat segment (0 to 1) a point ``fraction`` of its ground length lies.
+
+    The ground speed along the segment, metres per unit of the lon/lat parameter, goes from
+    v0 at its start to v1 at its end, near enough linearly: the distance covered by ``u`` is
+    ``L (u + c (u**2 - u))`` with ``c = (v1 - v0) / (v1 + v0)``, solved here for ``u``.
+    """
+    speeds = []
+    for lat in (lat_a, lat_b):
+        east, north = _metres_per_degree(np.array(lat, dtype=float))
+        speeds.append(np.hypot(east * dlon, north * dlat))
+    c = (speeds[1] - speeds[0]) / (speeds[1] + speeds[0])
+    # u = 2 f / ((1 - c) + sqrt((1 - c)**2 + 4 c f)): no cancellation when c is near 0
+    return 2 * fraction / ((1 - c) + np.sqrt((1 - c) ** 2 + 4 * c * fraction))
+
+
+def _place_between(
+    lon: np.ndarray,
+    lat: np.ndarray,
+    lon_v: np.ndarray,
+    lat_v: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    t: np.ndarray,
+) -> None:
+    """Fill ``lon``, ``lat`` with the points ``t`` of the way from vertex ``first`` to ``last``."""
+    for out, values in ((lon, lon_v), (lat, lat_v)):
+        start = values[first]  # start + t * (end - start)
+        np.take(values, last, out=out)
+        out -= start
+        out *= t
+        out += start
+
+
+def _sample_projected(
+    edges: gpd.GeoDataFrame,
+    lon_v: np.ndarray,
+    lat_v: np.ndarray,
+    vertex_line: np.ndarray,
+    bounds: tuple[float, float, float, float] | None,
+    crs: str | CRS | None,
+    spacing: float,
+    merge_distance: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, LineSamples, float]:
+    """Samples measured in a projected CRS (``crs``, or the UTM zone): as for the ellipsoid.
+
+    ``lon_v``, ``lat_v`` are the vertices in the edges' own CRS, whatever it is.
+    """
+    if crs is None:
+        crs = _utm_crs(edges, lon_v, lat_v, bounds)
+    else:
+        crs = CRS.from_user_input(crs)
+        if not crs.is_projected:
+            raise InputError(
+                f"{crs.name} is not a projected CRS; give one in metres, e.g. a UTM zone"
+            )
+    # The UTM zones of WGS 84 are measured in with PROJ's faster algorithm near the central
+    # meridian: the same metres to 5 micrometres, in half the time (see _measuring_crs).
+    measure = _measuring_crs(crs)
+    px, py = Transformer.from_crs(edges.crs, measure, always_xy=True).transform(lon_v, lat_v)
+    to_wgs84 = CRS.from_user_input(WGS84)
+    geographic = CRS.from_user_input(edges.crs) == to_wgs84
+    # Between vertices, in a UTM zone, the input's own segments give the points' lon/lat.
+    lerp_limit = _lerp_limit(bounds) if geographic and measure is not crs else 0.0
+    sampled = _sample_xy(px, py, vertex_line, spacing, merge_distance, segments=lerp_limit > 0)
+    samples, end_vertex = sampled.samples, sampled.end_vertex
+    del px, py
+    # Line ends are vertices: their input coordinates are already known (exactly, when the
+    # input is EPSG:4326); only the points between vertices are projected back, or, on
+    # segments short enough, placed on the input segment at the same fraction of its length.
+    n_ends = len(end_vertex)
+    lon, lat = np.empty(len(samples)), np.empty(len(samples))
+    back_from = n_ends if geographic else 0
+    if geographic:
+        lon[:n_ends], lat[:n_ends] = lon_v[end_vertex], lat_v[end_vertex]
+    to_lonlat = Transformer.from_crs(measure, to_wgs84, always_xy=True)
+    if sampled.inner is None:
+        lon[back_from:], lat[back_from:] = samples.x[back_from:], samples.y[back_from:]
+        to_lonlat.transform(lon[back_from:], lat[back_from:], inplace=True)
+    else:
+        first, last, t, seg_length = sampled.inner
+        _place_between(lon[n_ends:], lat[n_ends:], lon_v, lat_v, first, last, t)
+        del first, last, t
+        far = np.flatnonzero(seg_length > lerp_limit)
+        if len(far):
+            far += n_ends
+            lon[far], lat[far] = to_lonlat.transform(samples.x[far], samples.y[far])
+    # Grid bearing -> true bearing: add the meridian convergence of the projection there.
+    bearing = _compass(samples.bearing + meridian_convergence(lon, lat, crs))
+    return lon, lat, bearing, samples, sampled.road_m
 
 
 def points_from_grid(
@@ -776,9 +922,12 @@ def _lerp_limit(bounds: tuple[float, float, float, float] | None) -> float:
     degrees). This limit keeps ``L**2 * (1 + tan(|lat|)) / (8 R)``, with R = 6,000 km (under
     any radius of curvature of the WGS 84 ellipsoid), within ``_LERP_TOLERANCE_M``;
     ``tests/test_sampling.py`` checks the bound against PROJ from the equator to 80 degrees.
+    Measured on the ellipsoid, the same bound holds between a point's fraction of a
+    segment's ground length and its fraction in lon/lat (the ground metres per degree change
+    along the segment); longer segments get the fraction from :func:`_lonlat_fraction`.
     ``bounds`` are the vertices' (lon min, lon max, lat min, lat max). Zero (project every
-    point back) when the vertices straddle the antimeridian, reach the polar caps (no UTM
-    there) or have a missing coordinate.
+    point back; no measuring on the ellipsoid either) when the vertices straddle the
+    antimeridian, reach the polar caps (no UTM there) or have a missing coordinate.
     """
     if bounds is None:
         return 0.0
@@ -787,6 +936,97 @@ def _lerp_limit(bounds: tuple[float, float, float, float] | None) -> float:
     if not (lon_max - lon_min < 180.0 and top < 84.0):  # False for NaN too
         return 0.0
     return math.sqrt(8 * 6.0e6 * _LERP_TOLERANCE_M / (1 + math.tan(math.radians(top))))
+
+
+_WGS84_A = 6_378_137.0
+"""Semi-major axis of the WGS 84 ellipsoid (metres)."""
+_WGS84_E2 = (2 - 1 / 298.257223563) / 298.257223563
+"""First eccentricity squared of the WGS 84 ellipsoid, f (2 - f)."""
+
+
+def _metres_per_degree(lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Metres per degree of longitude and of latitude at ``lat`` (degrees) on WGS 84.
+
+    ``N cos(lat)`` and ``M``, the ellipsoid's radii of curvature in the prime vertical and
+    the meridian, times pi/180. ``lat`` (a float array) is overwritten.
+    """
+    cos = np.cos(np.radians(lat, out=lat), out=lat)
+    inv_w = np.multiply(cos, cos)  # 1 / sqrt(1 - e2 sin^2) = 1 / sqrt(1 - e2 + e2 cos^2)
+    inv_w *= _WGS84_E2
+    inv_w += 1.0 - _WGS84_E2
+    np.sqrt(inv_w, out=inv_w)
+    np.reciprocal(inv_w, out=inv_w)
+    east = cos
+    east *= inv_w
+    east *= _WGS84_A * math.pi / 180
+    north = np.multiply(inv_w, inv_w)
+    north *= inv_w
+    north *= _WGS84_A * (1 - _WGS84_E2) * math.pi / 180
+    return east, north
+
+
+def _ground_steps(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """East and north metres from each vertex to the next, on WGS 84 (``len - 1`` of each).
+
+    The metres per degree at the segment's middle latitude times its degrees: the length of
+    the segment drawn straight in lon/lat to a relative (L / R)**2 (3e-5 mm on 100 m), and
+    its azimuth at the middle. Written here because pyproj's geodesics cost a microsecond a
+    segment and PROJ's projection half of that; this is a dozen numpy passes.
+    """
+    dlat = np.diff(lat)
+    middle = np.multiply(dlat, 0.5)
+    middle += lat[:-1]
+    east, north = _metres_per_degree(middle)
+    del middle
+    dlon = np.diff(lon)
+    east *= dlon
+    del dlon
+    north *= dlat
+    return east, north
+
+
+@dataclass(frozen=True)
+class _Plate:
+    """An equirectangular plane around a network, in metres at its middle, for the merge.
+
+    ``x = (lon - lon0) * east``, ``y = (lat - lat0) * north``: cheap, and never shorter than
+    a true distance by more than ``stretch`` anywhere in ``bounds``, so a merge looks for
+    neighbours within ``distance * stretch`` here and keeps the pairs truly that close.
+    """
+
+    lon0: float
+    lat0: float
+    east: float  # metres per degree at lat0
+    north: float
+    stretch: float
+
+    @classmethod
+    def over(cls, bounds: tuple[float, float, float, float]) -> _Plate:
+        lon_min, lon_max, lat_min, lat_max = map(float, bounds)
+        lat0 = (lat_min + lat_max) / 2
+        probes = [lat0, lat_min, lat_max] + ([0.0] if lat_min < 0 < lat_max else [])
+        east, north = _metres_per_degree(np.array(probes))
+        stretch = max(1.0, float((east[0] / east).max()), float((north[0] / north).max()))
+        return cls((lon_min + lon_max) / 2, lat0, float(east[0]), float(north[0]), stretch)
+
+    def forward(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = lon - self.lon0
+        x *= self.east
+        y = lat - self.lat0
+        y *= self.north
+        return x, y
+
+    def merge(self, x: np.ndarray, y: np.ndarray, distance: float) -> np.ndarray:
+        """:func:`merge_close_points` with distances on the ellipsoid."""
+
+        def closer(i: np.ndarray, j: np.ndarray, limit: float) -> np.ndarray:
+            lat_i, lat_j = y[i] / self.north + self.lat0, y[j] / self.north + self.lat0
+            east, north = _metres_per_degree((lat_i + lat_j) / 2)
+            east *= (x[i] - x[j]) / self.east
+            north *= lat_i - lat_j
+            return np.hypot(east, north) < limit
+
+        return merge_close_points(x, y, distance, stretch=self.stretch * (1 + 1e-9), closer=closer)
 
 
 def _empty_points() -> gpd.GeoDataFrame:
