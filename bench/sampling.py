@@ -399,7 +399,7 @@ def main(args: argparse.Namespace) -> int:
         zone = wgs84.estimate_utm_crs()
         if zone != edges.crs:
             print(
-                f"warning: points_from_network will use {zone.to_string()}, "
+                f"warning: the row measured in UTM will use {zone.to_string()}, "
                 f"not {edges.crs.to_string()}"
             )
         rows.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
-from pyproj import Geod
+from pyproj import Geod, Transformer
 from scipy.spatial import cKDTree
 
 from urbanvis._errors import InputError
@@ -334,19 +334,22 @@ def _reference_points(edges, spacing=15.0, merge=1.0):
     return utm, table[:, :2], bearing, edges["edge_id"].to_numpy()[table[:, 3].astype(int)]
 
 
-@pytest.mark.parametrize("twin_offset", [None, 0.6])
-def test_measured_in_utm_points_match_a_plain_reference(helsinki_edges, twin_offset):
+def _with_twin(edges, offset):
+    """``edges``, and with ``offset``, a copy that far east: every point has a neighbour."""
+    if offset is None:
+        return edges
     import geopandas as gpd
     import pandas as pd
 
-    edges = helsinki_edges
-    if twin_offset is not None:  # a copy 0.6 m east: every point has a neighbour to merge with
-        utm = edges.to_crs(edges.estimate_utm_crs())
-        twin = utm.assign(
-            geometry=shapely.transform(utm.geometry.values, lambda c: c + [twin_offset, 0])
-        )
-        both = pd.concat([utm, twin], ignore_index=True).to_crs(4326)
-        edges = gpd.GeoDataFrame(both.assign(edge_id=np.arange(len(both))), crs=4326)
+    utm = edges.to_crs(edges.estimate_utm_crs())
+    twin = utm.assign(geometry=shapely.transform(utm.geometry.values, lambda c: c + [offset, 0]))
+    both = pd.concat([utm, twin], ignore_index=True).to_crs(4326)
+    return gpd.GeoDataFrame(both.assign(edge_id=np.arange(len(both))), crs=4326)
+
+
+@pytest.mark.parametrize("twin_offset", [None, 0.6])
+def test_measured_in_utm_points_match_a_plain_reference(helsinki_edges, twin_offset):
+    edges = _with_twin(helsinki_edges, twin_offset)
     utm, xy, bearing, edge_id = _reference_points(edges)
     points = points_from_network(edges, spacing=15.0, merge_distance=1.0, crs=utm)
     assert len(points) == len(xy)
@@ -455,21 +458,23 @@ def test_measuring_crs_is_the_same_zone_and_other_crs_are_kept():
     assert _measuring_crs(other) is other
 
 
-def test_repeated_vertices_change_nothing_on_the_lonlat_path(helsinki_edges):
-    # a vertex written twice in a row is dropped before sampling; the points between
-    # vertices must still be placed on the right input segment (indices map back)
+@pytest.mark.parametrize("crs", [None, "EPSG:32635"], ids=["ellipsoid", "utm"])
+def test_repeated_vertices_change_nothing(helsinki_edges, crs):
+    # a vertex written two or three times in a row is dropped before sampling; the points
+    # between vertices must still be placed on the right input segment (indices map back)
     import geopandas as gpd
 
     coords, index = shapely.get_coordinates(helsinki_edges.geometry.values, return_index=True)
-    twice = np.repeat(np.arange(len(coords)), np.where(np.arange(len(coords)) % 3 == 1, 2, 1))
+    times = np.choose(np.arange(len(coords)) % 5, [1, 2, 1, 3, 1])
+    twice = np.repeat(np.arange(len(coords)), times)
     doubled = gpd.GeoDataFrame(
         helsinki_edges.drop(columns="geometry"),
         geometry=shapely.linestrings(coords[twice], indices=index[twice]),
         crs=helsinki_edges.crs,
     )
     assert len(shapely.get_coordinates(doubled.geometry.values)) > len(coords)
-    a = points_from_network(helsinki_edges)
-    b = points_from_network(doubled)
+    a = points_from_network(helsinki_edges, crs=crs)
+    b = points_from_network(doubled, crs=crs)
     assert len(a) == len(b)
     assert np.array_equal(a["edge_id"].to_numpy(), b["edge_id"].to_numpy())
     xa, xb = (shapely.get_coordinates(p.geometry.values) for p in (a, b))
@@ -567,17 +572,7 @@ def _assert_like_reference(points, lonlat, bearing, edge_id, *, within_m=1e-3):
 
 @pytest.mark.parametrize("twin_offset", [None, 0.6])
 def test_points_on_the_ellipsoid_match_a_plain_reference(helsinki_edges, twin_offset):
-    import geopandas as gpd
-    import pandas as pd
-
-    edges = helsinki_edges
-    if twin_offset is not None:  # a copy 0.6 m east: every point has a neighbour to merge with
-        utm = edges.to_crs(edges.estimate_utm_crs())
-        twin = utm.assign(
-            geometry=shapely.transform(utm.geometry.values, lambda c: c + [twin_offset, 0])
-        )
-        both = pd.concat([utm, twin], ignore_index=True).to_crs(4326)
-        edges = gpd.GeoDataFrame(both.assign(edge_id=np.arange(len(both))), crs=4326)
+    edges = _with_twin(helsinki_edges, twin_offset)
     points = points_from_network(edges, spacing=15.0, merge_distance=1.0)
     _assert_like_reference(points, *_lonlat_line_reference(edges))
     assert np.array_equal(points["point_id"].to_numpy(), np.arange(len(points)))
@@ -593,7 +588,8 @@ def test_points_on_the_ellipsoid_match_a_plain_reference(helsinki_edges, twin_of
     ],
 )
 def test_points_on_the_ellipsoid_match_the_reference_anywhere(epsg, origin):
-    # segments up to 570 m: many longer than the lon/lat interpolation's limit
+    # lines up to 570 m, segments up to about 325 m: many longer than the lon/lat
+    # interpolation's limit
     import geopandas as gpd
 
     rng = np.random.default_rng(epsg + int(origin[1]))
@@ -607,37 +603,64 @@ def test_points_on_the_ellipsoid_match_the_reference_anywhere(epsg, origin):
     _assert_like_reference(points, *_lonlat_line_reference(edges))
 
 
-def test_long_segments_on_the_ellipsoid_are_measured_along_the_lonlat_line():
-    # one segment of 3 km and one of 30 km at 60 N, diagonal: every point lies on the
-    # straight lon/lat line at k * 15 ground metres from its start (numerically integrated),
-    # 0.0015 mm off on 3 km; the error grows steeply with a segment's length (1.6 mm at 30 km)
+def _along_lonlat_line(a, b, pieces=200_000):
+    """Parameter, ground metres travelled and local azimuth along the lon/lat line a -> b."""
+    u = np.linspace(0.0, 1.0, pieces + 1)
+    lon, lat = a[0] + u * (b[0] - a[0]), a[1] + u * (b[1] - a[1])
+    azimuth, _, piece = GEOD.inv(lon[:-1], lat[:-1], lon[1:], lat[1:])
+    return u, np.concatenate(([0.0], np.cumsum(piece))), np.asarray(azimuth) % 360
+
+
+@pytest.mark.parametrize("lat", [0.0, 34.0, 60.0, -75.0, 83.0])
+@pytest.mark.parametrize("heading", [10.0, 45.0, 80.0, 135.0, 200.0, 300.0])
+def test_long_segments_on_the_ellipsoid_are_measured_along_the_lonlat_line(lat, heading):
+    # a 3 km segment (no vertex between): every point lies on the straight lon/lat line at
+    # k * 15 ground metres from its start (numerically integrated) within 1 mm, and every
+    # bearing, the two ends' included, is the line's azimuth where the point is
     import geopandas as gpd
 
-    lines = [shapely.LineString([(24.0, 60.0), (24.04, 60.017)])]  # 3.0 km
-    lines.append(shapely.LineString([(25.0, 60.0), (25.4, 60.17)]))  # 30 km
-    edges = gpd.GeoDataFrame({"edge_id": [0, 1]}, geometry=lines, crs=4326)
+    a = (24.0, lat)
+    lon_b, lat_b, _ = GEOD.fwd(*a, heading, 3000.0)
+    b = (float(lon_b), float(lat_b))
+    edges = gpd.GeoDataFrame({"edge_id": [0]}, geometry=[shapely.LineString([a, b])], crs=4326)
     points = points_from_network(edges, spacing=15.0)
-    for edge, line in enumerate(lines):
-        (lon_a, lat_a), (lon_b, lat_b) = line.coords
-        u = np.linspace(0.0, 1.0, 200_001)
-        lon, lat = lon_a + u * (lon_b - lon_a), lat_a + u * (lat_b - lat_a)
-        azimuth, _, piece = GEOD.inv(lon[:-1], lat[:-1], lon[1:], lat[1:])
-        cum = np.concatenate(([0.0], np.cumsum(piece)))
-        mine = points[points["edge_id"] == edge]
-        got = shapely.get_coordinates(mine.geometry.values)[2:]  # after the two ends
-        assert len(got) == int((cum[-1] - 1.0) // 15.0)
-        v = (got[:, 0] - lon_a) / (lon_b - lon_a)  # where along the line, in lon/lat
-        off_line = np.abs(lat_a + v * (lat_b - lat_a) - got[:, 1]) * 111_000  # metres
-        assert off_line.max() < 1e-6
-        travelled = np.interp(v, u, cum)
-        expected = np.arange(1, len(got) + 1) * 15.0
-        tolerance = 1e-3 if edge == 0 else 2e-3
-        assert np.abs(travelled - expected).max() < tolerance
-        local = np.asarray(azimuth)[np.minimum(np.searchsorted(u, v) - 1, len(piece) - 1)]
-        bearing = mine["bearing"].to_numpy()[2:]
-        assert np.abs((bearing - local % 360 + 180) % 360 - 180).max() <= 1e-3
-        # and a 30 km line's azimuth turns by far more than that along it
-        assert edge == 0 or np.ptp(bearing) > 0.05
+    u, travelled, azimuth = _along_lonlat_line(a, b)
+    got = shapely.get_coordinates(points.geometry.values)
+    assert np.allclose(got[:2], [a, b], rtol=0, atol=1e-12)  # the two ends come first
+    axis = 0 if abs(b[0] - a[0]) * np.cos(np.radians(lat)) > abs(b[1] - a[1]) else 1
+    v = (got[:, axis] - a[axis]) / (b[axis] - a[axis])  # where along the line, in lon/lat
+    off = got - (np.asarray(a) + v[:, None] * (np.asarray(b) - np.asarray(a)))
+    assert np.abs(off).max() < 1e-11  # degrees: on the line
+    inner = np.interp(v[2:], u, travelled)
+    assert len(inner) == int((travelled[-1] - 1.0) // 15.0)
+    assert np.abs(inner - np.arange(1, len(inner) + 1) * 15.0).max() < 1e-3
+    piece = np.minimum(np.searchsorted(u, v, side="right") - 1, len(azimuth) - 1)
+    turn = np.abs((points["bearing"].to_numpy() - azimuth[piece] + 180) % 360 - 180)
+    assert turn.max() <= 5e-4 + 1e-3 * 5e-3  # the 0.001 rounding, and a 3 cm piece's turn
+
+
+def test_long_segments_on_the_ellipsoid_merge_where_their_points_are():
+    # a short edge starting 0.95 m from a point of a 3 km segment (at 60 N, where that point
+    # lies 11 cm from its uncorrected place) merges with it; one starting 1.05 m away does not
+    import geopandas as gpd
+
+    a = (24.0, 60.0)
+    b = tuple(float(v) for v in GEOD.fwd(*a, 45.0, 3000.0)[:2])
+    alone = gpd.GeoDataFrame({"edge_id": [0]}, geometry=[shapely.LineString([a, b])], crs=4326)
+    point = shapely.get_coordinates(points_from_network(alone).geometry.values)[2 + 99]
+    for gap, merged in ((0.95, True), (1.05, False)):
+        start = GEOD.fwd(*point, 135.0, gap)[:2]
+        end = GEOD.fwd(*start, 135.0, 100.0)[:2]
+        lines = [shapely.LineString([a, b]), shapely.LineString([start, end])]
+        edges = gpd.GeoDataFrame({"edge_id": [0, 1]}, geometry=lines, crs=4326)
+        xy = shapely.get_coordinates(points_from_network(edges).geometry.values)
+        ones = np.ones(len(xy))
+        to_point = np.asarray(GEOD.inv(xy[:, 0], xy[:, 1], point[0] * ones, point[1] * ones)[2])
+        assert (to_point.min() < 1e-6) != merged  # merged: the line end is kept, not the point
+        # and no two points closer than 1 m on the ground
+        utm = Transformer.from_crs(4326, 32635, always_xy=True).transform(xy[:, 0], xy[:, 1])
+        i, j = cKDTree(np.column_stack(utm)).query_pairs(1.1, output_type="ndarray").T
+        assert (np.asarray(GEOD.inv(xy[i, 0], xy[i, 1], xy[j, 0], xy[j, 1])[2]) >= 1.0).all()
 
 
 def test_merge_on_the_ellipsoid_uses_ground_distances():
@@ -659,3 +682,36 @@ def test_merge_on_the_ellipsoid_uses_ground_distances():
     expected = np.concatenate((np.arange(n), n + np.flatnonzero(true >= 1.0)))
     assert np.array_equal(keep, expected)
     assert 0.3 * n < (true < 1.0).sum() < 0.7 * n
+
+
+def test_which_edges_are_measured_on_the_ellipsoid():
+    import geopandas as gpd
+
+    from urbanvis.sampling import _on_ellipsoid
+
+    assert _on_ellipsoid((24.0, 25.0, 86.0, 89.0))  # beyond UTM, still on the ellipsoid
+    assert not _on_ellipsoid((24.0, 25.0, 89.0, 89.6))  # too near the pole for a plate
+    assert not _on_ellipsoid((-179.9, 179.9, 10.0, 11.0))  # across the antimeridian
+    assert not _on_ellipsoid((24.0, 25.0, float("nan"), 60.0))
+    assert not _on_ellipsoid(None)
+    # 86 N: sampled on the ellipsoid, 15 ground metres apart
+    line = shapely.LineString([(10.0, 86.0), (10.5, 86.01)])
+    edges = gpd.GeoDataFrame({"edge_id": [0]}, geometry=[line], crs=4326)
+    xy = shapely.get_coordinates(points_from_network(edges).geometry.values)[2:]
+    gaps = np.asarray(GEOD.inv(xy[:-1, 0], xy[:-1, 1], xy[1:, 0], xy[1:, 1])[2])
+    assert len(xy) > 200 and np.abs(gaps - 15.0).max() < 1e-3
+    # nearer the pole no UTM zone either: one line asking for a CRS
+    polar = edges.assign(geometry=[shapely.LineString([(10.0, 89.6), (10.5, 89.61)])])
+    with pytest.raises(InputError, match="EPSG:3413"):
+        points_from_network(polar)
+
+
+def test_other_crs_are_measured_in_their_utm_zone(helsinki_edges):
+    # NAD83 lon/lat is not EPSG:4326: its edges go through the UTM zone, as crs= would
+    nad83 = helsinki_edges.to_crs("EPSG:4269")
+    a = points_from_network(nad83)
+    b = points_from_network(nad83, crs="EPSG:32635")
+    assert len(a) == len(b)
+    assert a.geometry.geom_equals_exact(b.geometry, 1e-12).all()
+    c = points_from_network(helsinki_edges)  # ground metres: a few points may differ
+    assert abs(len(c) - len(a)) < 0.01 * len(a)
