@@ -33,7 +33,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS, Proj, Transformer
+from pyproj import CRS, Geod, Proj, Transformer
 
 from ._errors import InputError
 from .areas import WGS84, area_from_bbox, area_from_file, area_from_place
@@ -588,7 +588,9 @@ def _sample_on_ellipsoid(
     plate = _Plate.over(bounds)
     x, y = plate.forward(lon_v, lat_v)
     steps = _ground_steps(lon_v, lat_v)
-    longest = _lerp_length(max(abs(bounds[2]), abs(bounds[3])))
+    top = _top_latitude(bounds, _ELLIPSOID_TOP)
+    assert top is not None  # the caller checked _on_ellipsoid
+    longest = _lerp_length(top)
     sampled = _sample_xy(
         x,
         y,
@@ -967,17 +969,23 @@ def _lerp_length(top: float) -> float:
     return math.sqrt(8 * 6.0e6 * _LERP_TOLERANCE_M / (1 + math.tan(math.radians(top))))
 
 
+def _top_latitude(bounds: tuple[float, float, float, float] | None, below: float) -> float | None:
+    """The vertices' largest latitude (degrees, north or south), or None when they straddle
+    the antimeridian, reach ``below`` or have a missing coordinate. ``bounds`` are the
+    vertices' (lon min, lon max, lat min, lat max)."""
+    if bounds is None:
+        return None
+    lon_min, lon_max, lat_min, lat_max = map(float, bounds)
+    top = max(abs(lat_min), abs(lat_max))
+    return top if lon_max - lon_min < 180.0 and top < below else None  # None for NaN too
+
+
 def _lerp_limit(bounds: tuple[float, float, float, float] | None) -> float:
     """:func:`_lerp_length` for the projected path: zero (project every point back) when the
     vertices straddle the antimeridian, reach the polar caps (no UTM there) or have a missing
-    coordinate. ``bounds`` are the vertices' (lon min, lon max, lat min, lat max)."""
-    if bounds is None:
-        return 0.0
-    lon_min, lon_max, lat_min, lat_max = map(float, bounds)
-    top = max(abs(lat_min), abs(lat_max))
-    if not (lon_max - lon_min < 180.0 and top < 84.0):  # False for NaN too
-        return 0.0
-    return _lerp_length(top)
+    coordinate."""
+    top = _top_latitude(bounds, 84.0)
+    return 0.0 if top is None else _lerp_length(top)
 
 
 _ELLIPSOID_TOP = 89.5
@@ -989,16 +997,12 @@ def _on_ellipsoid(bounds: tuple[float, float, float, float] | None) -> bool:
     """Whether vertices with these bounds can be measured on the ellipsoid: every
     coordinate finite, less than 180 degrees of longitude (none across the antimeridian),
     and no nearer a pole than ``_ELLIPSOID_TOP``."""
-    if bounds is None:
-        return False
-    lon_min, lon_max, lat_min, lat_max = map(float, bounds)
-    top = max(abs(lat_min), abs(lat_max))
-    return bool(lon_max - lon_min < 180.0 and top < _ELLIPSOID_TOP)  # False for NaN too
+    return _top_latitude(bounds, _ELLIPSOID_TOP) is not None
 
 
-_WGS84_A = 6_378_137.0
-"""Semi-major axis of the WGS 84 ellipsoid (metres)."""
-_WGS84_E2 = (2 - 1 / 298.257223563) / 298.257223563
+_WGS84_A = Geod(ellps="WGS84").a
+"""Semi-major axis of the WGS 84 ellipsoid (metres), as PROJ knows it."""
+_WGS84_E2 = (2 - Geod(ellps="WGS84").f) * Geod(ellps="WGS84").f
 """First eccentricity squared of the WGS 84 ellipsoid, f (2 - f)."""
 
 
@@ -1075,6 +1079,10 @@ class _Plate:
         y *= self.north
         return x, y
 
+    def latitude(self, y: np.ndarray) -> np.ndarray:
+        """Latitude (degrees) of plate ``y``: the inverse of :meth:`forward` in y."""
+        return y / self.north + self.lat0
+
     def refine(
         self, x: np.ndarray, y: np.ndarray, segment: np.ndarray, fraction: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -1082,7 +1090,7 @@ class _Plate:
         plate point i to i+1): their fraction along it in lon/lat, and their bearing there."""
         a, b = segment, segment + 1
         dlon, dlat = (x[b] - x[a]) / self.east, (y[b] - y[a]) / self.north
-        lat_a = y[a] / self.north + self.lat0
+        lat_a = self.latitude(y[a])
         u = _lonlat_fraction(fraction, dlon, dlat, lat_a, lat_a + dlat)
         east, north = _metres_per_degree(lat_a + u * dlat)
         east *= dlon
@@ -1095,7 +1103,7 @@ class _Plate:
         """:func:`merge_close_points` with distances on the ellipsoid."""
 
         def closer(i: np.ndarray, j: np.ndarray, limit: float) -> np.ndarray:
-            lat_i, lat_j = y[i] / self.north + self.lat0, y[j] / self.north + self.lat0
+            lat_i, lat_j = self.latitude(y[i]), self.latitude(y[j])
             east, north = _metres_per_degree((lat_i + lat_j) / 2)
             east *= (x[i] - x[j]) / self.east
             north *= lat_i - lat_j
