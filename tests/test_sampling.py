@@ -482,6 +482,18 @@ def test_repeated_vertices_change_nothing(helsinki_edges, crs):
     assert np.array_equal(a["bearing"].to_numpy(), b["bearing"].to_numpy())
 
 
+def _random_network(epsg, origin, *, seed):
+    """300 random 3-vertex lines in UTM zone ``epsg`` (up to 570 m) within 5 km of ``origin``."""
+    import geopandas as gpd
+
+    rng = np.random.default_rng(seed)
+    starts = np.asarray(origin) + rng.uniform(0, 5000, (300, 2))
+    ends = starts + rng.uniform(-400, 400, (300, 2))
+    middles = (starts + ends) / 2 + rng.uniform(-30, 30, (300, 2))
+    lines = shapely.linestrings(np.stack([starts, middles, ends], axis=1))
+    return gpd.GeoDataFrame({"edge_id": np.arange(300)}, geometry=lines, crs=epsg)
+
+
 @pytest.mark.parametrize(
     ("epsg", "origin"),
     [(32756, (334000.0, 6250000.0)), (32611, (240000.0, 3770000.0)), (32633, (500000.0, 0.0))],
@@ -490,15 +502,10 @@ def test_measured_in_utm_fast_path_matches_exact_proj_south_north_and_zone_edge(
     # Sydney (south), Los Angeles 2.7 degrees from its zone's central meridian, and the
     # equator, measured in the UTM zone: the fast projection and the lon/lat placement
     # against PROJ's exact series
-    import geopandas as gpd
     from pyproj import Transformer
 
-    rng = np.random.default_rng(epsg)
-    starts = np.asarray(origin) + rng.uniform(0, 5000, (300, 2))
-    ends = starts + rng.uniform(-400, 400, (300, 2))
-    middles = (starts + ends) / 2 + rng.uniform(-30, 30, (300, 2))
-    lines = shapely.linestrings(np.stack([starts, middles, ends], axis=1))
-    projected = gpd.GeoDataFrame({"edge_id": np.arange(300)}, geometry=lines, crs=epsg)
+    projected = _random_network(epsg, origin, seed=epsg)
+    lines = projected.geometry.values
     lonlat = projected.to_crs(4326)
     assert lonlat.estimate_utm_crs().to_epsg() == epsg  # the zone the reference measures in
     points = points_from_network(lonlat, spacing=15.0, merge_distance=1.0, crs=epsg)
@@ -590,14 +597,7 @@ def test_points_on_the_ellipsoid_match_a_plain_reference(helsinki_edges, twin_of
 def test_points_on_the_ellipsoid_match_the_reference_anywhere(epsg, origin):
     # lines up to 570 m, segments up to about 325 m: many longer than the lon/lat
     # interpolation's limit
-    import geopandas as gpd
-
-    rng = np.random.default_rng(epsg + int(origin[1]))
-    starts = np.asarray(origin) + rng.uniform(0, 5000, (300, 2))
-    ends = starts + rng.uniform(-400, 400, (300, 2))
-    middles = (starts + ends) / 2 + rng.uniform(-30, 30, (300, 2))
-    lines = shapely.linestrings(np.stack([starts, middles, ends], axis=1))
-    edges = gpd.GeoDataFrame({"edge_id": np.arange(300)}, geometry=lines, crs=epsg).to_crs(4326)
+    edges = _random_network(epsg, origin, seed=epsg + int(origin[1])).to_crs(4326)
     points = points_from_network(edges, spacing=15.0, merge_distance=1.0)
     assert points.crs.to_epsg() == 4326
     _assert_like_reference(points, *_lonlat_line_reference(edges))
