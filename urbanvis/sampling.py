@@ -668,13 +668,7 @@ def _sample_projected(
     ``geographic``: that CRS is EPSG:4326.
     """
     if crs is None:
-        try:
-            crs = _utm_crs(edges, lon_v, lat_v, bounds)
-        except RuntimeError as error:  # geopandas: "Unable to determine UTM CRS"
-            raise InputError(
-                "no UTM zone covers these edges (a polar cap); give a projected CRS in "
-                "metres as `crs`, e.g. EPSG:3413 in the Arctic or EPSG:3031 in the Antarctic"
-            ) from error
+        crs = _utm_crs(edges, lon_v, lat_v, bounds)
     else:
         crs = CRS.from_user_input(crs)
         if not crs.is_projected:
@@ -906,9 +900,10 @@ def _utm_crs(
 
     geopandas takes the centre of the total bounds; in a geographic CRS those are the
     extremes of the vertex coordinates, which saves a bounds pass over every geometry.
+    No zone covers the polar caps: that is an ``InputError`` asking for a ``crs``.
     """
     if bounds is None or not CRS.from_user_input(edges.crs).is_geographic:
-        return edges.estimate_utm_crs()
+        return _estimate_utm_crs(edges)
     from pyproj.aoi import AreaOfInterest
     from pyproj.database import query_utm_crs_info
 
@@ -918,7 +913,18 @@ def _utm_crs(
     x = float(np.mean(box[:2]))
     y = float(np.mean(box[2:]))
     zones = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(x, y, x, y))
-    return CRS.from_epsg(zones[0].code) if zones else edges.estimate_utm_crs()
+    return CRS.from_epsg(zones[0].code) if zones else _estimate_utm_crs(edges)
+
+
+def _estimate_utm_crs(edges: gpd.GeoDataFrame) -> CRS:
+    """``edges.estimate_utm_crs()``, with its error where there is no zone made one line."""
+    try:
+        return edges.estimate_utm_crs()
+    except RuntimeError as error:  # geopandas: "Unable to determine UTM CRS"
+        raise InputError(
+            "no UTM zone covers these edges (a polar cap); give a projected CRS in "
+            "metres as `crs`, e.g. EPSG:3413 in the Arctic or EPSG:3031 in the Antarctic"
+        ) from error
 
 
 def _measuring_crs(crs: CRS) -> CRS:
